@@ -1,0 +1,34 @@
+# The README's two commands. Everything they need is installed here, so both
+# work on a fresh Debian/Ubuntu machine with Python 3.11 and nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU accelerator keeps DeepSpeed off CUDA code paths on machines with no GPU.
+export DS_ACCELERATOR ?= cpu
+
+.PHONY: demo test install system-deps clean
+
+demo: install
+	$(PY) -m synscale.launch studies/digits_sweep.toml
+
+test: install
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile tools/system_deps.sh
+	bash tools/system_deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# FFCV's setup.py imports numpy and pkg-config at build time, so the build
+	# runs in this venv (no isolation) after its build inputs are present.
+	$(PY) -m pip install -q numpy setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $(STAMP)
+
+system-deps:
+	bash tools/system_deps.sh
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,358 @@
+"""Power-law fits of loss against data size, per series.
+
+Two laws, both fitted on log loss so that every point weighs by its relative
+error (losses span an order of magnitude across a sweep, and the small ones
+at large sizes are the ones the extrapolation rests on):
+
+    power          L = A * x^-k          linear least squares on (log x, log L)
+    power+offset   L = E + A * x^-k      bounded least squares, 0 <= E < min(L),
+                                         from a grid of starts
+
+A series is the set of rows that share every axis column; its points are the
+data sizes and losses of those rows. Inputs a law cannot be fitted to raise
+`FitError` with what is wrong, rather than returning a number that looks
+like a result; `fit_series` keeps the message on the series so one broken
+series does not hide the others.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+
+# Axis columns of the metrics table; rows sharing all of them form a series.
+DEFAULT_AXES = ("eval_set", "source", "generator", "prompts", "guidance", "arch", "width")
+# Axes that say where the training data came from. Two series that differ
+# only in these are the same model on the same eval set, so comparable.
+SOURCE_AXES = ("source", "generator", "prompts", "guidance")
+LAWS = ("power", "power+offset")
+# Distinct sizes each law needs: more than its parameter count, so that the
+# fit is tested by at least one point rather than passing through all of them.
+MIN_SIZES = {"power": 3, "power+offset": 4}
+# The offset law's exponent is searched in [0, K_MAX]; measured data-scaling
+# exponents are well below 1, so this only keeps the optimizer from running off.
+K_MAX = 10.0
+
+
+class FitError(ValueError):
+    """The points cannot support the requested fit; the message says why."""
+
+
+@dataclass(frozen=True)
+class PowerFit:
+    law: str                     # "power" or "power+offset"
+    params: dict[str, float]     # A, k, E (E is 0 for "power")
+    residuals: tuple[float, ...]  # log(measured) - log(fitted), per point, in input order
+    rmse: float                  # root mean square of `residuals` (log space)
+    n_points: int                # points fitted, repeats of a size included
+    x_min: float                 # smallest measured size: below it, predictions extrapolate
+    x_max: float                 # largest measured size: above it, predictions extrapolate
+
+    def predict(self, x):
+        """Loss at size(s) x; a float for a scalar, an array otherwise."""
+        p = self.params
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out = p["E"] + p["A"] * np.power(np.asarray(x, dtype=float), -p["k"])
+        return float(out) if np.ndim(out) == 0 else out
+
+    def inverse(self, loss):
+        """Size(s) at which the curve reaches `loss`; NaN where it never does.
+
+        A loss at or below the floor E is unreachable, and so is every loss
+        when the curve does not move with size (k == 0).
+        """
+        p = self.params
+        loss = np.asarray(loss, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            excess = loss - p["E"]
+            out = np.power(p["A"] / excess, 1.0 / p["k"]) if p["k"] != 0 else np.full(loss.shape, np.nan)
+            out = np.where((excess > 0) & np.isfinite(out) & (out > 0), out, np.nan)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def in_range(self, x: float) -> bool:
+        """Whether size x lies within the measured sizes (no extrapolation).
+
+        The ends get a relative slack of 1e-6: an inverse that lands on the
+        largest measured size is not an extrapolation because of rounding.
+        """
+        slack = 1 + 1e-6
+        return bool(np.isfinite(x)) and self.x_min / slack <= x <= self.x_max * slack
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"law": self.law, "params": dict(self.params), "rmse": self.rmse,
+                "n_points": self.n_points, "x_min": self.x_min, "x_max": self.x_max,
+                "residuals": list(self.residuals)}
+
+
+def _check_points(x, y, law: str) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays of the points, or FitError listing every problem found."""
+    try:
+        xs = np.asarray(x, dtype=float).ravel()
+        ys = np.asarray(y, dtype=float).ravel()
+    except (TypeError, ValueError) as e:
+        raise FitError(f"sizes and losses must be numbers: {e}") from None
+    if xs.size != ys.size:
+        raise FitError(f"got {xs.size} sizes but {ys.size} losses; they must pair up")
+    problems = []
+    for name, v in (("size", xs), ("loss", ys)):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            problems.append(f"{name} is NaN or inf at point(s) {_where(bad, xs, name == 'loss')}")
+        nonpos = np.flatnonzero(np.isfinite(v) & (v <= 0))
+        if nonpos.size:
+            problems.append(f"{name} must be > 0 for a log-log fit; got "
+                            f"{_list(v[nonpos])} at point(s) {_where(nonpos, xs, name == 'loss')}")
+    finite_x = xs[np.isfinite(xs) & (xs > 0)]
+    distinct = np.unique(finite_x)
+    need = MIN_SIZES[law]
+    if distinct.size < need:
+        problems.append(f"law {law!r} needs at least {need} distinct positive sizes, got "
+                        f"{distinct.size} ({_list(distinct) or 'none'}) from {xs.size} point(s)")
+    if problems:
+        raise FitError("; ".join(problems))
+    if np.ptp(ys) <= 1e-12 * np.max(np.abs(ys)):
+        raise FitError(f"loss is constant ({ys[0]:.6g}) across sizes {_list(distinct)}; "
+                       f"there is no exponent to fit")
+    return xs, ys
+
+
+def _where(idx: np.ndarray, xs: np.ndarray, with_size: bool) -> str:
+    """Point indices, with their sizes when the problem is in the loss."""
+    parts = [f"{i} (size {xs[i]:.6g})" if with_size else str(i) for i in idx[:5]]
+    return ", ".join(parts) + (" ..." if idx.size > 5 else "")
+
+
+def _list(v: Iterable[float]) -> str:
+    v = list(v)
+    return ", ".join(f"{a:.6g}" for a in v[:8]) + (" ..." if len(v) > 8 else "")
+
+
+def _finish(law: str, xs: np.ndarray, ys: np.ndarray, A: float, k: float, E: float) -> PowerFit:
+    fit = PowerFit(law, {"A": float(A), "k": float(k), "E": float(E)}, (), 0.0,
+                   int(xs.size), float(xs.min()), float(xs.max()))
+    res = np.log(ys) - np.log(fit.predict(xs))
+    if not np.all(np.isfinite(res)):
+        raise FitError(f"law {law!r} fitted to parameters A={A:.6g}, k={k:.6g}, E={E:.6g} "
+                       f"that do not reproduce the points (non-finite residuals)")
+    return PowerFit(law, fit.params, tuple(float(r) for r in res),
+                    float(np.sqrt(np.mean(res ** 2))), fit.n_points, fit.x_min, fit.x_max)
+
+
+def fit_power(x, y) -> PowerFit:
+    """L = A * x^-k by least squares on (log x, log L)."""
+    xs, ys = _check_points(x, y, "power")
+    lr = stats.linregress(np.log(xs), np.log(ys))
+    return _finish("power", xs, ys, A=math.exp(lr.intercept), k=-lr.slope, E=0.0)
+
+
+def fit_power_offset(x, y) -> PowerFit:
+    """L = E + A * x^-k with 0 <= E < min(L), on log loss, best of a grid of starts.
+
+    Sizes are divided by the smallest one inside the optimizer so that A stays
+    near the losses whatever the units (per class or total images); the
+    returned A is in the caller's units.
+    """
+    xs, ys = _check_points(x, y, "power+offset")
+    x0 = xs.min()
+    u = xs / x0
+    logy = np.log(ys)
+    e_hi = ys.min() * (1 - 1e-9)
+
+    def resid(p):
+        E, log_a, k = p
+        with np.errstate(over="ignore", under="ignore"):
+            return np.log(E + np.exp(log_a) * u ** -k) - logy
+
+    best = None
+    for e_frac in (0.0, 0.5, 0.9):
+        for k0 in (0.1, 0.3, 1.0, 3.0):
+            E0 = e_frac * ys.min()
+            a0 = float(np.median(ys - E0))  # ys > E0, and u^-k is 1 at the smallest size
+            try:
+                r = optimize.least_squares(resid, [E0, math.log(a0), k0],
+                                           bounds=([0.0, -np.inf, 0.0], [e_hi, np.inf, K_MAX]),
+                                           x_scale=[ys.min(), 1.0, 1.0], method="trf")
+            except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+                continue
+            if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
+                best = r
+    if best is None:
+        raise FitError("law 'power+offset' did not converge from any of 12 starts")
+    E, log_a, k = best.x
+    return _finish("power+offset", xs, ys, A=math.exp(log_a) * x0 ** k, k=k, E=E)
+
+
+FITTERS = {"power": fit_power, "power+offset": fit_power_offset}
+
+
+def fit_law(x, y, law: str = "power") -> PowerFit:
+    if law not in FITTERS:
+        raise ValueError(f"unknown law {law!r}; allowed: {', '.join(LAWS)}")
+    return FITTERS[law](x, y)
+
+
+@dataclass(frozen=True)
+class SeriesFit:
+    key: dict[str, Any]      # axis column -> value ("" and None both read as None)
+    x: tuple[float, ...]     # sizes, ascending; a size repeats when several runs measured it
+    y: tuple[float, ...]     # metric at each size (NaN where a row had none)
+    fit: PowerFit | None     # None when the points could not be fitted
+    error: str | None = None  # why `fit` is None
+
+    @property
+    def source(self) -> Any:
+        return self.key.get("source")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": dict(self.key), "x": list(self.x), "y": [_json_num(v) for v in self.y],
+                "fit": self.fit.to_dict() if self.fit else None, "error": self.error}
+
+
+def _norm(v: Any) -> Any:
+    """One value for "no value": CSV rows carry "", in-memory rows carry None."""
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _num(v: Any) -> float:
+    v = _norm(v)
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _json_num(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def sort_key(key: Mapping[str, Any]) -> tuple:
+    """Orders series keys: missing values first, numbers by value, then text."""
+    out = []
+    for v in key.values():
+        if v is None:
+            out.append((0, 0.0, ""))
+            continue
+        try:
+            out.append((1, float(v), ""))
+        except (TypeError, ValueError):
+            out.append((2, 0.0, str(v)))
+    return tuple(out)
+
+
+def fit_series(rows: Sequence[Mapping[str, Any]], x: str = "images_per_class", y: str = "loss",
+               axes: Sequence[str] = DEFAULT_AXES, law: str = "power") -> list[SeriesFit]:
+    """Group metric rows into series by `axes` and fit `y` against `x` in each.
+
+    Rows may come from memory or from metrics.csv (values as strings). A
+    series whose points cannot be fitted gets `fit=None` and the reason in
+    `error`; a mistake that concerns the whole table (unknown law, a column
+    no row has, a row missing an axis) raises ValueError.
+    """
+    if law not in FITTERS:
+        raise ValueError(f"unknown law {law!r}; allowed: {', '.join(LAWS)}")
+    axes = list(axes)
+    rows = list(rows)
+    if not rows:
+        return []
+    for col, what in ((x, "x"), (y, "y")):
+        if not any(col in r for r in rows):
+            raise ValueError(f"{what}={col!r} is not a column of the metrics rows; "
+                             f"columns: {', '.join(sorted({c for r in rows for c in r}))}")
+    missing = [f"row {i} lacks {', '.join(a for a in axes if a not in r)}"
+               for i, r in enumerate(rows) if any(a not in r for a in axes)]
+    if missing:
+        raise ValueError(f"series axes {axes} must be columns of every row: "
+                         + "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(_norm(r[a]) for a in axes), []).append((_num(r.get(x)), _num(r.get(y))))
+
+    out = []
+    for values in sorted(groups, key=lambda t: sort_key(dict(zip(axes, t)))):
+        pts = sorted(groups[values], key=lambda p: (math.isnan(p[0]), p[0]))
+        xs = tuple(p[0] for p in pts)
+        ys = tuple(p[1] for p in pts)
+        try:
+            fit, err = fit_law(xs, ys, law), None
+        except FitError as e:
+            fit, err = None, str(e)
+        out.append(SeriesFit(dict(zip(axes, values)), xs, ys, fit, err))
+    return out
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    real: dict[str, Any]        # key of the real series
+    synthetic: dict[str, Any]   # key of the synthetic series it is compared with
+    real_size: float            # a measured real size
+    target_loss: float          # the real fit's loss at `real_size`
+    synthetic_size: float       # synthetic size whose fitted loss is `target_loss`; NaN if none
+    multiplier: float           # synthetic_size / real_size (>1: synthetic images are worth less)
+    extrapolated: bool          # synthetic_size outside the measured synthetic sizes, or NaN
+    note: str = ""              # why it is extrapolated or NaN; empty otherwise
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"real": dict(self.real), "synthetic": dict(self.synthetic),
+                "real_size": self.real_size, "target_loss": _json_num(self.target_loss),
+                "synthetic_size": _json_num(self.synthetic_size),
+                "multiplier": _json_num(self.multiplier),
+                "extrapolated": self.extrapolated, "note": self.note}
+
+
+def comparable(a: Mapping[str, Any], b: Mapping[str, Any],
+               source_axes: Sequence[str] = SOURCE_AXES) -> bool:
+    """Same model on the same eval set: equal on every axis that is not a source axis."""
+    shared = (set(a) | set(b)) - set(source_axes)
+    return all(_norm(a.get(c)) == _norm(b.get(c)) for c in shared)
+
+
+def synthetic_equivalence(fits: Sequence[SeriesFit], real: str = "real",
+                          source_axes: Sequence[str] = SOURCE_AXES) -> list[Equivalence]:
+    """Synthetic images per class that match the real curve at each real size.
+
+    For every real series with a fit, every measured real size s and every
+    comparable synthetic series: target = real.predict(s), synthetic size =
+    synthetic.inverse(target). Real series without a fit are skipped (the
+    series table shows why); synthetic ones without a fit give NaN rows that
+    carry their error, so a missing comparison is visible rather than absent.
+    """
+    reals = [f for f in fits if f.source == real and f.fit is not None]
+    synths = [f for f in fits if f.source is not None and f.source != real]
+    out = []
+    for r in reals:
+        sizes = sorted({s for s in r.x if math.isfinite(s) and s > 0})
+        for syn in (f for f in synths if comparable(r.key, f.key, source_axes)):
+            for s in sizes:
+                target = r.fit.predict(s)
+                size, note = _match(syn, target)
+                extrap = not (syn.fit is not None and syn.fit.in_range(size))
+                if extrap and not note:
+                    note = (f"{size:.4g} lies outside the measured synthetic sizes "
+                            f"{syn.fit.x_min:.4g}..{syn.fit.x_max:.4g}")
+                out.append(Equivalence(dict(r.key), dict(syn.key), float(s), float(target),
+                                       size, size / s, extrap, note))
+    return out
+
+
+def _match(syn: SeriesFit, target: float) -> tuple[float, str]:
+    """(synthetic size reaching `target`, note when there is none)."""
+    if syn.fit is None:
+        return math.nan, f"synthetic series has no fit: {syn.error}"
+    p = syn.fit.params
+    if p["k"] <= 0:
+        return math.nan, f"synthetic loss does not fall with size (k={p['k']:.3g})"
+    size = syn.fit.inverse(target)
+    if math.isnan(size):
+        return math.nan, (f"unreachable: target loss {target:.4g} is at or below the "
+                          f"synthetic floor E={p['E']:.4g}")
+    return size, ""

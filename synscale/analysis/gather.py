@@ -1,0 +1,58 @@
+"""Gather: every finished evaluation of a run into one tidy table.
+
+One row per (train stage, eval set): the sweep coordinates from the plan plus
+the metrics the evaluate stage wrote. Rows of unfinished stages are left out,
+so a partly finished run still gathers what it has.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from synscale.analysis.fit import DEFAULT_AXES as AXES
+from synscale.plan import state
+from synscale.plan.graph import Plan
+from synscale.plan.layout import RunDir
+
+COLUMNS = ["train_id", *AXES, "images_per_class", "images", "steps", "loss", "top1"]
+
+
+def gather(run_root: Path) -> list[dict]:
+    run = RunDir(Path(run_root))
+    plan = Plan.from_json(run.plan_file.read_text())
+    rows = []
+    for s in plan.of_kind("evaluate"):
+        folder = run.stage("evaluate", s.id)
+        if not state.is_done(folder):
+            continue
+        m = state.read_json(folder / "metrics.json")
+        rows.append({"train_id": s.inputs[0], **{a: s.axes.get(a, "") for a in AXES},
+                     "images_per_class": m["images_per_class"], "images": m["images"],
+                     "steps": m["steps"], "loss": m["loss"], "top1": m["top1"],
+                     "per_class_top1": m["per_class_top1"]})
+    rows.sort(key=lambda r: tuple(str(r[a]) for a in AXES) + (r["images_per_class"],))
+    return rows
+
+
+def generation_quality(run_root: Path) -> list[dict]:
+    """Recognizability and diversity per generation config (from synthetic packs)."""
+    run = RunDir(Path(run_root))
+    plan = Plan.from_json(run.plan_file.read_text())
+    out = []
+    for pack in plan.of_kind("pack"):
+        folder = run.stage("pack", pack.id)
+        if pack.spec["source"] != "synthetic" or not (folder / "quality.json").exists():
+            continue
+        gen = plan.by_id[pack.inputs[0]].spec
+        out.append({"generator": gen["generator"], "prompts": gen["prompts"],
+                    "guidance": gen["guidance"], "steps": gen["steps"],
+                    **state.read_json(folder / "quality.json")})
+    return sorted(out, key=lambda r: (r["generator"], r["prompts"], r["guidance"]))
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with state.atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)

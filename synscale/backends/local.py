@@ -1,0 +1,118 @@
+"""The local backend: every stage on this machine, in dependency order.
+
+Stages run in a pool of worker processes (`backend.workers`), each process
+importing torch once and running many stages. A failed stage blocks only
+what reads it; everything else still runs, so a relaunch has less to do.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from synscale.plan import state
+from synscale.plan.graph import Plan, Stage
+from synscale.plan.layout import RunDir
+
+
+@dataclass
+class Outcome:
+    ran: list[str] = field(default_factory=list)
+    skipped_done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)   # id -> last line of the error
+    blocked: list[str] = field(default_factory=list)       # not run: an input failed
+
+
+def _init_worker(threads: int) -> None:
+    # Die with the launcher: a killed launch must not leave workers writing.
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _execute(run_root: str, stage: Stage, input_kinds: dict) -> dict:
+    from synscale.backends.worker import execute
+    return execute(run_root, stage, input_kinds)
+
+
+def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
+    """Run every stage that is not done. `progress(stage, status)` is called
+    as stages finish (status: done, skipped, failed, blocked)."""
+    report = progress or (lambda stage, status: None)
+    kinds = {s.id: s.kind for s in plan.stages}
+    out = Outcome()
+    finished: set[str] = set()
+    todo: list[Stage] = []
+    for s in plan.order():
+        if state.is_done(run.stage(s.kind, s.id)):
+            out.skipped_done.append(s.id)
+            finished.add(s.id)
+            report(s, "skipped")
+        else:
+            todo.append(s)
+    if not todo:
+        return out
+    workers = max(1, min(workers, len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    dead: set[str] = set()
+    running = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        while todo or running:
+            for s in [s for s in todo if all(i in finished for i in s.inputs)]:
+                todo.remove(s)
+                running[pool.submit(_execute, str(run.root), s,
+                                    {i: kinds[i] for i in s.inputs})] = s
+            for s in [s for s in todo if any(i in dead for i in s.inputs)]:
+                todo.remove(s)
+                dead.add(s.id)
+                out.blocked.append(s.id)
+                report(s, "blocked")
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                s = running.pop(fut)
+                try:
+                    fut.result()
+                except BrokenProcessPool:
+                    # A worker was killed: every stage in flight is lost, not
+                    # failed; nothing of theirs counts until a relaunch reruns them.
+                    out.failed[s.id] = "worker process died (killed?); relaunch to rerun"
+                    report(s, "failed")
+                    for other in list(running.values()) + todo:
+                        out.blocked.append(other.id)
+                        report(other, "blocked")
+                    return out
+                except Exception as e:  # the worker already recorded error.json
+                    dead.add(s.id)
+                    out.failed[s.id] = _last_line(run, s, e)
+                    report(s, "failed")
+                else:
+                    finished.add(s.id)
+                    out.ran.append(s.id)
+                    report(s, "done")
+    return out
+
+
+def _last_line(run: RunDir, s: Stage, e: BaseException) -> str:
+    path = run.stage(s.kind, s.id) / "error.json"
+    try:
+        return state.read_json(path)["error"]
+    except (OSError, ValueError, KeyError):
+        return f"{type(e).__name__}: {e}"
+
+
+def log_path(run: RunDir, s: Stage) -> Path:
+    return run.stage(s.kind, s.id) / "log.txt"

@@ -1,0 +1,1 @@
+"""Real datasets and the FFCV files that carry images between stages."""

@@ -1,0 +1,160 @@
+"""`python -m synscale.launch STUDY`: validate, plan, run what is not done, report.
+
+Exit status: 0 when every stage is done, 1 when some failed, 2 for a study
+that cannot run (nothing written), 3 when another launch holds the study.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from synscale.plan import state
+from synscale.plan.graph import KINDS, Plan
+from synscale.plan.layout import RunDir
+from synscale.study import preflight
+from synscale.study.expand import expand
+from synscale.study.load import StudyError, load_study
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="python -m synscale.launch", description=__doc__.split("\n")[0])
+    p.add_argument("study", help="study TOML file")
+    p.add_argument("--backend", choices=("local", "slurm"), help="overrides [backend] name")
+    p.add_argument("--root", default="runs", help="folder holding run directories (default: runs)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; write and run nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--workers", type=int, help="local: stages at once (overrides [backend] workers)")
+    return p.parse_args(argv)
+
+
+def _counts(plan: Plan, done: set[str]) -> dict:
+    total = Counter(s.kind for s in plan.stages)
+    finished = Counter(s.kind for s in plan.stages if s.id in done)
+    return {k: {"stages": total[k], "done": finished[k]} for k in KINDS if total[k]}
+
+
+def _print_plan(console: Console, study, plan: Plan, done: set[str], run: RunDir) -> None:
+    console.print(f"[bold]{study.study.name}[/]  {study.study.description}".rstrip())
+    axes = Table(title="sweep axes", show_header=True)
+    axes.add_column("axis")
+    axes.add_column("values")
+    sw, g, m = study.sweep, study.generate, study.model
+    rows = [("sources", sw.sources), ("real images/class", sw.real_images_per_class),
+            ("synthetic images/class", sw.synthetic_images_per_class)]
+    if "synthetic" in sw.sources:
+        rows += [("generators", g.generators), ("prompts", g.prompts), ("guidance", g.guidance)]
+    rows += [("model", (m.arch,)), ("width", m.width), ("eval sets", study.evaluate.sets)]
+    for name, values in rows:
+        if values:
+            axes.add_row(name, ", ".join(str(v) for v in values))
+    console.print(axes)
+    table = Table(title=f"plan ({run.root})")
+    for col in ("kind", "stages", "done", "to run"):
+        table.add_column(col, justify="right" if col != "kind" else "left")
+    for kind, c in _counts(plan, done).items():
+        table.add_row(kind, str(c["stages"]), str(c["done"]), str(c["stages"] - c["done"]))
+    console.print(table)
+
+
+def _progress_bars(console: Console, plan: Plan):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
+                        transient=False)
+    totals = Counter(s.kind for s in plan.stages)
+    tasks = {k: progress.add_task(k, total=totals[k], note="") for k in KINDS if totals[k]}
+    failed = Counter()
+
+    def update(stage, status):
+        if status in ("done", "skipped"):
+            progress.advance(tasks[stage.kind])
+        else:
+            failed[stage.kind] += 1
+            progress.update(tasks[stage.kind], note=f"[red]{failed[stage.kind]} failed/blocked")
+    return progress, update
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    console = Console(stderr=args.json)
+    err = Console(stderr=True)
+    try:
+        study = load_study(args.study)
+    except StudyError as e:
+        for line in e.problems:
+            err.print(f"[red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+        err.print(f"{len(e.problems)} problem(s); nothing was written.")
+        return 2
+    backend = args.backend or study.backend.name
+    plan = expand(study)
+    run = RunDir(Path(args.root) / study.study.name)
+    done = {s.id for s in plan.stages if state.is_done(run.stage(s.kind, s.id))}
+    summary = {"study": study.study.name, "run_dir": str(run.root), "backend": backend,
+               "stages": {k: c["stages"] for k, c in _counts(plan, done).items()}}
+    if args.dry_run:
+        if args.json:
+            print(json.dumps({**summary, "dry_run": True, "done": len(done),
+                              "to_run": len(plan.stages) - len(done)}))
+        else:
+            _print_plan(console, study, plan, done, run)
+            for line in preflight.problems(study, backend):
+                console.print(f"[yellow]would stop at launch:[/] {line}", highlight=False)
+        return 0
+    problems = preflight.problems(study, backend)
+    if problems:
+        for line in problems:
+            err.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+        err.print(f"{len(problems)} problem(s); nothing was written or submitted.")
+        return 2
+    try:
+        with state.exclusive(run.lock_file):
+            return _launch(args, console, study, plan, run, summary, done)
+    except state.Locked as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        return 3
+
+
+def _launch(args, console, study, plan, run, summary, done) -> int:
+    from synscale.analysis.results import analyze_run
+    from synscale.backends.local import run_plan
+
+    state.write_text(run.study_file, study.text)
+    state.write_text(run.plan_file, plan.to_json())
+    if len(done) == len(plan.stages) and (run.results / "fits.json").exists():
+        if args.json:
+            print(json.dumps({**summary, "submitted": 0, "skipped_done": len(done), "failed": 0,
+                              "results": str(run.results)}))
+        else:
+            console.print(f"Nothing to do: all {len(plan.stages)} stages of "
+                          f"{study.study.name} are done. Results: {run.results}/")
+        return 0
+    workers = args.workers or study.backend.workers
+    progress, update = _progress_bars(console, plan)
+    with progress:
+        outcome = run_plan(plan, run, workers, update)
+    analyze_run(run.root, console=None if args.json else console)
+    if args.json:
+        print(json.dumps({**summary, "submitted": len(outcome.ran) + len(outcome.failed),
+                          "skipped_done": len(outcome.skipped_done), "failed": len(outcome.failed),
+                          "blocked": len(outcome.blocked), "results": str(run.results)}))
+    else:
+        for sid, line in outcome.failed.items():
+            s = plan.by_id[sid]
+            console.print(f"[red]failed[/] {s.kind}/{sid}: {line}\n  log: "
+                          f"{run.stage(s.kind, sid) / 'log.txt'}", highlight=False)
+        if outcome.blocked:
+            console.print(f"{len(outcome.blocked)} stage(s) not run because an input failed; "
+                          "fix the failure and launch again.")
+        console.print(f"Results: {run.results}/ (metrics.csv, fits.json, summary.md, plots/)")
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The plan: content-hashed stages, their graph, and the run directory."""

@@ -1,0 +1,58 @@
+"""Stages and the plan that orders them."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+KINDS = ("generate", "pack", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str                  # content hash (hashing.stage_id)
+    kind: str                # one of KINDS
+    spec: dict               # everything the runner needs besides its inputs
+    inputs: tuple = ()       # ids of the stages whose folders it reads
+    axes: dict = field(default_factory=dict)  # sweep coordinates, for gathering results
+
+
+@dataclass
+class Plan:
+    study: str
+    stages: list[Stage]
+
+    def __post_init__(self) -> None:
+        self.by_id = {s.id: s for s in self.stages}
+
+    def of_kind(self, kind: str) -> list[Stage]:
+        return [s for s in self.stages if s.kind == kind]
+
+    def order(self) -> list[Stage]:
+        """Stages with every input before its readers (the plan is built that way;
+        this re-checks it, since a backend relies on it)."""
+        seen: set[str] = set()
+        for s in self.stages:
+            missing = [i for i in s.inputs if i not in seen]
+            if missing:
+                raise ValueError(f"stage {s.kind}/{s.id} reads {missing} before they are planned")
+            seen.add(s.id)
+        return list(self.stages)
+
+    def downstream(self, ids: set[str]) -> set[str]:
+        """Every stage that reads, directly or not, one of `ids`."""
+        out: set[str] = set()
+        for s in self.stages:
+            if any(i in ids or i in out for i in s.inputs):
+                out.add(s.id)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps({"study": self.study, "stages": [asdict(s) for s in self.stages]},
+                          indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        raw = json.loads(text)
+        stages = [Stage(s["id"], s["kind"], s["spec"], tuple(s["inputs"]), s.get("axes", {}))
+                  for s in raw["stages"]]
+        return cls(raw["study"], stages)

@@ -1,0 +1,120 @@
+"""Stage state on disk: atomic writes, DONE markers, run records and locks.
+
+A stage is done exactly when its DONE file exists. Everything is written to
+a temporary name in the same folder and renamed into place, so a kill at any
+moment leaves either the old file or the whole new one, never half of one.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+TMP_SUFFIX = ".tmp"
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success fsync it and rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def clean_temporaries(folder: Path) -> None:
+    """Drop leftovers of a killed attempt: they were never renamed, so never counted."""
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        p.unlink(missing_ok=True)
+
+
+def is_done(folder: Path) -> bool:
+    return (Path(folder) / "DONE").exists()
+
+
+def mark_done(folder: Path, summary: dict) -> None:
+    write_json(Path(folder) / "DONE", {"finished": time.time(), **summary})
+
+
+def record_attempt(folder: Path) -> None:
+    """Who is running this stage now; status uses it to tell running from pending."""
+    (Path(folder) / "error.json").unlink(missing_ok=True)
+    write_json(Path(folder) / "attempt.json",
+               {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+
+
+def record_failure(folder: Path, error: BaseException, tb: str) -> None:
+    last = tb.strip().splitlines()[-1] if tb.strip() else repr(error)
+    write_json(Path(folder) / "error.json",
+               {"error": last, "traceback": tb, "time": time.time(), "pid": os.getpid()})
+
+
+def attempt_alive(folder: Path) -> bool:
+    path = Path(folder) / "attempt.json"
+    try:
+        rec = read_json(path)
+    except (OSError, ValueError):
+        return False
+    if rec.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(rec["pid"], 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class Locked(RuntimeError):
+    pass
+
+
+@contextmanager
+def exclusive(path: Path, describe: Callable[[], str] = lambda: "") -> Iterator[None]:
+    """An flock held for the block's lifetime; the kernel drops it when the
+    holder dies, so a killed launch never leaves a stale lock behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(path).read_text().strip()
+            raise Locked(f"{path.parent} is in use by another launch ({holder or 'unknown pid'})"
+                         f"{describe()}; wait for it to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        os.close(fd)

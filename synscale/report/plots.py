@@ -1,0 +1,115 @@
+"""Scaling curves as one PNG: measured points and fitted laws on log-log axes.
+
+One panel per model and eval set (every axis that is not a source axis), so
+curves that are compared share axes. Each synthetic source keeps its colour
+across panels; real data is black and dashed. The figure is drawn with the
+Agg canvas directly (no pyplot, no global backend switch) and written to a
+temporary name first, so a killed process never leaves half a PNG.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from synscale.analysis.fit import SOURCE_AXES, SeriesFit, sort_key
+from synscale.report.tables import series_labels, shared_label
+
+PANEL_WIDTH, PANEL_HEIGHT = 5.0, 3.8  # inches per panel
+MAX_COLUMNS = 3
+
+
+def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
+                 x_label: str = "images per class", y_label: str = "loss",
+                 real: str = "real", source_axes: Sequence[str] = SOURCE_AXES) -> Path:
+    """Write the scaling plot of `series_fits` to `path` (PNG); returns the path."""
+    from matplotlib import ticker
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not series_fits:
+        raise ValueError("plot_scaling got no series; nothing to plot")
+    path = Path(path)
+    panels: dict[tuple, list[SeriesFit]] = {}
+    for f in series_fits:
+        panels.setdefault(tuple((a, v) for a, v in f.key.items() if a not in source_axes), []).append(f)
+    order = sorted(panels, key=lambda t: sort_key(dict(t)))
+
+    sources = sorted({_source(f, source_axes) for f in series_fits if f.source != real},
+                     key=lambda t: sort_key(dict(t)))
+    palette = [f"C{i}" for i in range(10)]
+    colour = {s: palette[i % len(palette)] for i, s in enumerate(sources)}
+
+    ncols = min(MAX_COLUMNS, len(order))
+    nrows = math.ceil(len(order) / ncols)
+    fig = Figure(figsize=(PANEL_WIDTH * ncols, PANEL_HEIGHT * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    panel_titles = series_labels([dict(p) for p in order]) if len(order) > 1 else [""]
+    common = shared_label([f.key for f in series_fits], skip=source_axes)
+    for ax, panel, ptitle in zip(axes, order, panel_titles):
+        fits = panels[panel]
+        labels = series_labels([f.key for f in fits], skip=[a for a, _ in panel])
+        for f, label in zip(fits, labels):
+            _draw(ax, f, label, "black" if f.source == real else colour[_source(f, source_axes)],
+                  is_real=f.source == real)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # 0.6 and 40 read faster than 6x10^-1 and 4x10^1
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(ticker.FuncFormatter(_minor_labeller(axis)))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.set_title(ptitle, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(order):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{y_label} vs {x_label}" + (f" ({common})" if common else ""))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _minor_labeller(axis):
+    """Labels for minor log ticks: all of them within half a decade, 2 and 5
+    within one and a half, none beyond (the decade labels suffice there)."""
+    def label(v: float, _pos) -> str:
+        lo, hi = axis.get_view_interval()
+        if v <= 0 or lo <= 0:
+            return ""
+        decades = math.log10(hi / lo)
+        coeff = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+        keep = coeff in range(2, 10) if decades < 0.5 else coeff in (2, 5) if decades < 1.5 else False
+        return f"{v:g}" if keep else ""
+    return label
+
+
+def _source(f: SeriesFit, source_axes: Sequence[str]) -> tuple:
+    return tuple((a, f.key.get(a)) for a in source_axes)
+
+
+def _draw(ax, f: SeriesFit, label: str, colour: str, is_real: bool) -> None:
+    x = np.asarray(f.x, dtype=float)
+    y = np.asarray(f.y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)  # a log axis cannot show the rest
+    marker = "s" if is_real else "o"
+    if f.fit is None:
+        ax.scatter(x[ok], y[ok], color=colour, marker=marker, s=18, label=f"{label} (no fit)")
+        return
+    grid = np.geomspace(f.fit.x_min, f.fit.x_max, 100)
+    ax.plot(grid, f.fit.predict(grid), color=colour, linestyle="--" if is_real else "-",
+            linewidth=1.8 if is_real else 1.2, label=f"{label} (k={f.fit.params['k']:.3f})")
+    ax.scatter(x[ok], y[ok], color=colour, marker=marker, s=18)

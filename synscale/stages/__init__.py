@@ -1,0 +1,16 @@
+"""Stage runners: one self-contained module per kind, each with `VERSION`
+(part of every stage id: bump it when a change alters outputs) and
+`run(ctx)`. Heavy libraries are imported inside `run` only, so planning and
+status stay fast on a login node."""
+from __future__ import annotations
+
+import importlib
+
+KINDS = ("generate", "pack", "train", "evaluate")
+RUNNER_VERSIONS = {"generate": "1", "pack": "1", "train": "1", "evaluate": "1"}
+
+
+def runner(kind: str):
+    if kind not in KINDS:
+        raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join(KINDS)}")
+    return importlib.import_module(f"synscale.stages.{kind}")

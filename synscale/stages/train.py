@@ -1,0 +1,93 @@
+"""Train: a timm ViT classifier on a per-class prefix of one pack, through
+DeepSpeed (a torch AdamW handed to deepspeed.initialize, gloo on the CPU).
+
+How many steps a data size gets is a rule of the study (epochs over the
+subset, clamped to [min_steps, max_steps]); the rule and its outcome land in
+the manifest, because a scaling curve means nothing without them.
+"""
+from __future__ import annotations
+
+import math
+
+from synscale.plan import state
+
+VERSION = "1"
+
+
+def step_count(recipe: dict, images: int) -> int:
+    raw = math.ceil(recipe["epochs"] * images / recipe["batch_size"])
+    return int(min(max(raw, recipe["min_steps"]), recipe["max_steps"]))
+
+
+def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
+    """Linear warmup, then cosine decay to zero."""
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def run(ctx) -> dict:
+    import deepspeed
+    import torch
+    from safetensors.torch import save_file
+
+    from synscale.backends.distributed import ensure_initialized
+    from synscale.data.ffcv_io import loader, prefix_indices
+    from synscale.models.vit import build_classifier
+
+    spec, recipe = ctx.spec, ctx.spec["recipe"]
+    (pack_dir,) = ctx.inputs.values()
+    index = state.read_json(pack_dir / "index.json")
+    rows = prefix_indices(index, spec["images_per_class"])
+    steps = step_count(recipe, len(rows))
+
+    ensure_initialized()
+    torch.manual_seed(spec["seed"])
+    model = build_classifier(spec["model"], spec["num_classes"], tuple(index["shape"]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
+                                  weight_decay=recipe["weight_decay"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, recipe["warmup_fraction"]))
+    config = {"train_batch_size": recipe["batch_size"],
+              "train_micro_batch_size_per_gpu": recipe["batch_size"],
+              "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
+              "zero_optimization": {"stage": recipe["zero_stage"]},
+              "bf16": {"enabled": recipe["precision"] == "bf16"},
+              "steps_per_print": 10**9}
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+                                           lr_scheduler=schedule, config=config)
+    data = loader(pack_dir, rows, recipe["batch_size"], seed=spec["seed"],
+                  workers=recipe["loader_workers"])
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    step, epochs, curve = 0, 0, []
+    engine.train()
+    while step < steps:
+        for images, labels in data:
+            if step >= steps:
+                break
+            images = images.to(engine.device)
+            if recipe["precision"] == "bf16":
+                images = images.to(torch.bfloat16)
+            loss = criterion(engine(images).float(), labels.to(engine.device))
+            engine.backward(loss)
+            engine.step()
+            step += 1
+            if step % recipe["log_every"] == 0 or step == steps:
+                curve.append([step, round(loss.item(), 5)])
+                ctx.log.info("step %d/%d loss %.4f", step, steps, loss.item())
+        epochs += 1
+
+    weights = {k: v.detach().float().contiguous() for k, v in engine.module.state_dict().items()}
+    with state.atomic_path(ctx.dir / "model.safetensors") as tmp:
+        save_file(weights, str(tmp))
+    manifest = {"model": spec["model"], "num_classes": spec["num_classes"],
+                "image_shape": index["shape"], "images_per_class": spec["images_per_class"],
+                "images": int(len(rows)), "steps": steps, "epochs_seen": epochs,
+                "images_seen": steps * recipe["batch_size"],
+                "step_rule": f"clamp(ceil({recipe['epochs']} * images / {recipe['batch_size']}), "
+                             f"{recipe['min_steps']}, {recipe['max_steps']})",
+                "final_train_loss": curve[-1][1], "loss_curve": curve}
+    state.write_json(ctx.dir / "manifest.json", manifest)
+    return {"steps": steps, "final_train_loss": curve[-1][1]}

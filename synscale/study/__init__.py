@@ -1,0 +1,1 @@
+"""Study files: schema, loading with errors, expansion into a plan."""

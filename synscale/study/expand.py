@@ -1,0 +1,94 @@
+"""Study -> Plan: one stage per unit of work, each with a content id.
+
+Generation renders the largest synthetic size once per (generator, prompts,
+guidance), split into class ranges; one pack per generation config (and one
+for the real pool) writes a single .beton; every data size reads a per-class
+prefix of it, so nested sizes never re-render or re-pack anything.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from synscale.plan.graph import Plan, Stage
+from synscale.plan.hashing import stage_id
+from synscale.stages import RUNNER_VERSIONS
+from synscale.study.schema import Study
+
+
+def _stage(kind: str, spec: dict, inputs: tuple = (), axes: dict | None = None) -> Stage:
+    return Stage(stage_id(kind, spec, inputs, RUNNER_VERSIONS[kind]), kind, spec, inputs,
+                 axes or {})
+
+
+def _real_data_spec(s: Study) -> dict:
+    d = s.data
+    if d.dataset == "digits":
+        return {"dataset": "digits", "split_seed": s.study.seed, "test_per_class": d.test_per_class}
+    return {"dataset": "imagefolder", "train_dir": d.train_dir, "val_dir": d.val_dir,
+            "classes": d.classes}
+
+
+def _num_classes(s: Study) -> int:
+    if s.data.dataset == "digits":
+        return 10
+    return 1000  # imagefolder studies name ImageNet-1k classes
+
+
+def _models(s: Study) -> list[dict]:
+    m = s.model
+    if m.arch != "vit":
+        return [{"arch": m.arch}]
+    return [{"arch": "vit", "width": w, "depth": m.depth, "heads": m.heads,
+             "patch_size": m.patch_size, "mlp_ratio": m.mlp_ratio} for w in m.width]
+
+
+def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple]]:
+    """(pack stage, generate stages, axes, sizes) per data source."""
+    out = []
+    if "real" in s.sweep.sources:
+        pack = _stage("pack", {"source": "real", "data": real})
+        out.append((pack, [], {"source": "real", "generator": "", "prompts": "", "guidance": ""},
+                    s.sweep.real_images_per_class))
+    if "synthetic" not in s.sweep.sources:
+        return out
+    g = s.generate
+    n_classes = _num_classes(s)
+    largest = max(s.sweep.synthetic_images_per_class)
+    for generator in g.generators:
+        for prompts in g.prompts:
+            for guidance in g.guidance:
+                config = {"generator": generator, "weights": g.weights.get(generator, ""),
+                          "prompts": prompts, "guidance": guidance, "scheduler": g.scheduler,
+                          "steps": g.steps, "batch_size": g.batch_size, "seed": s.study.seed,
+                          "images_per_class": largest, "data": real}
+                gens = [_stage("generate", {**config, "classes": [lo, min(lo + g.classes_per_task,
+                                                                          n_classes)]})
+                        for lo in range(0, n_classes, g.classes_per_task)]
+                pack = _stage("pack", {"source": "synthetic", "data": real,
+                                       "num_classes": n_classes},
+                              tuple(x.id for x in gens))
+                axes = {"source": "synthetic", "generator": generator, "prompts": prompts,
+                        "guidance": guidance}
+                out.append((pack, gens, axes, s.sweep.synthetic_images_per_class))
+    return out
+
+
+def expand(s: Study) -> Plan:
+    real = _real_data_spec(s)
+    recipe = asdict(s.train)
+    stages: list[Stage] = []
+    for pack, gens, source_axes, sizes in _sources(s, real):
+        stages += gens + [pack]
+        for model in _models(s):
+            for n in sizes:
+                axes = {**source_axes, "arch": model["arch"], "width": model.get("width", ""),
+                        "images_per_class": n}
+                train = _stage("train", {"model": model, "recipe": recipe, "images_per_class": n,
+                                         "num_classes": _num_classes(s), "seed": s.study.seed},
+                               (pack.id,), axes)
+                stages.append(train)
+                for eval_set in s.evaluate.sets:
+                    stages.append(_stage("evaluate", {"eval_set": eval_set, "data": real,
+                                                      "batch_size": s.evaluate.batch_size},
+                                         (train.id,), {**axes, "eval_set": eval_set}))
+    return Plan(s.study.name, stages)

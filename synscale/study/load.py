@@ -1,0 +1,206 @@
+"""TOML -> Study, reporting every problem at once.
+
+Each problem names the file, the key path, the value and what is allowed, so
+a user fixes a study in one pass. Nothing here touches the run directory:
+a study that fails to load leaves nothing behind.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from synscale.study.schema import SECTIONS, Study
+
+TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+              dict: "a table"}
+
+
+class StudyError(Exception):
+    """One or more problems with a study file; str() lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def _check_scalar(value: Any, meta: dict, where: str, problems: list[str]) -> Any:
+    kind = meta["type"]
+    # TOML booleans are not numbers, and an integer is a fine float.
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        problems.append(f"{where} = {_show(value)}: expected {TYPE_NAMES[kind]}")
+        return None
+    if "choices" in meta and value not in meta["choices"]:
+        hint = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
+        problems.append(f"{where} = {_show(value)}: not one of "
+                        f"{', '.join(_show(c) for c in meta['choices'])}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return None
+    if "min" in meta and value < meta["min"]:
+        problems.append(f"{where} = {_show(value)}: must be >= {meta['min']}")
+        return None
+    if "max" in meta and value > meta["max"]:
+        problems.append(f"{where} = {_show(value)}: must be <= {meta['max']}")
+        return None
+    if "pattern" in meta and not re.match(meta["pattern"], value):
+        problems.append(f"{where} = {_show(value)}: must match {meta['pattern']} "
+                        "(letters, digits, '_', '.', '-')")
+        return None
+    return value
+
+
+def _check_field(value: Any, meta: dict, where: str, problems: list[str]) -> Any:
+    if meta.get("axis"):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            problems.append(f"{where} = []: a sweep axis needs at least one value")
+            return None
+        before = len(problems)
+        checked = [_check_scalar(v, meta, where, problems) for v in values]
+        if len(problems) > before:
+            return None
+        if len(set(checked)) != len(checked):
+            problems.append(f"{where} = {_show(value)}: values must be distinct")
+            return None
+        return tuple(sorted(checked)) if meta["type"] in (int, float) else tuple(checked)
+    if meta["type"] is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{where} = {_show(value)}: expected a table")
+            return None
+        return dict(value)
+    if isinstance(value, list):
+        problems.append(f"{where} = {_show(value)}: expected {TYPE_NAMES[meta['type']]}, "
+                        "not a list (this key is not a sweep axis)")
+        return None
+    return _check_scalar(value, meta, where, problems)
+
+
+def _section(cls: type, raw: Any, name: str, file: str, problems: list[str]):
+    if not isinstance(raw, dict):
+        problems.append(f"{file}: [{name}] must be a table, got {_show(raw)}")
+        return None
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        where = f"{file}: {name}.{key}"
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            problems.append(f"{where}: unknown key; allowed: {', '.join(known)}"
+                            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            continue
+        checked = _check_field(value, dict(known[key].metadata), where, problems)
+        if checked is not None:
+            values[key] = checked
+    for f in known.values():
+        if f.metadata.get("required") and f.name not in raw:
+            problems.append(f"{file}: {name}.{f.name}: missing; {f.metadata['doc']}")
+    try:
+        return cls(**values)
+    except TypeError:
+        return None
+
+
+def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
+    """Rules that relate keys to each other."""
+    sw = s.sweep
+    for source, key in (("real", "real_images_per_class"), ("synthetic", "synthetic_images_per_class")):
+        if source in sw.sources and not getattr(sw, key):
+            problems.append(f"{file}: sweep.{key} = []: sweep.sources includes {source!r}, "
+                            "so it needs at least one size")
+    m = s.model
+    if m.arch == "vit":
+        if not m.width:
+            problems.append(f"{file}: model.width: missing; arch 'vit' needs one or more widths")
+        for w in m.width:
+            if w % m.heads:
+                problems.append(f"{file}: model.width = {w}: must be divisible by model.heads = "
+                                f"{m.heads}")
+    elif m.width:
+        problems.append(f"{file}: model.width = {list(m.width)}: only arch 'vit' takes a width; "
+                        f"{m.arch!r} has its own")
+    g = s.generate
+    for name, w in g.weights.items():
+        if name not in g.generators:
+            problems.append(f"{file}: generate.weights.{name}: not a generator of this study; "
+                            f"generate.generators = {list(g.generators)}")
+        elif not isinstance(w, str) or not w:
+            problems.append(f"{file}: generate.weights.{name} = {_show(w)}: expected a local path "
+                            "or a Hugging Face model id")
+    if "synthetic" in sw.sources:
+        for name in g.generators:
+            if name != "embedded-ddpm" and name not in g.weights:
+                problems.append(f"{file}: generate.weights.{name}: missing; {name!r} needs a local "
+                                "path or Hugging Face id of its weights")
+    d = s.data
+    if d.dataset == "digits":
+        if "embedded-ddpm" not in g.generators and "synthetic" in sw.sources:
+            pass  # any generator may render digits' class names
+        bad = [e for e in s.evaluate.sets if e != "digits-test"]
+        if bad:
+            problems.append(f"{file}: evaluate.sets = {list(s.evaluate.sets)}: the digits dataset "
+                            "is evaluated on 'digits-test' only")
+        if sw.real_images_per_class and "real" in sw.sources:
+            from synscale.data.digits import smallest_class_pool
+            pool = smallest_class_pool(d.test_per_class)
+            too_big = [n for n in sw.real_images_per_class if n > pool]
+            if too_big:
+                problems.append(f"{file}: sweep.real_images_per_class = {too_big}: the digits pool "
+                                f"holds {pool} images in its smallest class after "
+                                f"{d.test_per_class} per class are held out for testing")
+    else:
+        for key in ("train_dir", "val_dir"):
+            if not getattr(d, key):
+                problems.append(f"{file}: data.{key}: missing; dataset 'imagefolder' needs it")
+        if "digits-test" in s.evaluate.sets:
+            problems.append(f"{file}: evaluate.sets: 'digits-test' needs dataset 'digits'")
+        if "embedded-ddpm" in g.generators and "synthetic" in sw.sources:
+            problems.append(f"{file}: generate.generators: 'embedded-ddpm' renders 8x8 digits only; "
+                            "use it with dataset 'digits'")
+    if s.train.min_steps > s.train.max_steps:
+        problems.append(f"{file}: train.min_steps = {s.train.min_steps}: must be <= "
+                        f"train.max_steps = {s.train.max_steps}")
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise StudyError([f"{file}: cannot read the study file: {e.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError([f"{file}: not valid TOML: {e}"]) from None
+    problems: list[str] = []
+    for key in raw:
+        if key not in SECTIONS:
+            hint = difflib.get_close_matches(key, SECTIONS, n=1)
+            problems.append(f"{file}: [{key}]: unknown table; allowed: {', '.join(SECTIONS)}"
+                            + (f" (did you mean [{hint[0]}]?)" if hint else ""))
+    if "study" not in raw:
+        problems.append(f"{file}: [study]: missing; it needs at least name = \"...\"")
+    parts = {name: _section(cls, raw.get(name, {}), name, file, problems)
+             for name, cls in SECTIONS.items()}
+    if problems or any(v is None for v in parts.values()):
+        raise StudyError(problems or [f"{file}: invalid study"])
+    study = Study(**parts, path=file, text=text)
+    _cross_checks(study, file, problems)
+    if problems:
+        raise StudyError(problems)
+    return study

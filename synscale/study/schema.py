@@ -1,0 +1,162 @@
+"""The study file's schema: one dataclass per TOML table.
+
+Each field carries its documentation and its rules in `metadata`, so the
+loader (load.py), the README's key reference and the error messages all read
+the same source. Fields marked `axis` are sweep axes: the TOML may give one
+value or a list, and the study stores a tuple.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GENERATORS = ("embedded-ddpm", "stable-diffusion", "imagen", "muse")
+PROMPT_STRATEGIES = (
+    "classnames", "classnames+description", "classnames+hypernyms",
+    "classnames+hypernyms+places", "classnames+description+places",
+    "word2sen", "clip-templates-7", "clip-templates-80", "in-captions",
+)
+SCHEDULERS = ("ddpm", "ddim", "dpm-solver", "euler")
+SOURCES = ("real", "synthetic")
+DATASETS = ("digits", "imagefolder")
+EVAL_SETS = ("digits-test", "imagenet-val", "imagenet-sketch", "imagenet-r",
+             "imagenet-a", "imagenet-v2")
+# Named timm ViTs for real-scale studies; "vit" builds a custom timm
+# VisionTransformer from the width/depth/heads/patch_size keys.
+ARCHS = ("vit", "vit_tiny_patch16_224", "vit_small_patch16_224",
+         "vit_base_patch16_224", "vit_large_patch16_224")
+LAWS = ("power", "power+offset")
+BACKENDS = ("local", "slurm")
+PRECISIONS = ("fp32", "bf16")
+
+
+def spec(default: Any, doc: str, **rules: Any) -> Any:
+    """A field with its one-line doc and validation rules.
+
+    rules: type (int|float|str|bool), axis (scalar or non-empty list),
+    choices, min, max, path (must exist when the stage needs it).
+    """
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"doc": doc, **rules})
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+@dataclass(frozen=True)
+class StudySection:
+    name: str = spec("", "study name; names the run directory runs/<name>", type=str, required=True,
+                     pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = spec(0, "study seed: data split, image seeds and training order derive from it",
+                     type=int, min=0)
+    description: str = spec("", "free text shown by --dry-run", type=str)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = spec("digits", "real dataset: the embedded sklearn digits or an image folder",
+                        type=str, choices=DATASETS)
+    test_per_class: int = spec(45, "digits: held-out real test images per class (never trained on)",
+                               type=int, min=40)
+    train_dir: str = spec("", "imagefolder: training images, one folder per class", type=str, path=True)
+    val_dir: str = spec("", "imagefolder: real validation images, one folder per class", type=str,
+                        path=True)
+    classes: str = spec("", "imagefolder: class list name (imagenet-1k) or a file of class names",
+                        type=str)
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    sources: tuple = spec(("real", "synthetic"), "data sources to train on", type=str, axis=True,
+                          choices=SOURCES)
+    real_images_per_class: tuple = spec((), "training-set sizes drawn from the real pool "
+                                        "(nested per-class prefixes)", type=int, axis=True, min=1)
+    synthetic_images_per_class: tuple = spec((), "training-set sizes drawn from generated images "
+                                             "(nested prefixes of the largest)", type=int, axis=True,
+                                             min=1)
+
+
+@dataclass(frozen=True)
+class GenerateSection:
+    generators: tuple = spec(("embedded-ddpm",), "text-to-image models to render with", type=str,
+                             axis=True, choices=GENERATORS)
+    weights: dict = spec({}, "per generator: a local path or Hugging Face id of its weights "
+                         "(the embedded DDPM needs none)", type=dict)
+    prompts: tuple = spec(("classnames",), "prompt strategies (the embedded DDPM conditions on "
+                          "the class label itself)", type=str, axis=True, choices=PROMPT_STRATEGIES)
+    guidance: tuple = spec((0.0,), "classifier-free guidance t: eps = (1+t)*eps_c - t*eps_u "
+                           "(diffusers guidance_scale = 1 + t)", type=float, axis=True, min=0.0)
+    scheduler: str = spec("ddpm", "sampler", type=str, choices=SCHEDULERS)
+    steps: int = spec(50, "sampler steps", type=int, min=1, max=5000)
+    batch_size: int = spec(500, "images per sampler call; also the shard size", type=int, min=1)
+    classes_per_task: int = spec(5, "classes rendered by one generate stage", type=int, min=1)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    arch: str = spec("vit", "classifier architecture", type=str, choices=ARCHS)
+    width: tuple = spec((), "vit: embedding width (a sweep axis)", type=int, axis=True, min=8)
+    depth: int = spec(2, "vit: transformer blocks", type=int, min=1)
+    heads: int = spec(2, "vit: attention heads (must divide every width)", type=int, min=1)
+    patch_size: int = spec(2, "vit: patch size in pixels", type=int, min=1)
+    mlp_ratio: float = spec(2.0, "vit: MLP hidden size / width", type=float, min=0.5)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    batch_size: int = spec(64, "global batch size", type=int, min=1)
+    lr: float = spec(2e-3, "peak learning rate (AdamW)", type=float, min=0.0)
+    weight_decay: float = spec(0.05, "AdamW weight decay", type=float, min=0.0)
+    warmup_fraction: float = spec(0.1, "share of steps spent warming up, then cosine decay",
+                                  type=float, min=0.0, max=0.9)
+    label_smoothing: float = spec(0.1, "label smoothing of the training loss", type=float, min=0.0,
+                                  max=0.5)
+    epochs: float = spec(30.0, "steps = epochs * images / batch_size, clamped to "
+                         "[min_steps, max_steps]", type=float, min=0.0)
+    min_steps: int = spec(100, "fewest optimizer steps for any data size", type=int, min=1)
+    max_steps: int = spec(1000, "most optimizer steps for any data size", type=int, min=1)
+    zero_stage: int = spec(0, "DeepSpeed ZeRO stage", type=int, choices=(0, 1, 2, 3))
+    precision: str = spec("fp32", "training precision", type=str, choices=PRECISIONS)
+    log_every: int = spec(50, "steps between logged losses (does not change results)", type=int,
+                          min=1)
+    loader_workers: int = spec(1, "FFCV loader threads (does not change results)", type=int, min=1)
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    sets: tuple = spec(("digits-test",), "real evaluation sets", type=str, axis=True,
+                       choices=EVAL_SETS)
+    batch_size: int = spec(500, "evaluation batch size", type=int, min=1)
+
+
+@dataclass(frozen=True)
+class AnalysisSection:
+    law: str = spec("power", "law the summary leads with: L = A*D^-k or L = E + A*D^-k", type=str,
+                    choices=LAWS)
+
+
+@dataclass(frozen=True)
+class BackendSection:
+    name: str = spec("local", "where stages run (the command line's --backend overrides)",
+                     type=str, choices=BACKENDS)
+    workers: int = spec(2, "local: stages run at once, each in its own process", type=int, min=1)
+
+
+@dataclass(frozen=True)
+class Study:
+    study: StudySection
+    data: DataSection
+    sweep: SweepSection
+    generate: GenerateSection
+    model: ModelSection
+    train: TrainSection
+    evaluate: EvaluateSection
+    analysis: AnalysisSection
+    backend: BackendSection
+    path: str = ""   # the file it was loaded from, for messages
+    text: str = ""   # the file's text, frozen into the run directory
+
+
+SECTIONS = {
+    "study": StudySection, "data": DataSection, "sweep": SweepSection,
+    "generate": GenerateSection, "model": ModelSection, "train": TrainSection,
+    "evaluate": EvaluateSection, "analysis": AnalysisSection, "backend": BackendSection,
+}

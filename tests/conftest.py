@@ -1,0 +1,62 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+# A reduced embedded study: every stage kind, three sizes per source (the
+# fewest a power law accepts), one width, few steps.
+SMALL_STUDY = """
+[study]
+name = "{name}"
+seed = 0
+
+[data]
+dataset = "digits"
+test_per_class = 45
+
+[sweep]
+sources = ["real", "synthetic"]
+real_images_per_class = [4, 8, 16]
+synthetic_images_per_class = [4, 8, 16]
+
+[generate]
+guidance = [1.0]
+steps = 20
+batch_size = 8
+classes_per_task = 5
+
+[model]
+width = [16]
+depth = 1
+
+[train]
+batch_size = 32
+min_steps = 20
+max_steps = 40
+
+[backend]
+workers = {workers}
+"""
+
+
+@pytest.fixture
+def small_study(tmp_path):
+    def make(name="small", workers=1, **replace):
+        text = SMALL_STUDY.format(name=name, workers=workers)
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        return path
+    return make
+
+
+def run_module(module, *args, timeout=900, **kw):
+    import subprocess
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))

@@ -1,0 +1,72 @@
+"""Plan hashing: same spec, same id; excluded keys never change ids; a change
+propagates to what depends on it and nowhere else."""
+from dataclasses import replace
+
+from synscale.plan.hashing import image_seed, stage_id
+from synscale.study.expand import expand
+from synscale.study.load import load_study
+
+
+def ids_by_kind(plan):
+    out = {}
+    for s in plan.stages:
+        out.setdefault(s.kind, set()).add(s.id)
+    return out
+
+
+def test_same_spec_same_id_and_key_order_is_irrelevant():
+    a = stage_id("train", {"x": 1, "y": {"b": 2, "a": 3}}, ["p2", "p1"], "1")
+    b = stage_id("train", {"y": {"a": 3, "b": 2}, "x": 1}, ["p1", "p2"], "1")
+    assert a == b
+    assert a != stage_id("train", {"x": 2, "y": {"b": 2, "a": 3}}, ["p1", "p2"], "1")
+    assert a != stage_id("train", {"x": 1, "y": {"b": 2, "a": 3}}, ["p1", "p2"], "2")
+
+
+def test_excluded_keys_do_not_change_ids(small_study):
+    s = load_study(small_study())
+    base = expand(s)
+    tuned = expand(replace(s, train=replace(s.train, log_every=7, loader_workers=3),
+                           backend=replace(s.backend, workers=9)))
+    assert [x.id for x in base.stages] == [x.id for x in tuned.stages]
+
+
+def test_epochs_change_invalidates_training_and_after_only(small_study):
+    s = load_study(small_study())
+    base, more = ids_by_kind(expand(s)), ids_by_kind(expand(replace(s, train=replace(s.train,
+                                                                                     epochs=31.0))))
+    assert base["generate"] == more["generate"] and base["pack"] == more["pack"]
+    assert not base["train"] & more["train"] and not base["evaluate"] & more["evaluate"]
+
+
+def test_guidance_change_reaches_its_config_and_nothing_else(small_study):
+    s = load_study(small_study())
+    a = expand(replace(s, generate=replace(s.generate, guidance=(1.0, 2.0))))
+    b = expand(replace(s, generate=replace(s.generate, guidance=(1.0, 3.0))))
+    changed = {x.id for x in a.stages} - {x.id for x in b.stages}
+    kept = {x.id for x in a.stages} & {x.id for x in b.stages}
+    by_id = a.by_id
+    assert {by_id[i].axes.get("guidance") for i in changed if by_id[i].axes} == {2.0}
+    assert any(by_id[i].kind == "generate" for i in changed)
+    # The guidance-2 stages and everything downstream of them, exactly.
+    roots = {i for i in changed if by_id[i].kind == "generate"}
+    assert changed == roots | a.downstream(roots)
+    # Real data stages and the guidance-1 config are untouched.
+    assert all(by_id[i].axes.get("guidance") in ("", 1.0) for i in kept if by_id[i].axes)
+
+
+def test_one_pack_per_generation_config_and_prefix_sizes(small_study):
+    plan = expand(load_study(small_study()))
+    packs = plan.of_kind("pack")
+    assert len(packs) == 2  # real pool + one guidance value
+    trains = plan.of_kind("train")
+    assert {t.spec["images_per_class"] for t in trains} == {4, 8, 16}
+    assert all(len(t.inputs) == 1 and plan.by_id[t.inputs[0]].kind == "pack" for t in trains)
+    gens = plan.of_kind("generate")
+    assert sorted(tuple(g.spec["classes"]) for g in gens) == [(0, 5), (5, 10)]
+    assert {g.spec["images_per_class"] for g in gens} == {16}  # the largest size, once
+
+
+def test_image_seeds_depend_on_study_class_and_index_only():
+    assert image_seed(0, 3, 7) == image_seed(0, 3, 7)
+    seeds = {image_seed(s, c, i) for s in range(2) for c in range(3) for i in range(50)}
+    assert len(seeds) == 300 and all(0 <= x < 2**63 for x in seeds)

@@ -26,7 +26,7 @@ class Outcome:
     blocked: list[str] = field(default_factory=list)       # not run: an input failed
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, log_dir: str) -> None:
     # Die with the launcher: a killed launch must not leave workers writing.
     try:
         import ctypes
@@ -34,6 +34,12 @@ def _init_worker(threads: int) -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    # Libraries print (DeepSpeed's op builder, FFCV's tqdm bars); keep that off
+    # the launcher's terminal and its --json output, in a log beside the run.
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(log_dir) / f"worker-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -68,7 +74,8 @@ def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
     dead: set[str] = set()
     running = {}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+                             initializer=_init_worker,
+                             initargs=(threads, str(run.root / "logs"))) as pool:
         while todo or running:
             for s in [s for s in todo if all(i in finished for i in s.inputs)]:
                 todo.remove(s)

@@ -19,6 +19,7 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from synscale.study.schema import SECTIONS, Study
 
+EMBEDDED_SCHEDULERS = ("ddpm", "ddim")
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
               dict: "a table"}
 
@@ -146,10 +147,11 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
             if name != "embedded-ddpm" and name not in g.weights:
                 problems.append(f"{file}: generate.weights.{name}: missing; {name!r} needs a local "
                                 "path or Hugging Face id of its weights")
+    if "embedded-ddpm" in g.generators and g.scheduler not in EMBEDDED_SCHEDULERS:
+        problems.append(f"{file}: generate.scheduler = {g.scheduler!r}: the embedded DDPM samples "
+                        f"with {' or '.join(map(repr, EMBEDDED_SCHEDULERS))}")
     d = s.data
     if d.dataset == "digits":
-        if "embedded-ddpm" not in g.generators and "synthetic" in sw.sources:
-            pass  # any generator may render digits' class names
         bad = [e for e in s.evaluate.sets if e != "digits-test"]
         if bad:
             problems.append(f"{file}: evaluate.sets = {list(s.evaluate.sets)}: the digits dataset "

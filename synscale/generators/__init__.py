@@ -1,0 +1,1 @@
+"""Class-conditional image generators. Heavy imports (torch, diffusers) stay inside functions."""

@@ -1,0 +1,1 @@
+"""Models that score or consume images: the reference classifier for generated data."""

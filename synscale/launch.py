@@ -84,6 +84,8 @@ def _progress_bars(console: Console, plan: Plan):
 def main(argv=None) -> int:
     args = _parse(argv)
     console = Console(stderr=args.json)
+    if not console.is_terminal:  # a log file or CI: room for the wide result tables
+        console = Console(stderr=args.json, width=160)
     err = Console(stderr=True)
     try:
         study = load_study(args.study)

@@ -53,7 +53,7 @@ def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
     common = shared_label([f.key for f in series_fits], skip=source_axes)
     for ax, panel, ptitle in zip(axes, order, panel_titles):
         fits = panels[panel]
-        labels = series_labels([f.key for f in fits], skip=[a for a, _ in panel])
+        labels = _legend_labels(fits, real, source_axes)
         for f, label in zip(fits, labels):
             _draw(ax, f, label, "black" if f.source == real else colour[_source(f, source_axes)],
                   is_real=f.source == real)
@@ -66,7 +66,8 @@ def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
         ax.set_ylabel(y_label)
         ax.set_title(ptitle, fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        # Curves fall from upper left to lower right: the lower left stays clear.
+        ax.legend(fontsize=7, loc="lower left")
     for ax in axes[len(order):]:
         ax.set_visible(False)
     fig.suptitle(f"{y_label} vs {x_label}" + (f" ({common})" if common else ""))
@@ -95,6 +96,17 @@ def _minor_labeller(axis):
         keep = coeff in range(2, 10) if decades < 0.5 else coeff in (2, 5) if decades < 1.5 else False
         return f"{v:g}" if keep else ""
     return label
+
+
+def _legend_labels(fits: Sequence[SeriesFit], real: str, source_axes: Sequence[str]) -> list[str]:
+    """'real', and 'synthetic' plus only the source axes that tell synthetic
+    series apart: the panel title already names everything else."""
+    synthetic = [f for f in fits if f.source != real]
+    keys = [{a: f.key.get(a) for a in source_axes if a != "source"} for f in synthetic]
+    varying = {a for a in (keys[0] if keys else {}) if len({str(k[a]) for k in keys}) > 1}
+    short = iter(", ".join(f"{a}={k[a]}" for a in k if a in varying) for k in keys)
+    return [real if f.source == real else " ".join(filter(None, (f.source, next(short))))
+            for f in fits]
 
 
 def _source(f: SeriesFit, source_axes: Sequence[str]) -> tuple:

@@ -142,8 +142,11 @@ def equivalence_grids(equivalences: Sequence[Equivalence],
 
 def to_rich(grid: Grid) -> Table:
     table = Table(title=grid.title, caption=grid.caption or None, caption_justify="left")
+    # The label column wraps rather than shrinking to nothing in a narrow terminal.
+    label_width = min(24, max((len(r[0]) for r in grid.rows), default=8))
     for i, h in enumerate(grid.headers):
-        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i > 0)
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i > 0,
+                         min_width=label_width if i == 0 else None)
     for row in grid.rows:
         table.add_row(*row)
     return table

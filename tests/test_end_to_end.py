@@ -105,3 +105,34 @@ def test_second_launch_refuses_while_the_first_holds_the_study(small_study, tmp_
     assert r.returncode == 3
     assert "in use by another launch" in r.stderr
     assert not (run / "stages").exists()
+
+
+def test_killed_stage_process_fails_the_launch_and_a_relaunch_recovers(small_study, tmp_path):
+    study = small_study("worker", workers=1)
+    root = tmp_path / "runs"
+    run = root / "worker"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "synscale.launch", str(study), "--root",
+                             str(root), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT, text=True)
+    deadline = time.time() + 600
+    victim = None
+    while victim is None:
+        assert time.time() < deadline and proc.poll() is None, "launch ended before the kill"
+        for attempt in run.glob("stages/train/*/attempt.json"):
+            if not (attempt.parent / "DONE").exists():
+                try:
+                    victim = state.read_json(attempt)["pid"]
+                except ValueError:
+                    continue
+                break
+        time.sleep(0.05)
+    os.kill(victim, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    assert json.loads(out)["failed"] >= 1
+    assert len(done_files(run)) < 16
+
+    r = run_module("synscale.launch", study, "--root", root, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(done_files(run)) == 16

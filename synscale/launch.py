@@ -137,6 +137,8 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
             console.print(f"Nothing to do: all {len(plan.stages)} stages of "
                           f"{study.study.name} are done. Results: {run.results}/")
         return 0
+    if args.backend == "slurm" or (args.backend is None and study.backend.name == "slurm"):
+        return _submit(args, console, study, plan, run, summary)
     workers = args.workers or study.backend.workers
     progress, update = _progress_bars(console, plan)
     with progress:
@@ -156,6 +158,33 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
                           "fix the failure and launch again.")
         console.print(f"Results: {run.results}/ (metrics.csv, fits.json, summary.md, plots/)")
     return 1 if outcome.failed else 0
+
+
+def _submit(args, console, study, plan, run, summary) -> int:
+    from synscale.backends.profile import load_profile
+    from synscale.backends.slurm import submit_plan
+
+    profile, _ = load_profile(study.backend.profile, study.path)  # preflight checked it
+    sub = submit_plan(plan, run, study, profile)
+    if args.json:
+        print(json.dumps({**summary, "submitted": len(sub.submitted),
+                          "skipped_done": len(sub.skipped_done),
+                          "skipped_queued": len(sub.skipped_live), "failed": 0,
+                          "arrays": sub.arrays}))
+        return 0
+    if not sub.submitted:
+        console.print(f"Nothing to submit: {len(sub.skipped_done)} stages done, "
+                      f"{len(sub.skipped_live)} already queued or running.")
+        return 0
+    table = Table(title=f"submitted {len(sub.submitted)} stages in {len(sub.arrays)} arrays")
+    for col in ("array", "kind", "tasks", "after"):
+        table.add_column(col)
+    for a in sub.arrays:
+        table.add_row(a["job_id"], a["kind"], str(a["tasks"]), ", ".join(a["dependency"]))
+    console.print(table)
+    console.print(f"{len(sub.skipped_done)} done and {len(sub.skipped_live)} queued stages were "
+                  f"not submitted again. Watch: python -m synscale.status {run.root}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,30 +16,67 @@ from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 
-STATES = ("done", "running", "pending", "failed")
+STATES = ("done", "running", "pending", "failed", "not submitted")
 
 
-def stage_state(folder: Path) -> str:
+# sacct states that end a job without DONE, and the failure class each means.
+FAILURE_CLASSES = {"OUT_OF_MEMORY": "out of memory", "TIMEOUT": "timeout",
+                   "NODE_FAIL": "node failure", "PREEMPTED": "preemption",
+                   "CANCELLED": "cancelled", "FAILED": "failed", "BOOT_FAIL": "node failure",
+                   "DEADLINE": "timeout"}
+
+
+def stage_state(folder: Path, job: str | None = None, queue: dict | None = None,
+                acct: dict | None = None) -> str:
+    """done, running, pending, failed or not submitted. The run directory is
+    the truth for done and for Python exceptions; Slurm's answers (one squeue
+    and at most one sacct per refresh) tell queued from running from killed."""
     if state.is_done(folder):
         return "done"
+    if job and queue is not None:
+        live = queue.get(job)
+        if live in ("RUNNING", "COMPLETING", "CONFIGURING"):
+            return "running"
+        if live is not None:
+            return "pending"
+        if (folder / "error.json").exists() or (acct and acct.get(job, "") in FAILURE_CLASSES):
+            return "failed"
+        return "failed" if acct is None or job in acct else "pending"
     if state.attempt_alive(folder):
         return "running"
     if (folder / "error.json").exists():
         return "failed"
-    return "pending"
+    return "pending" if job is None else "not submitted"
+
+
+def _slurm_view(run: RunDir):
+    """(stage -> job, squeue states, sacct states or None) for a slurm run."""
+    from synscale.backends import slurm
+
+    records = slurm.load_records(run)
+    if not records["stages"]:
+        return {}, None, None
+    arrays = sorted({a["job_id"] for a in records["arrays"]})
+    return records["stages"], slurm.queue_states(), slurm.accounting_states(arrays)
 
 
 def collect(run: RunDir) -> dict:
     plan = Plan.from_json(run.plan_file.read_text())
+    jobs, queue, acct = _slurm_view(run)
     counts = {k: Counter() for k in KINDS}
     failures = []
     for s in plan.stages:
         folder = run.stage(s.kind, s.id)
-        st = stage_state(folder)
+        job = jobs.get(s.id)
+        st = stage_state(folder, job, queue, acct) if jobs else stage_state(folder)
         counts[s.kind][st] += 1
         if st == "failed":
-            err = state.read_json(folder / "error.json")
-            failures.append({"kind": s.kind, "id": s.id, "error": err["error"],
+            err = state.read_json(folder / "error.json") if (folder / "error.json").exists() \
+                else {}
+            slurm_state = (acct or {}).get(job, "")
+            klass = "python exception" if err else FAILURE_CLASSES.get(slurm_state, "unknown")
+            failures.append({"kind": s.kind, "id": s.id, "job": job, "class": klass,
+                             "error": err.get("error", slurm_state or "left the queue unfinished"),
                              "log": str(folder / "log.txt")})
     return {"study": plan.study, "run_dir": str(run.root),
             "kinds": {k: {st: c[st] for st in STATES} | {"total": sum(c.values())}
@@ -73,7 +110,8 @@ def main(argv=None) -> int:
         table.add_row(kind, *(str(c[col]) if c[col] else "" for col in (*STATES, "total")))
     console.print(table)
     for f in info["failures"]:
-        console.print(f"[red]failed[/] {f['kind']}/{f['id']}: {f['error']}\n  log: {f['log']}",
+        console.print(f"[red]failed[/] {f['kind']}/{f['id']} ({f['class']}): {f['error']}\n"
+                      f"  log: {f['log']}",
                       highlight=False)
     return 0
 

@@ -20,6 +20,14 @@ def done_files(run_dir):
     return {p.parent.name: p.read_text() for p in (run_dir / "stages").glob("*/*/DONE")}
 
 
+def spawn_launch(study, root, *args, **popen):
+    """A launch in the background, as a user's shell would start it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "synscale.launch", str(study), "--root",
+                             str(root), *args], stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+                            **popen)
+
+
 def test_reduced_study_end_to_end(small_study, tmp_path):
     study = small_study("e2e", workers=2)
     root = tmp_path / "runs"
@@ -72,10 +80,7 @@ def test_kill_then_relaunch_finishes_without_redoing_work(small_study, tmp_path)
     study = small_study("killed", workers=1)
     root = tmp_path / "runs"
     run = root / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "synscale.launch", str(study), "--root",
-                             str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, cwd=ROOT, start_new_session=True)
+    proc = spawn_launch(study, root, stdout=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     while len(list(run.glob("stages/train/*/DONE"))) < 2:
         assert time.time() < deadline and proc.poll() is None, "launch ended before the kill"
@@ -111,10 +116,7 @@ def test_killed_stage_process_fails_the_launch_and_a_relaunch_recovers(small_stu
     study = small_study("worker", workers=1)
     root = tmp_path / "runs"
     run = root / "worker"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "synscale.launch", str(study), "--root",
-                             str(root), "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=env, cwd=ROOT, text=True)
+    proc = spawn_launch(study, root, "--json", stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     victim = None
     while victim is None:

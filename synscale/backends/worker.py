@@ -78,3 +78,12 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         return summary
     finally:
         os.close(fd)
+
+
+def run_stage(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
+    """The entry point of a Slurm array task (pickled by submitit)."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    import torch
+    torch.set_num_threads(threads)
+    return execute(run_root, stage, input_kinds)

@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from synscale.study.schema import SECTIONS, Study
+from synscale.study.schema import RESOURCE_KINDS, SECTIONS, Resources, Study
 
 EMBEDDED_SCHEDULERS = ("ddpm", "ddim")
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
@@ -178,6 +178,26 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
                         f"train.max_steps = {s.train.max_steps}")
 
 
+def _resources(raw: Any, file: str, problems: list[str]) -> dict:
+    if not isinstance(raw, dict):
+        problems.append(f"{file}: [resources] must hold tables [resources.<kind>]")
+        return {}
+    out = {}
+    for kind, table in raw.items():
+        if kind not in RESOURCE_KINDS:
+            problems.append(f"{file}: [resources.{kind}]: unknown stage kind; allowed: "
+                            f"{', '.join(RESOURCE_KINDS)}")
+            continue
+        out[kind] = _section(Resources, table, f"resources.{kind}", file, problems)
+    for kind in RESOURCE_KINDS:
+        out.setdefault(kind, Resources())
+        r = out[kind]
+        if r is not None and kind != "train" and r.nodes > 1:
+            problems.append(f"{file}: resources.{kind}.nodes = {r.nodes}: only training spans "
+                            "several nodes; other stages run as array tasks of one node")
+    return out
+
+
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     file = str(path)
@@ -190,18 +210,20 @@ def load_study(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as e:
         raise StudyError([f"{file}: not valid TOML: {e}"]) from None
     problems: list[str] = []
+    tables = [*SECTIONS, "resources"]
     for key in raw:
-        if key not in SECTIONS:
-            hint = difflib.get_close_matches(key, SECTIONS, n=1)
-            problems.append(f"{file}: [{key}]: unknown table; allowed: {', '.join(SECTIONS)}"
+        if key not in tables:
+            hint = difflib.get_close_matches(key, tables, n=1)
+            problems.append(f"{file}: [{key}]: unknown table; allowed: {', '.join(tables)}"
                             + (f" (did you mean [{hint[0]}]?)" if hint else ""))
     if "study" not in raw:
         problems.append(f"{file}: [study]: missing; it needs at least name = \"...\"")
     parts = {name: _section(cls, raw.get(name, {}), name, file, problems)
              for name, cls in SECTIONS.items()}
+    resources = _resources(raw.get("resources", {}), file, problems)
     if problems or any(v is None for v in parts.values()):
         raise StudyError(problems or [f"{file}: invalid study"])
-    study = Study(**parts, path=file, text=text)
+    study = Study(**parts, resources=resources, path=file, text=text)
     _cross_checks(study, file, problems)
     if problems:
         raise StudyError(problems)

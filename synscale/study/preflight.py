@@ -19,12 +19,13 @@ def problems(s: Study, backend: str) -> list[str]:
     file = s.path
     out = []
     if backend == "slurm":
+        from synscale.backends.profile import check_resources, load_profile
+
         if shutil.which("sbatch") is None:
             out.append(f"{file}: backend.name = 'slurm': no sbatch on PATH; this machine is not "
                        "a Slurm login node (use --backend local to run here)")
-        else:
-            out.append(f"{file}: backend.name = 'slurm': the slurm backend is not available in "
-                       "this version; use --backend local")
+        profile, found = load_profile(s.backend.profile, file)
+        out += found + (check_resources(s.resources, profile, file) if profile else [])
     d = s.data
     if d.dataset == "imagefolder":
         for key in ("train_dir", "val_dir"):

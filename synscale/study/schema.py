@@ -138,6 +138,23 @@ class BackendSection:
     name: str = spec("local", "where stages run (the command line's --backend overrides)",
                      type=str, choices=BACKENDS)
     workers: int = spec(2, "local: stages run at once, each in its own process", type=int, min=1)
+    profile: str = spec("local", "slurm: site profile slurm/profiles/<profile>.toml or a path "
+                        "to one (partition, account, qos, constraint, setup lines)", type=str)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one stage of a kind asks Slurm for: `[resources.<kind>]`."""
+    cpus: int = spec(1, "CPU cores per task", type=int, min=1, max=1024)
+    mem_gb: float = spec(4.0, "memory per node, GB", type=float, min=0.1)
+    gpus: int = spec(0, "GPUs per node", type=int, min=0, max=16)
+    nodes: int = spec(1, "nodes per stage (training only may use several)", type=int, min=1,
+                      max=1024)
+    tasks_per_node: int = spec(1, "tasks per node; training runs one per GPU", type=int, min=1,
+                               max=64)
+    time_min: int = spec(60, "time limit, minutes", type=int, min=1)
+    max_parallel: int = spec(64, "array tasks of this kind running at once (%N)", type=int,
+                             min=1)
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,7 @@ class Study:
     evaluate: EvaluateSection
     analysis: AnalysisSection
     backend: BackendSection
+    resources: dict = field(default_factory=dict)  # stage kind -> Resources
     path: str = ""   # the file it was loaded from, for messages
     text: str = ""   # the file's text, frozen into the run directory
 
@@ -160,3 +178,5 @@ SECTIONS = {
     "generate": GenerateSection, "model": ModelSection, "train": TrainSection,
     "evaluate": EvaluateSection, "analysis": AnalysisSection, "backend": BackendSection,
 }
+# Tables of tables: [resources.<kind>] for each stage kind.
+RESOURCE_KINDS = ("generate", "pack", "train", "evaluate")

@@ -44,11 +44,24 @@ def max_array_size() -> int:
 
 
 def queue_states() -> dict[str, str]:
-    """job id (array tasks as '<array>_<index>') -> state, in one squeue call."""
-    out = _run(["squeue", "--me", "-h", "-r", "-o", "%i|%T"])
+    """job id (array tasks as '<array>_<index>') -> state, in one squeue call.
+
+    A job pending on a dependency that can never be satisfied (an input was
+    cancelled or failed) will never run: it is reported as NEVER, so that a
+    relaunch replaces it instead of waiting on it forever."""
+    out = _run(["squeue", "--me", "-h", "-r", "-o", "%i|%T|%r"])
     if out.returncode != 0:
         raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
-    return dict(line.split("|", 1) for line in out.stdout.split() if "|" in line)
+    states = {}
+    for line in out.stdout.splitlines():
+        job, st, reason = (line.split("|") + ["", ""])[:3]
+        states[job] = "NEVER" if reason == "DependencyNeverSatisfied" else st
+    return states
+
+
+def cancel(job_ids: list[str]) -> None:
+    if job_ids:
+        _run(["scancel", *job_ids])
 
 
 def accounting_states(arrays: list[str]) -> dict[str, str] | None:
@@ -112,6 +125,9 @@ def submit_plan(plan: Plan, run: RunDir, study, profile) -> Submission:
             job_of[s.id] = records["stages"][s.id]
         else:
             todo[s.kind].append(s)
+    # Jobs stuck behind a dead dependency: drop them from the queue, they are resubmitted.
+    cancel([records["stages"][s.id] for k in todo for s in todo[k]
+            if live.get(records["stages"].get(s.id, "")) == "NEVER"])
     size = max_array_size()
     for kind in KINDS:  # kinds in data-flow order: inputs are submitted first
         for chunk in chunks(todo[kind], size):

@@ -1,0 +1,131 @@
+"""Integration tests on the real single-machine Slurm (slurm/local-cluster.sh),
+with and without accounting."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, run_module
+from synscale.plan import state
+
+pytestmark = pytest.mark.slow
+CLUSTER = ROOT / "slurm" / "local-cluster.sh"
+
+
+def cluster(mode: str) -> None:
+    if os.geteuid() != 0 and shutil.which("sbatch") is None:
+        pytest.skip("the local Slurm needs root to install and start (slurm/local-cluster.sh)")
+    args = ["bash", str(CLUSTER), "start"] + (["--no-accounting"] if mode == "off" else [])
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def status(run_dir) -> dict:
+    r = run_module("synscale.status", run_dir, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def wait_until(run_dir, done: int, timeout=900) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        info = status(run_dir)
+        finished = sum(k["done"] for k in info["kinds"].values())
+        failed = sum(k["failed"] for k in info["kinds"].values())
+        if finished >= done or failed:
+            return info
+        assert time.time() < deadline, f"timed out: {info}"
+        time.sleep(2)
+
+
+def test_embedded_study_on_slurm_matches_local_and_splits_arrays(small_study, tmp_path):
+    cluster("on")
+    replace = {"real_images_per_class = [4, 8, 16]": "real_images_per_class = [4, 8, 16, 32]",
+               "width = [16]": "width = [16, 24]\nheads = 2"}
+    local = small_study("same", workers=2, **replace)
+    r = run_module("synscale.launch", local, "--root", tmp_path / "local", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+
+    slurm_root = tmp_path / "slurm"
+    r = run_module("synscale.launch", local, "--root", slurm_root, "--backend", "slurm", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    sub = json.loads(r.stdout)
+    total = sum(sub["stages"].values())
+    assert sub["submitted"] == total == 2 + 2 + 14 + 14
+    # 14 train stages > MaxArraySize 11: two train arrays, each indexed from 0
+    arrays = sub["arrays"]
+    assert [a["kind"] for a in arrays].count("train") == 2
+    assert all(a["tasks"] <= 11 for a in arrays)
+    ids = {a["job_id"]: a["kind"] for a in arrays}
+    for a in arrays:
+        wanted = {"generate": set(), "pack": {"generate"}, "train": {"pack"},
+                  "evaluate": {"train"}}[a["kind"]]
+        assert {ids[d] for d in a["dependency"]} == wanted
+
+    # a relaunch while everything is queued submits nothing twice
+    again = json.loads(run_module("synscale.launch", local, "--root", slurm_root,
+                                  "--backend", "slurm", "--json").stdout)
+    assert again["submitted"] == 0 and again["skipped_queued"] + again["skipped_done"] == total
+
+    info = wait_until(slurm_root / "same", total)
+    assert not info["failures"], info["failures"]
+    # same stage ids, same metrics: the backend changes where, not what
+    for metrics in (tmp_path / "local/same/stages/evaluate").glob("*/metrics.json"):
+        other = slurm_root / "same/stages/evaluate" / metrics.parent.name / "metrics.json"
+        a, b = state.read_json(metrics), state.read_json(other)
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["top1"] == pytest.approx(a["top1"], abs=1e-9)
+
+
+def _fake_run(tmp_path, jobs: dict) -> "Path":
+    """A run directory whose stages are plain sbatch jobs: status reads it as
+    it reads a study's, so each failure class can be produced on purpose."""
+    from synscale.plan.graph import Plan, Stage
+    run = tmp_path / "fake"
+    stages = [Stage(name, "train", {}) for name in jobs]
+    (run / "slurm").mkdir(parents=True)
+    state.write_text(run / "plan.json", Plan("fake", stages).to_json())
+    records = {"stages": {}, "arrays": []}
+    for name, (args, wrap) in jobs.items():
+        folder = run / "stages/train" / name
+        folder.mkdir(parents=True)
+        r = subprocess.run(["sbatch", "--parsable", "-o", str(folder / "log.txt"), *args,
+                            "--wrap", wrap.format(folder=folder)],
+                           capture_output=True, text=True, check=True)
+        job = r.stdout.strip().split(";")[0]
+        records["stages"][name] = job
+        records["arrays"].append({"job_id": job, "kind": "train", "tasks": 1, "dependency": []})
+    state.write_json(run / "slurm/submissions.json", records)
+    return run
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_status_classifies_done_failed_and_cancelled(tmp_path, mode):
+    cluster(mode)
+    py_error = ('python -c "import json; json.dump({{\'error\': \'ValueError: bad\', '
+                '\'traceback\': \'\'}}, open(\'{folder}/error.json\', \'w\'))"; exit 1')
+    run = _fake_run(tmp_path, {
+        "ok": ([], "echo '{{}}' > {folder}/DONE"),
+        "exc": ([], py_error),
+        "cancel": ([], "sleep 300"),
+        "queued": (["--begin=now+3600"], "true"),
+    })
+    deadline = time.time() + 120
+    while status(run)["kinds"]["train"]["running"] < 1 and time.time() < deadline:
+        time.sleep(1)
+    jobs = state.read_json(run / "slurm/submissions.json")["stages"]
+    subprocess.run(["scancel", jobs["cancel"]], check=True)
+    while True:
+        info = status(run)
+        if info["kinds"]["train"]["done"] == 1 and info["kinds"]["train"]["failed"] == 2:
+            break
+        assert time.time() < deadline, info
+        time.sleep(1)
+    assert info["kinds"]["train"]["pending"] == 1  # the job held until an hour from now
+    classes = {f["id"]: f["class"] for f in info["failures"]}
+    assert classes["exc"] == "python exception"
+    assert classes["cancel"] == ("cancelled" if mode == "on" else "unknown")
+    subprocess.run(["scancel", jobs["queued"]])

@@ -7,13 +7,19 @@ STAMP := $(VENV)/.installed
 # The CPU accelerator keeps DeepSpeed off CUDA code paths on machines with no GPU.
 export DS_ACCELERATOR ?= cpu
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo test install system-deps slurm clean
 
 demo: install
 	$(PY) -m synscale.launch studies/digits_sweep.toml
 
-test: install
+test: install slurm
 	$(PY) -m pytest -q
+
+# A real single-machine Slurm for the integration tests (root installs and
+# starts it; without root those tests say so and skip).
+slurm:
+	@if [ "$$(id -u)" -eq 0 ]; then bash slurm/local-cluster.sh start; \
+	else echo "not root: the local Slurm is not started; its integration tests will skip"; fi
 
 install: $(STAMP)
 

@@ -29,6 +29,8 @@ def _parse(argv):
     p.add_argument("--root", default="runs", help="folder holding run directories (default: runs)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; write and run nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--watch", action="store_true",
+                   help="slurm: after submitting, show live status until everything finished")
     p.add_argument("--workers", type=int, help="local: stages at once (overrides [backend] workers)")
     return p.parse_args(argv)
 
@@ -183,7 +185,10 @@ def _submit(args, console, study, plan, run, summary) -> int:
         table.add_row(a["job_id"], a["kind"], str(a["tasks"]), ", ".join(a["dependency"]))
     console.print(table)
     console.print(f"{len(sub.skipped_done)} done and {len(sub.skipped_live)} queued stages were "
-                  f"not submitted again. Watch: python -m synscale.status {run.root}")
+                  f"not submitted again. Watch: python -m synscale.status {run.root} --watch")
+    if args.watch:
+        from synscale.status import watch
+        return 1 if watch(run, console)["failures"] else 0
     return 0
 
 

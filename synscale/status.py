@@ -84,36 +84,68 @@ def collect(run: RunDir) -> dict:
             "failures": failures}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synscale.status", description=__doc__.split("\n")[0])
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
-    run = RunDir(args.run_dir)
-    if not run.plan_file.exists():
-        print(f"error: {args.run_dir}: not a run directory (no plan.json); expected "
-              "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
-        return 2
-    info = collect(run)
-    if args.json:
-        print(json.dumps(info))
-        return 0
-    from rich.console import Console
+def render(info: dict):
+    """The status view: a table of stage kinds, then each failure."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
     table = Table(title=f"{info['study']} ({info['run_dir']})")
     table.add_column("kind")
     for col in (*STATES, "total"):
         table.add_column(col, justify="right")
     for kind, c in info["kinds"].items():
         table.add_row(kind, *(str(c[col]) if c[col] else "" for col in (*STATES, "total")))
-    console.print(table)
-    for f in info["failures"]:
-        console.print(f"[red]failed[/] {f['kind']}/{f['id']} ({f['class']}): {f['error']}\n"
-                      f"  log: {f['log']}",
-                      highlight=False)
-    return 0
+    lines = [Text.assemble(("failed ", "red"), f"{f['kind']}/{f['id']}",
+                           f" [{f['job']}]" if f.get("job") else "",
+                           f" ({f['class']}): {f['error']}\n  log: {f['log']}")
+             for f in info["failures"]]
+    return Group(table, *lines)
+
+
+def finished(info: dict) -> bool:
+    return all(c["running"] == 0 and c["pending"] == 0 for c in info["kinds"].values())
+
+
+def watch(run: RunDir, console, interval: float = 5.0) -> dict:
+    """Refresh in place until nothing is pending or running."""
+    import time
+
+    from rich.live import Live
+
+    info = collect(run)
+    with Live(render(info), console=console, refresh_per_second=1) as live:
+        while not finished(info):
+            time.sleep(interval)
+            info = collect(run)
+            live.update(render(info))
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m synscale.status", description=__doc__.split("\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--watch", action="store_true", help="refresh until everything has finished")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
+    args = p.parse_args(argv)
+    run = RunDir(args.run_dir)
+    if not run.plan_file.exists():
+        print(f"error: {args.run_dir}: not a run directory (no plan.json); expected "
+              "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(collect(run)))
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    if args.watch:
+        info = watch(run, console, args.interval)
+    else:
+        info = collect(run)
+        console.print(render(info))
+    return 1 if info["failures"] else 0
 
 
 if __name__ == "__main__":

@@ -129,3 +129,66 @@ def test_status_classifies_done_failed_and_cancelled(tmp_path, mode):
     assert classes["exc"] == "python exception"
     assert classes["cancel"] == ("cancelled" if mode == "on" else "unknown")
     subprocess.run(["scancel", jobs["queued"]])
+
+
+def test_training_on_two_nodes_through_srun(small_study, tmp_path):
+    cluster("on")
+    study = small_study("twonodes", **{
+        'sources = ["real", "synthetic"]': 'sources = ["real"]',
+        "[backend]": "[resources.train]\nnodes = 2\ntasks_per_node = 1\n\n[backend]"})
+    r = run_module("synscale.launch", study, "--root", tmp_path, "--backend", "slurm", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = wait_until(tmp_path / "twonodes", 1 + 3 + 3)
+    assert not info["failures"], info["failures"]
+    for manifest in (tmp_path / "twonodes/stages/train").glob("*/manifest.json"):
+        m = state.read_json(manifest)
+        assert m["world_size"] == 2 and m["micro_batch_size"] == 16
+        assert [x["rank"] for x in m["ranks"]] == [0, 1]
+        assert {x["node"] for x in m["ranks"]} == {"node1", "node2"}
+        assert m["master_addr"] == "node1"
+        assert (manifest.parent / "model.safetensors").exists()
+    metrics = [state.read_json(p) for p in (tmp_path / "twonodes").glob("stages/evaluate/*/metrics.json")]
+    assert len(metrics) == 3 and all(0 < m["loss"] < 10 for m in metrics)
+
+
+def test_cancelled_task_alone_runs_again(small_study, tmp_path):
+    cluster("on")
+    study = small_study("cancel", **{'sources = ["real", "synthetic"]': 'sources = ["real"]',
+                                     "max_steps = 40": "max_steps = 400",
+                                     "min_steps = 20": "min_steps = 400"})
+    launch = ["synscale.launch", study, "--root", tmp_path, "--backend", "slurm", "--json"]
+    assert run_module(*launch).returncode == 0
+    run = tmp_path / "cancel"
+    jobs = state.read_json(run / "slurm/submissions.json")["stages"]
+    deadline = time.time() + 600
+    while True:  # wait for a training task to be running, then cancel it
+        info = status(run)
+        if info["kinds"]["train"]["running"]:
+            break
+        assert time.time() < deadline, info
+        time.sleep(1)
+    from synscale.backends.slurm import queue_states
+    from synscale.plan.graph import Plan
+    plan = Plan.from_json((run / "plan.json").read_text())
+    queue = queue_states()
+    victim_stage, victim = next((s.id, jobs[s.id]) for s in plan.of_kind("train")
+                                if queue.get(jobs[s.id]) == "RUNNING")
+    subprocess.run(["scancel", victim], check=True)
+    # Let the other trainings finish. The evaluation array waits on the whole
+    # training array (afterok), so none of it can start now.
+    while True:
+        info = status(run)
+        if info["kinds"]["train"]["done"] == 2 and info["kinds"]["train"]["failed"] == 1:
+            break
+        assert time.time() < deadline, info
+        time.sleep(2)
+    before = {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
+    again = json.loads(run_module(*launch).stdout)
+    # the cancelled training and the evaluations that never ran; nothing finished
+    assert again["submitted"] == 1 + 3 and again["skipped_done"] == 1 + 2
+    resubmitted = state.read_json(run / "slurm/submissions.json")["stages"]
+    assert resubmitted[victim_stage] != victim
+    info = wait_until(run, 7)
+    assert not info["failures"], info["failures"]
+    after = {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
+    assert all(after[k] == v for k, v in before.items())

@@ -47,6 +47,11 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     """Run `stage` unless it is done; returns its DONE summary."""
     run = RunDir(Path(run_root))
     folder = run.stage(stage.kind, stage.id)
+    if state.is_done(folder):  # every rank agrees before any of them waits on the others
+        return {"skipped": True, **state.read_json(folder / "DONE")}
+    from synscale.backends.distributed import rank
+    if rank() != 0:
+        return _follower(run, stage, input_kinds)
     folder.mkdir(parents=True, exist_ok=True)
     # Blocking: if an orphaned worker still holds it, wait and then see its DONE.
     fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -78,6 +83,20 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         return summary
     finally:
         os.close(fd)
+
+
+def _follower(run: RunDir, stage: Stage, input_kinds: dict[str, str]) -> dict:
+    """A non-zero rank of a multi-task stage: it computes, rank 0 writes.
+
+    It takes no lock (rank 0 holds it, and waits for this rank inside the
+    collective calls) and writes no record."""
+    folder = run.stage(stage.kind, stage.id)
+    log = logging.getLogger(f"synscale.stage.{stage.id}.follower")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    ctx = StageContext(stage, folder, {i: run.stage(input_kinds[i], i) for i in stage.inputs},
+                       input_kinds, log)
+    return runner(stage.kind).run(ctx) or {}
 
 
 def run_stage(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:

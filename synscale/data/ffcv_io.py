@@ -59,8 +59,9 @@ def prefix_indices(index: dict, per_class: int) -> np.ndarray:
 
 
 def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, workers: int = 1,
-           train: bool = True):
-    """An FFCV Loader over chosen rows: random order per epoch for training."""
+           train: bool = True, distributed: bool = False):
+    """An FFCV Loader over chosen rows: random order per epoch for training;
+    `distributed` gives each torch.distributed rank its own share."""
     from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor
@@ -68,6 +69,6 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
     return Loader(str(Path(folder) / "data.beton"), batch_size=batch_size, num_workers=workers,
                   order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
                   indices=np.asarray(indices).tolist(), seed=seed, drop_last=False,
-                  os_cache=True,
+                  os_cache=True, distributed=distributed,
                   pipelines={"image": [NDArrayDecoder(), ToTensor()],
                              "label": [IntDecoder(), ToTensor(), Squeeze(1)]})

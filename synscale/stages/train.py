@@ -43,7 +43,11 @@ def run(ctx) -> dict:
     rows = prefix_indices(index, spec["images_per_class"])
     steps = step_count(recipe, len(rows))
 
-    ensure_initialized()
+    world = ensure_initialized()
+    if recipe["batch_size"] % world["world_size"]:
+        raise ValueError(f"train.batch_size = {recipe['batch_size']} cannot be split evenly over "
+                         f"{world['world_size']} tasks; use a multiple of {world['world_size']}")
+    micro = recipe["batch_size"] // world["world_size"]
     torch.manual_seed(spec["seed"])
     model = build_classifier(spec["model"], spec["num_classes"], tuple(index["shape"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
@@ -51,15 +55,15 @@ def run(ctx) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, recipe["warmup_fraction"]))
     config = {"train_batch_size": recipe["batch_size"],
-              "train_micro_batch_size_per_gpu": recipe["batch_size"],
+              "train_micro_batch_size_per_gpu": micro,
               "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
               "zero_optimization": {"stage": recipe["zero_stage"]},
               "bf16": {"enabled": recipe["precision"] == "bf16"},
               "steps_per_print": 10**9}
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=schedule, config=config)
-    data = loader(pack_dir, rows, recipe["batch_size"], seed=spec["seed"],
-                  workers=recipe["loader_workers"])
+    data = loader(pack_dir, rows, micro, seed=spec["seed"], workers=recipe["loader_workers"],
+                  distributed=world["world_size"] > 1)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     step, epochs, curve = 0, 0, []
     engine.train()
@@ -79,6 +83,12 @@ def run(ctx) -> dict:
                 ctx.log.info("step %d/%d loss %.4f", step, steps, loss.item())
         epochs += 1
 
+    # Where each rank ran, for the manifest (and for checking multi-node runs).
+    ranks = [None] * world["world_size"]
+    torch.distributed.all_gather_object(ranks, {"rank": world["rank"], "node": world["node"],
+                                                "host": world["host"]})
+    if world["rank"] != 0:
+        return {}  # rank 0 holds the same weights after every step, and writes them
     weights = {k: v.detach().float().contiguous() for k, v in engine.module.state_dict().items()}
     with state.atomic_path(ctx.dir / "model.safetensors") as tmp:
         save_file(weights, str(tmp))
@@ -88,6 +98,8 @@ def run(ctx) -> dict:
                 "images_seen": steps * recipe["batch_size"],
                 "step_rule": f"clamp(ceil({recipe['epochs']} * images / {recipe['batch_size']}), "
                              f"{recipe['min_steps']}, {recipe['max_steps']})",
-                "final_train_loss": curve[-1][1], "loss_curve": curve}
+                "final_train_loss": curve[-1][1], "loss_curve": curve,
+                "world_size": world["world_size"], "micro_batch_size": micro,
+                "master_addr": world["master_addr"], "ranks": ranks}
     state.write_json(ctx.dir / "manifest.json", manifest)
     return {"steps": steps, "final_train_loss": curve[-1][1]}

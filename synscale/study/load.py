@@ -173,6 +173,11 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
         if "embedded-ddpm" in g.generators and "synthetic" in sw.sources:
             problems.append(f"{file}: generate.generators: 'embedded-ddpm' renders 8x8 digits only; "
                             "use it with dataset 'digits'")
+    r = s.resources.get("train")
+    if r is not None and s.train.batch_size % (r.nodes * r.tasks_per_node):
+        problems.append(f"{file}: train.batch_size = {s.train.batch_size}: must split evenly over "
+                        f"resources.train nodes * tasks_per_node = {r.nodes * r.tasks_per_node} "
+                        "tasks")
     if s.train.min_steps > s.train.max_steps:
         problems.append(f"{file}: train.min_steps = {s.train.min_steps}: must be <= "
                         f"train.max_steps = {s.train.max_steps}")
@@ -192,9 +197,10 @@ def _resources(raw: Any, file: str, problems: list[str]) -> dict:
     for kind in RESOURCE_KINDS:
         out.setdefault(kind, Resources())
         r = out[kind]
-        if r is not None and kind != "train" and r.nodes > 1:
-            problems.append(f"{file}: resources.{kind}.nodes = {r.nodes}: only training spans "
-                            "several nodes; other stages run as array tasks of one node")
+        for key in ("nodes", "tasks_per_node"):
+            if r is not None and kind != "train" and getattr(r, key) > 1:
+                problems.append(f"{file}: resources.{kind}.{key} = {getattr(r, key)}: only "
+                                "training runs several tasks; other stages are one task each")
     return out
 
 

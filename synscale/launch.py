@@ -172,8 +172,11 @@ def _submit(args, console, study, plan, run, summary) -> int:
         print(json.dumps({**summary, "submitted": len(sub.submitted),
                           "skipped_done": len(sub.skipped_done),
                           "skipped_queued": len(sub.skipped_live), "failed": 0,
-                          "arrays": sub.arrays}))
+                          "not_retried": sub.not_retried, "arrays": sub.arrays}))
         return 0
+    for sid, why in sub.not_retried.items():
+        s = plan.by_id[sid]
+        console.print(f"[yellow]not resubmitted[/] {s.kind}/{sid}: {why}", highlight=False)
     if not sub.submitted:
         console.print(f"Nothing to submit: {len(sub.skipped_done)} stages done, "
                       f"{len(sub.skipped_live)} already queued or running.")

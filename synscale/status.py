@@ -1,8 +1,8 @@
-"""`python -m synscale.status RUN_DIR [--json]`: where a run stands.
+"""`python -m synscale.status RUN_DIR [--json] [--watch]`: where a run stands.
 
-Read from the run directory alone: a stage is done when DONE exists, failed
-when its last attempt left error.json, running when the process recorded in
-attempt.json is alive on this host, and pending otherwise.
+Per stage kind: done, running, pending, failed (with its class) and not
+submitted, from the run directory and, for a slurm run, one squeue and at
+most one sacct call per refresh (backends/failures.py says how).
 """
 from __future__ import annotations
 
@@ -12,41 +12,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from synscale.plan import state
+from synscale.backends.failures import classify
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 
 STATES = ("done", "running", "pending", "failed", "not submitted")
-
-
-# sacct states that end a job without DONE, and the failure class each means.
-FAILURE_CLASSES = {"OUT_OF_MEMORY": "out of memory", "TIMEOUT": "timeout",
-                   "NODE_FAIL": "node failure", "PREEMPTED": "preemption",
-                   "CANCELLED": "cancelled", "FAILED": "failed", "BOOT_FAIL": "node failure",
-                   "DEADLINE": "timeout"}
-
-
-def stage_state(folder: Path, job: str | None = None, queue: dict | None = None,
-                acct: dict | None = None) -> str:
-    """done, running, pending, failed or not submitted. The run directory is
-    the truth for done and for Python exceptions; Slurm's answers (one squeue
-    and at most one sacct per refresh) tell queued from running from killed."""
-    if state.is_done(folder):
-        return "done"
-    if job and queue is not None:
-        live = queue.get(job)
-        if live in ("RUNNING", "COMPLETING", "CONFIGURING"):
-            return "running"
-        if live is not None:
-            return "pending"
-        if (folder / "error.json").exists() or (acct and acct.get(job, "") in FAILURE_CLASSES):
-            return "failed"
-        return "failed" if acct is None or job in acct else "pending"
-    if state.attempt_alive(folder):
-        return "running"
-    if (folder / "error.json").exists():
-        return "failed"
-    return "pending" if job is None else "not submitted"
 
 
 def _slurm_view(run: RunDir):
@@ -68,16 +38,11 @@ def collect(run: RunDir) -> dict:
     for s in plan.stages:
         folder = run.stage(s.kind, s.id)
         job = jobs.get(s.id)
-        st = stage_state(folder, job, queue, acct) if jobs else stage_state(folder)
-        counts[s.kind][st] += 1
-        if st == "failed":
-            err = state.read_json(folder / "error.json") if (folder / "error.json").exists() \
-                else {}
-            slurm_state = (acct or {}).get(job, "")
-            klass = "python exception" if err else FAILURE_CLASSES.get(slurm_state, "unknown")
-            failures.append({"kind": s.kind, "id": s.id, "job": job, "class": klass,
-                             "error": err.get("error", slurm_state or "left the queue unfinished"),
-                             "log": str(folder / "log.txt")})
+        verdict = classify(folder, job, queue if jobs else None, acct)
+        counts[s.kind][verdict.state] += 1
+        if verdict.state == "failed":
+            failures.append({"kind": s.kind, "id": s.id, "job": job, "class": verdict.klass,
+                             "error": verdict.message, "log": str(folder / "log.txt")})
     return {"study": plan.study, "run_dir": str(run.root),
             "kinds": {k: {st: c[st] for st in STATES} | {"total": sum(c.values())}
                       for k, c in counts.items() if c},

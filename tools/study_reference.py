@@ -12,10 +12,18 @@ from pathlib import Path
 
 
 def reference() -> str:
-    from synscale.study.schema import SECTIONS
+    from synscale.study.schema import RESOURCE_KINDS, SECTIONS, Resources, RetryPolicy
 
+    tables = {**SECTIONS, "resources.<kind>": Resources, "retry.<kind>": RetryPolicy}
     lines = []
-    for name, cls in SECTIONS.items():
+    for name, cls in tables.items():
+        if name == "resources.<kind>":
+            lines += [f"One table per stage kind ({', '.join(RESOURCE_KINDS)}): what the slurm "
+                      "backend asks for, checked against the site profile before anything is "
+                      "submitted.", ""]
+        if name == "retry.<kind>":
+            lines += ["One table per stage kind: how a slurm relaunch resubmits a stage whose "
+                      "job failed, by the failure's class.", ""]
         lines += [f"`[{name}]`", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
         for f in fields(cls):
             m = f.metadata
@@ -41,6 +49,20 @@ def reference() -> str:
     return "\n".join(lines)
 
 
+BEGIN, END = "<!-- study keys: begin -->", "<!-- study keys: end -->"
+
+
+def update(readme: Path) -> None:
+    """Replace the README's key reference (between the markers) with reference()."""
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{reference().strip()}\n{END}{tail}")
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    print(reference())
+    if sys.argv[1:2] == ["--update"]:
+        update(Path(sys.argv[2]))
+    else:
+        print(reference())

@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 import subprocess
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from synscale.backends.failures import classify
 
 from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan, Stage
@@ -29,6 +31,7 @@ class Submission:
     submitted: list[str] = field(default_factory=list)
     skipped_done: list[str] = field(default_factory=list)
     skipped_live: list[str] = field(default_factory=list)
+    not_retried: dict[str, str] = field(default_factory=dict)  # stage id -> why
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -85,14 +88,34 @@ def load_records(run: RunDir) -> dict:
     return state.read_json(path) if path.exists() else {"stages": {}, "arrays": []}
 
 
+def retry_resources(klass: str, attempts: int, resources, policy, profile):
+    """(resources for the next job, "") or (None, why the stage stays failed)."""
+    if attempts >= policy.attempts:
+        return None, f"failed {attempts} time(s); retry.attempts = {policy.attempts}"
+    if klass == "python exception" and not policy.python_exceptions:
+        return None, ("a Python exception is not retried (fix it, or set "
+                      "retry.<kind>.python_exceptions = true)")
+    if klass == "out of memory":
+        cap = min(policy.max_mem_gb, profile.max_mem_gb)
+        if resources.mem_gb >= cap:
+            return None, f"out of memory at {resources.mem_gb:g} GB, the cap"
+        return replace(resources, mem_gb=min(resources.mem_gb * policy.oom_mem_factor, cap)), ""
+    if klass == "timeout":
+        cap = min(policy.max_time_min, profile.max_time_min)
+        if resources.time_min >= cap:
+            return None, f"timed out at {resources.time_min} min, the cap"
+        return replace(resources, time_min=min(int(resources.time_min *
+                                                   policy.timeout_time_factor), cap)), ""
+    return resources, ""
+
+
 def chunks(stages: list[Stage], size: int) -> list[list[Stage]]:
     return [stages[i:i + size] for i in range(0, len(stages), size)]
 
 
-def _executor(run: RunDir, study, profile, kind: str):
+def _executor(run: RunDir, study, profile, kind: str, r):
     import submitit
 
-    r = study.resources[kind]
     ex = submitit.SlurmExecutor(folder=run.root / "slurm" / "%j", max_num_timeout=3)
     params = dict(job_name=f"{study.study.name}-{kind}", time=r.time_min, nodes=r.nodes,
                   ntasks_per_node=r.tasks_per_node, cpus_per_task=r.cpus,
@@ -111,29 +134,50 @@ def submit_plan(plan: Plan, run: RunDir, study, profile) -> Submission:
     from synscale.backends.worker import run_stage
 
     records = load_records(run)
+    records.setdefault("attempts", {})
+    records.setdefault("resources", {})
     live = queue_states()
+    acct = accounting_states(sorted({a["job_id"] for a in records["arrays"]}))
     kinds = {s.id: s.kind for s in plan.stages}
     out = Submission()
     job_of: dict[str, str] = {}      # stage id -> job id (task) it waits on
     array_of: dict[str, str] = {}    # stage id -> array job id, for stages submitted now
-    todo: dict[str, list[Stage]] = defaultdict(list)
+    todo: dict[tuple, list[Stage]] = defaultdict(list)   # (kind, resources) -> stages
     for s in plan.order():
+        job = records["stages"].get(s.id)
         if state.is_done(run.stage(s.kind, s.id)):
             out.skipped_done.append(s.id)
-        elif records["stages"].get(s.id) in live and live[records["stages"][s.id]] in LIVE_STATES:
+            continue
+        if job in live and live[job] in LIVE_STATES:
             out.skipped_live.append(s.id)
-            job_of[s.id] = records["stages"][s.id]
-        else:
-            todo[s.kind].append(s)
+            job_of[s.id] = job
+            continue
+        if any(i in out.not_retried for i in s.inputs):
+            out.not_retried[s.id] = "an input stays failed"
+            continue
+        resources = study.resources[s.kind]
+        if job is not None and job not in live:  # it ran before and did not finish
+            if s.id in records["resources"]:
+                resources = replace(resources, **records["resources"][s.id])
+            verdict = classify(run.stage(s.kind, s.id), job, live, acct)
+            resources, why = retry_resources(verdict.klass, records["attempts"].get(s.id, 1),
+                                             resources, study.retry[s.kind], profile)
+            if resources is None:
+                out.not_retried[s.id] = f"{verdict.klass}: {why}"
+                continue
+        todo[(s.kind, resources)].append(s)
     # Jobs stuck behind a dead dependency: drop them from the queue, they are resubmitted.
     cancel([records["stages"][s.id] for k in todo for s in todo[k]
             if live.get(records["stages"].get(s.id, "")) == "NEVER"])
     size = max_array_size()
-    for kind in KINDS:  # kinds in data-flow order: inputs are submitted first
-        for chunk in chunks(todo[kind], size):
+    # Kinds in data-flow order, so inputs are submitted first; one array per
+    # (kind, resource shape): a retry with more memory gets its own.
+    shapes = sorted(todo, key=lambda key: (KINDS.index(key[0]), str(key[1])))
+    for kind, resources in shapes:
+        for chunk in chunks(todo[(kind, resources)], size):
             deps = sorted({array_of.get(i) or job_of[i] for s in chunk for i in s.inputs
                            if i in array_of or i in job_of})
-            ex = _executor(run, study, profile, kind)
+            ex = _executor(run, study, profile, kind, resources)
             if deps:
                 ex.update_parameters(dependency="afterok:" + ":".join(deps))
             with ex.batch():
@@ -143,9 +187,12 @@ def submit_plan(plan: Plan, run: RunDir, study, profile) -> Submission:
             for s, job in zip(chunk, jobs):
                 array_of[s.id] = array_id
                 records["stages"][s.id] = job.job_id
+                records["attempts"][s.id] = records["attempts"].get(s.id, 0) + 1
+                records["resources"][s.id] = {"mem_gb": resources.mem_gb,
+                                              "time_min": resources.time_min}
                 out.submitted.append(s.id)
             out.arrays.append({"job_id": array_id, "kind": kind, "tasks": len(chunk),
-                               "dependency": deps})
+                               "dependency": deps, "resources": asdict(resources)})
             records["arrays"].append(out.arrays[-1])
             state.write_json(records_path(run), records)
     return out

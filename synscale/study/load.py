@@ -17,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from synscale.study.schema import RESOURCE_KINDS, SECTIONS, Resources, Study
+from synscale.study.schema import RESOURCE_KINDS, SECTIONS, Resources, RetryPolicy, Study
 
 EMBEDDED_SCHEDULERS = ("ddpm", "ddim")
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
@@ -173,6 +173,11 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
         if "embedded-ddpm" in g.generators and "synthetic" in sw.sources:
             problems.append(f"{file}: generate.generators: 'embedded-ddpm' renders 8x8 digits only; "
                             "use it with dataset 'digits'")
+    for kind, res in s.resources.items():
+        for key in ("nodes", "tasks_per_node"):
+            if kind != "train" and getattr(res, key) > 1:
+                problems.append(f"{file}: resources.{kind}.{key} = {getattr(res, key)}: only "
+                                "training runs several tasks; other stages are one task each")
     r = s.resources.get("train")
     if r is not None and s.train.batch_size % (r.nodes * r.tasks_per_node):
         problems.append(f"{file}: train.batch_size = {s.train.batch_size}: must split evenly over "
@@ -183,24 +188,20 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
                         f"train.max_steps = {s.train.max_steps}")
 
 
-def _resources(raw: Any, file: str, problems: list[str]) -> dict:
+def _per_kind(cls: type, name: str, raw: Any, file: str, problems: list[str]) -> dict:
+    """[name.<kind>] tables, one per stage kind, defaults where absent."""
     if not isinstance(raw, dict):
-        problems.append(f"{file}: [resources] must hold tables [resources.<kind>]")
+        problems.append(f"{file}: [{name}] must hold tables [{name}.<kind>]")
         return {}
     out = {}
     for kind, table in raw.items():
         if kind not in RESOURCE_KINDS:
-            problems.append(f"{file}: [resources.{kind}]: unknown stage kind; allowed: "
+            problems.append(f"{file}: [{name}.{kind}]: unknown stage kind; allowed: "
                             f"{', '.join(RESOURCE_KINDS)}")
             continue
-        out[kind] = _section(Resources, table, f"resources.{kind}", file, problems)
+        out[kind] = _section(cls, table, f"{name}.{kind}", file, problems)
     for kind in RESOURCE_KINDS:
-        out.setdefault(kind, Resources())
-        r = out[kind]
-        for key in ("nodes", "tasks_per_node"):
-            if r is not None and kind != "train" and getattr(r, key) > 1:
-                problems.append(f"{file}: resources.{kind}.{key} = {getattr(r, key)}: only "
-                                "training runs several tasks; other stages are one task each")
+        out.setdefault(kind, cls())
     return out
 
 
@@ -216,7 +217,7 @@ def load_study(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as e:
         raise StudyError([f"{file}: not valid TOML: {e}"]) from None
     problems: list[str] = []
-    tables = [*SECTIONS, "resources"]
+    tables = [*SECTIONS, "resources", "retry"]
     for key in raw:
         if key not in tables:
             hint = difflib.get_close_matches(key, tables, n=1)
@@ -226,10 +227,11 @@ def load_study(path: str | Path) -> Study:
         problems.append(f"{file}: [study]: missing; it needs at least name = \"...\"")
     parts = {name: _section(cls, raw.get(name, {}), name, file, problems)
              for name, cls in SECTIONS.items()}
-    resources = _resources(raw.get("resources", {}), file, problems)
+    resources = _per_kind(Resources, "resources", raw.get("resources", {}), file, problems)
+    retry = _per_kind(RetryPolicy, "retry", raw.get("retry", {}), file, problems)
     if problems or any(v is None for v in parts.values()):
         raise StudyError(problems or [f"{file}: invalid study"])
-    study = Study(**parts, resources=resources, path=file, text=text)
+    study = Study(**parts, resources=resources, retry=retry, path=file, text=text)
     _cross_checks(study, file, problems)
     if problems:
         raise StudyError(problems)

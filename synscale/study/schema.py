@@ -169,8 +169,24 @@ class Study:
     analysis: AnalysisSection
     backend: BackendSection
     resources: dict = field(default_factory=dict)  # stage kind -> Resources
+    retry: dict = field(default_factory=dict)      # stage kind -> RetryPolicy
     path: str = ""   # the file it was loaded from, for messages
     text: str = ""   # the file's text, frozen into the run directory
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a relaunch treats a stage whose last job failed: `[retry.<kind>]`."""
+    attempts: int = spec(3, "most submissions of one stage; then it is left failed", type=int,
+                         min=1)
+    python_exceptions: bool = spec(False, "resubmit after a Python exception (usually a bug "
+                                   "that will happen again)", type=bool)
+    oom_mem_factor: float = spec(2.0, "after out of memory, ask for this times more memory",
+                                 type=float, min=1.0)
+    max_mem_gb: float = spec(64.0, "memory cap for those increases, GB", type=float, min=0.1)
+    timeout_time_factor: float = spec(2.0, "after a timeout, ask for this times more time",
+                                      type=float, min=1.0)
+    max_time_min: int = spec(2880, "time cap for those increases, minutes", type=int, min=1)
 
 
 SECTIONS = {

@@ -192,3 +192,38 @@ def test_cancelled_task_alone_runs_again(small_study, tmp_path):
     assert not info["failures"], info["failures"]
     after = {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
     assert all(after[k] == v for k, v in before.items())
+
+
+def test_python_exception_is_not_resubmitted_unless_asked(small_study, tmp_path):
+    from dataclasses import replace
+
+    from synscale.backends.profile import load_profile
+    from synscale.backends.slurm import submit_plan
+    from synscale.plan.graph import Plan, Stage
+    from synscale.plan.layout import RunDir
+    from synscale.study.load import load_study
+
+    cluster("on")
+    study = load_study(small_study("broken"))
+    profile, problems = load_profile("local", study.path)
+    assert not problems
+    # A training stage with an empty spec: the real runner raises at once.
+    plan = Plan("broken", [Stage("bad0", "train", {})])
+    run = RunDir(tmp_path / "broken")
+    state.write_text(run.plan_file, plan.to_json())
+    first = submit_plan(plan, run, study, profile)
+    assert first.submitted == ["bad0"]
+    deadline = time.time() + 300
+    while (info := status(run.root))["kinds"]["train"]["failed"] == 0:
+        assert time.time() < deadline, info
+        time.sleep(1)
+    assert info["failures"][0]["class"] == "python exception"
+
+    again = submit_plan(plan, run, study, profile)
+    assert again.submitted == [] and "python exception" in again.not_retried["bad0"]
+    asked = replace(study, retry={**study.retry,
+                                  "train": replace(study.retry["train"], python_exceptions=True)})
+    third = submit_plan(plan, run, asked, profile)
+    assert third.submitted == ["bad0"]
+    records = state.read_json(run.root / "slurm/submissions.json")
+    assert records["attempts"]["bad0"] == 2

@@ -130,7 +130,9 @@ def _executor(run: RunDir, study, profile, kind: str, r):
     return ex
 
 
-def submit_plan(plan: Plan, run: RunDir, study, profile) -> Submission:
+def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> Submission:
+    """Submit every stage that is neither done nor queued. `hold` submits the
+    jobs held (sbatch --hold), for benchmarks that must not run them."""
     from synscale.backends.worker import run_stage
 
     records = load_records(run)
@@ -180,6 +182,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile) -> Submission:
             ex = _executor(run, study, profile, kind, resources)
             if deps:
                 ex.update_parameters(dependency="afterok:" + ":".join(deps))
+            if hold:
+                ex.update_parameters(additional_parameters={"hold": True})
             with ex.batch():
                 jobs = [ex.submit(run_stage, str(run.root), s, {i: kinds[i] for i in s.inputs})
                         for s in chunk]

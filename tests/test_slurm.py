@@ -227,3 +227,38 @@ def test_python_exception_is_not_resubmitted_unless_asked(small_study, tmp_path)
     assert third.submitted == ["bad0"]
     records = state.read_json(run.root / "slurm/submissions.json")
     assert records["attempts"]["bad0"] == 2
+
+
+def test_preempted_training_checkpoints_requeues_and_matches_an_uninterrupted_run(small_study,
+                                                                                 tmp_path):
+    cluster("on")
+    study = small_study("preempt", **{
+        'sources = ["real", "synthetic"]': 'sources = ["real"]',
+        "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
+        "min_steps = 20": "min_steps = 300\nlog_every = 10\ncheckpoint_every = 100000",
+        "max_steps = 40": "max_steps = 300"})
+    assert run_module("synscale.launch", study, "--root", tmp_path / "local").returncode == 0
+    r = run_module("synscale.launch", study, "--root", tmp_path / "slurm", "--backend", "slurm",
+                   "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "slurm/preempt"
+    from synscale.plan.graph import Plan
+    (train,) = Plan.from_json((run / "plan.json").read_text()).of_kind("train")
+    job = state.read_json(run / "slurm/submissions.json")["stages"][train.id]
+    log = run / "stages/train" / train.id / "log.txt"
+    deadline = time.time() + 600
+    while not (log.exists() and "step 50/" in log.read_text()):
+        assert time.time() < deadline and not (log.parent / "DONE").exists()
+        time.sleep(0.2)
+    # what Slurm sends before a preemption or the time limit (submitit's signal)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    info = wait_until(run, 3, timeout=600)
+    assert not info["failures"], info["failures"]
+    manifest = state.read_json(run / "stages/train" / train.id / "manifest.json")
+    assert len(manifest["resumed_at_steps"]) == 1 and 50 <= manifest["resumed_at_steps"][0] < 300
+    local = state.read_json(tmp_path / "local/preempt/stages/train" / train.id / "manifest.json")
+    assert local["resumed_at_steps"] == []
+    # the same steps, in the same data order, from the same state: the same losses
+    assert [s for s, _ in manifest["loss_curve"]] == [s for s, _ in local["loss_curve"]]
+    for (_, a), (_, b) in zip(manifest["loss_curve"], local["loss_curve"]):
+        assert a == pytest.approx(b, abs=1e-4)

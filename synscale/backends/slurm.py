@@ -133,7 +133,7 @@ def _executor(run: RunDir, study, profile, kind: str, r):
 def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> Submission:
     """Submit every stage that is neither done nor queued. `hold` submits the
     jobs held (sbatch --hold), for benchmarks that must not run them."""
-    from synscale.backends.worker import run_stage
+    from synscale.backends.worker import StageTask
 
     records = load_records(run)
     records.setdefault("attempts", {})
@@ -185,7 +185,7 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
             if hold:
                 ex.update_parameters(additional_parameters={"hold": True})
             with ex.batch():
-                jobs = [ex.submit(run_stage, str(run.root), s, {i: kinds[i] for i in s.inputs})
+                jobs = [ex.submit(StageTask(str(run.root), s, {i: kinds[i] for i in s.inputs}))
                         for s in chunk]
             array_id = jobs[0].job_id.split("_")[0]
             for s, job in zip(chunk, jobs):

@@ -73,6 +73,9 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         log.info("start %s %s", stage.kind, stage.id)
         try:
             summary = runner(stage.kind).run(ctx) or {}
+        except SystemExit:
+            log.info("exiting to be requeued")  # preemption or time limit: not a failure
+            raise
         except BaseException as e:
             state.record_failure(folder, e, traceback.format_exc())
             log.info("failed: %s", e)
@@ -99,10 +102,23 @@ def _follower(run: RunDir, stage: Stage, input_kinds: dict[str, str]) -> dict:
     return runner(stage.kind).run(ctx) or {}
 
 
-def run_stage(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
-    """The entry point of a Slurm array task (pickled by submitit)."""
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    threads = int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
-    import torch
-    torch.set_num_threads(threads)
-    return execute(run_root, stage, input_kinds)
+class StageTask:
+    """What a Slurm array task runs (pickled by submitit). Being checkpointable,
+    it is requeued on preemption or time limit after the stage saved itself;
+    the requeued job resumes from that checkpoint."""
+
+    def __init__(self, run_root: str, stage: Stage, input_kinds: dict[str, str]):
+        self.run_root, self.stage, self.input_kinds = run_root, stage, input_kinds
+
+    def __call__(self) -> dict:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import torch
+        torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+        return execute(self.run_root, self.stage, self.input_kinds)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        from synscale.backends import preemption
+        preemption.save_now()
+        return DelayedSubmission(self, *args, **kwargs)

@@ -12,7 +12,8 @@ import json
 from typing import Any, Iterable
 
 # Keys anywhere in a spec that never change a stage's outputs.
-EXCLUDED_KEYS = frozenset({"log_every", "loader_workers", "workers", "description"})
+EXCLUDED_KEYS = frozenset({"log_every", "checkpoint_every", "loader_workers", "workers",
+                           "description"})
 
 
 def _strip(value: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from synscale.backends import preemption
 from synscale.plan import state
 
 VERSION = "1"
@@ -65,23 +66,42 @@ def run(ctx) -> dict:
     data = loader(pack_dir, rows, micro, seed=spec["seed"], workers=recipe["loader_workers"],
                   distributed=world["world_size"] > 1)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
-    step, epochs, curve = 0, 0, []
+    progress = {"step": 0, "curve": [], "resumed_at": []}
+    checkpoint = ctx.dir / "checkpoint.pt"
+    if checkpoint.exists():
+        progress = _restore(checkpoint, engine, optimizer, schedule)
+        progress["resumed_at"].append(progress["step"])
+        ctx.log.info("resumed at step %d", progress["step"])
+
+    def save() -> None:
+        if world["rank"] == 0:
+            _save(checkpoint, engine, optimizer, schedule, progress)
+
+    preemption.register(save)
+    per_epoch = len(data)
+    # The epoch's order comes from (seed, epoch): resume at the same epoch and
+    # skip the batches already trained on, so the data order is exact.
+    data.next_epoch = progress["step"] // per_epoch
+    skip = progress["step"] % per_epoch
     engine.train()
-    while step < steps:
+    while progress["step"] < steps:
         for images, labels in data:
-            if step >= steps:
+            if skip:
+                skip -= 1
+                continue
+            if progress["step"] >= steps:
                 break
-            images = images.to(engine.device)
-            if recipe["precision"] == "bf16":
-                images = images.to(torch.bfloat16)
-            loss = criterion(engine(images).float(), labels.to(engine.device))
-            engine.backward(loss)
-            engine.step()
-            step += 1
-            if step % recipe["log_every"] == 0 or step == steps:
-                curve.append([step, round(loss.item(), 5)])
-                ctx.log.info("step %d/%d loss %.4f", step, steps, loss.item())
-        epochs += 1
+            with preemption.deferred():
+                loss = _train_step(engine, criterion, images, labels, recipe["precision"])
+                progress["step"] += 1
+                step = progress["step"]
+                if step % recipe["log_every"] == 0 or step == steps:
+                    progress["curve"].append([step, round(loss, 5)])
+                    ctx.log.info("step %d/%d loss %.4f", step, steps, loss)
+            if step % recipe["checkpoint_every"] == 0 and step < steps:
+                save()
+    preemption.register(None)
+    curve, epochs = progress["curve"], -(-steps // per_epoch)
 
     # Where each rank ran, for the manifest (and for checking multi-node runs).
     ranks = [None] * world["world_size"]
@@ -100,6 +120,42 @@ def run(ctx) -> dict:
                              f"{recipe['min_steps']}, {recipe['max_steps']})",
                 "final_train_loss": curve[-1][1], "loss_curve": curve,
                 "world_size": world["world_size"], "micro_batch_size": micro,
-                "master_addr": world["master_addr"], "ranks": ranks}
+                "master_addr": world["master_addr"], "ranks": ranks,
+                "resumed_at_steps": progress["resumed_at"]}
     state.write_json(ctx.dir / "manifest.json", manifest)
+    checkpoint.unlink(missing_ok=True)  # the weights above supersede it
     return {"steps": steps, "final_train_loss": curve[-1][1]}
+
+
+def _train_step(engine, criterion, images, labels, precision: str) -> float:
+    import torch
+
+    images = images.to(engine.device)
+    if precision == "bf16":
+        images = images.to(torch.bfloat16)
+    loss = criterion(engine(images).float(), labels.to(engine.device))
+    engine.backward(loss)
+    engine.step()
+    return loss.item()
+
+
+def _save(path, engine, optimizer, schedule, progress: dict) -> None:
+    """Everything a resume needs to continue exactly, written atomically."""
+    import torch
+
+    blob = {"model": engine.module.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
+            "progress": progress}
+    with state.atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _restore(path, engine, optimizer, schedule) -> dict:
+    import torch
+
+    blob = torch.load(path, weights_only=False)
+    engine.module.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    schedule.load_state_dict(blob["schedule"])
+    torch.set_rng_state(blob["rng"])
+    return blob["progress"]

@@ -117,6 +117,9 @@ class TrainSection:
     precision: str = spec("fp32", "training precision", type=str, choices=PRECISIONS)
     log_every: int = spec(50, "steps between logged losses (does not change results)", type=int,
                           min=1)
+    checkpoint_every: int = spec(200, "steps between checkpoints; one is also saved when Slurm "
+                                 "preempts or times out the job (does not change results)",
+                                 type=int, min=1)
     loader_workers: int = spec(1, "FFCV loader threads (does not change results)", type=int, min=1)
 
 

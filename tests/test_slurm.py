@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -110,7 +111,10 @@ def test_status_classifies_done_failed_and_cancelled(tmp_path, mode):
     run = _fake_run(tmp_path, {
         "ok": ([], "echo '{{}}' > {folder}/DONE"),
         "exc": ([], py_error),
-        "cancel": ([], "sleep 300"),
+        # the worker's own SIGTERM record, for status without accounting
+        "cancel": ([], f"PYTHONPATH={ROOT} {sys.executable} -c 'import time, pathlib; "
+                       "from synscale.backends.worker import _record_termination; "
+                       "_record_termination(pathlib.Path(\"{folder}\")); time.sleep(300)'"),
         "queued": (["--begin=now+3600"], "true"),
     })
     deadline = time.time() + 120
@@ -127,7 +131,7 @@ def test_status_classifies_done_failed_and_cancelled(tmp_path, mode):
     assert info["kinds"]["train"]["pending"] == 1  # the job held until an hour from now
     classes = {f["id"]: f["class"] for f in info["failures"]}
     assert classes["exc"] == "python exception"
-    assert classes["cancel"] == ("cancelled" if mode == "on" else "unknown")
+    assert classes["cancel"] == "cancelled"  # without accounting: from the exit record
     subprocess.run(["scancel", jobs["queued"]])
 
 

@@ -46,9 +46,20 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
         return Verdict("pending")
     if error.exists():
         return Verdict("failed", "python exception", state.read_json(error)["error"])
-    if acct is None:  # left the queue without DONE, and no accounting says why
-        return Verdict("failed", "unknown", "left the queue without finishing")
+    if acct is None:  # left the queue without DONE: the worker's exit record says why
+        return _from_exit_record(folder)
     slurm_state = acct.get(job)
     if slurm_state is None:  # submitted moments ago, not yet in the database
         return Verdict("pending")
     return Verdict("failed", FAILURE_CLASSES.get(slurm_state, "unknown"), slurm_state)
+
+
+def _from_exit_record(folder: Path) -> Verdict:
+    path = folder / "exit.json"
+    if not path.exists():  # SIGKILL leaves no record: out of memory or a lost node
+        return Verdict("failed", "unknown", "left the queue without finishing or a record")
+    rec = state.read_json(path)
+    end = rec.get("job_end_time") or 0
+    if end and rec["time"] >= end - 30:
+        return Verdict("failed", "timeout", "SIGTERM at the time limit")
+    return Verdict("failed", "cancelled", "SIGTERM before the time limit (scancel)")

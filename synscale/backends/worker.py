@@ -102,6 +102,30 @@ def _follower(run: RunDir, stage: Stage, input_kinds: dict[str, str]) -> dict:
     return runner(stage.kind).run(ctx) or {}
 
 
+def _record_termination(folder: Path) -> None:
+    """On SIGTERM (scancel, the time limit, a requeue) write exit.json, then
+    let the handler that was there act (submitit's lets checkpointing finish).
+    Without accounting, this record is how status tells a killed job from one
+    that vanished."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        folder.mkdir(parents=True, exist_ok=True)
+        state.write_json(folder / "exit.json", {
+            "signal": "SIGTERM", "time": time.time(), "pid": os.getpid(),
+            # Slurm's end of the allocation: a TERM at that moment is the time limit
+            "job_end_time": float(os.environ.get("SLURM_JOB_END_TIME", "0") or 0)})
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 class StageTask:
     """What a Slurm array task runs (pickled by submitit). Being checkpointable,
     it is requeued on preemption or time limit after the stage saved itself;
@@ -112,6 +136,7 @@ class StageTask:
 
     def __call__(self) -> dict:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        _record_termination(RunDir(Path(self.run_root)).stage(self.stage.kind, self.stage.id))
         import torch
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         return execute(self.run_root, self.stage, self.input_kinds)

@@ -69,7 +69,8 @@ def mark_done(folder: Path, summary: dict) -> None:
 
 def record_attempt(folder: Path) -> None:
     """Who is running this stage now; status uses it to tell running from pending."""
-    (Path(folder) / "error.json").unlink(missing_ok=True)
+    for old in ("error.json", "exit.json"):
+        (Path(folder) / old).unlink(missing_ok=True)
     write_json(Path(folder) / "attempt.json",
                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
 

@@ -74,3 +74,16 @@ def test_failed_stage_records_error_and_no_done(tmp_path, monkeypatch):
     assert summary["answer"] == 42 and state.is_done(folder)
     assert not (folder / "error.json").exists()
     assert execute(str(tmp_path), stage, {})["skipped"] and Runner.calls == 2
+
+
+def test_heartbeat_beats_until_stopped_and_goes_stale(tmp_path):
+    import time
+    stop = state.start_heartbeat(tmp_path)
+    deadline = time.time() + 5
+    while not (tmp_path / "heartbeat").exists():
+        assert time.time() < deadline
+        time.sleep(0.01)
+    stop()
+    assert state.heartbeat_fresh(tmp_path)
+    assert not state.heartbeat_fresh(tmp_path, now=time.time() + 4 * state.HEARTBEAT_SECONDS)
+    assert not state.heartbeat_fresh(tmp_path / "elsewhere")

@@ -34,7 +34,8 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
         return Verdict("done")
     error = folder / "error.json"
     if queue is None or job is None:
-        if state.attempt_alive(folder):
+        if state.attempt_alive(folder) or (state.heartbeat_fresh(folder)
+                                           and not error.exists()):
             return Verdict("running")
         if error.exists():
             return Verdict("failed", "python exception", state.read_json(error)["error"])
@@ -44,6 +45,8 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
         return Verdict("running")
     if live is not None:  # queued, held, or waiting on a dead dependency (NEVER)
         return Verdict("pending")
+    if state.heartbeat_fresh(folder) and not error.exists() and not (folder / "exit.json").exists():
+        return Verdict("running")  # left squeue but still beating: finishing up
     if error.exists():
         return Verdict("failed", "python exception", state.read_json(error)["error"])
     if acct is None:  # left the queue without DONE: the worker's exit record says why

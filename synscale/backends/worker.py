@@ -71,6 +71,7 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
                 raise RuntimeError(f"input {input_kinds[i]}/{i} is not done")
         start = time.time()
         log.info("start %s %s", stage.kind, stage.id)
+        stop_heartbeat = state.start_heartbeat(folder)
         try:
             summary = runner(stage.kind).run(ctx) or {}
         except SystemExit:
@@ -80,6 +81,8 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
             state.record_failure(folder, e, traceback.format_exc())
             log.info("failed: %s", e)
             raise
+        finally:
+            stop_heartbeat()
         summary = {"seconds": round(time.time() - start, 3), **summary}
         state.mark_done(folder, summary)
         log.info("done in %.1fs", summary["seconds"])

@@ -96,6 +96,35 @@ def attempt_alive(folder: Path) -> bool:
     return True
 
 
+HEARTBEAT_SECONDS = 30.0
+
+
+def start_heartbeat(folder: Path) -> Callable[[], None]:
+    """Touch <folder>/heartbeat every HEARTBEAT_SECONDS until the returned stop()
+    is called: a stage's sign of life that any host sharing the folder sees."""
+    import threading
+
+    path = Path(folder) / "heartbeat"
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            path.touch()
+            stop.wait(HEARTBEAT_SECONDS)
+
+    threading.Thread(target=beat, daemon=True, name="heartbeat").start()
+    return stop.set
+
+
+def heartbeat_fresh(folder: Path, now: float | None = None) -> bool:
+    """A beat within three periods: the stage's process is alive somewhere."""
+    try:
+        age = (now or time.time()) - (Path(folder) / "heartbeat").stat().st_mtime
+    except OSError:
+        return False
+    return age < 3 * HEARTBEAT_SECONDS
+
+
 class Locked(RuntimeError):
     pass
 

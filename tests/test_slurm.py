@@ -153,6 +153,11 @@ def test_training_on_two_nodes_through_srun(small_study, tmp_path):
         assert (manifest.parent / "model.safetensors").exists()
     metrics = [state.read_json(p) for p in (tmp_path / "twonodes").glob("stages/evaluate/*/metrics.json")]
     assert len(metrics) == 3 and all(0 < m["loss"] < 10 for m in metrics)
+    # every task exited cleanly too (an abort at exit would fail the array's dependents)
+    from synscale.backends.slurm import accounting_states
+    jobs = state.read_json(tmp_path / "twonodes/slurm/submissions.json")
+    acct = accounting_states([a["job_id"] for a in jobs["arrays"] if a["kind"] == "train"])
+    assert acct and set(acct.values()) == {"COMPLETED"}, acct
 
 
 def test_cancelled_task_alone_runs_again(small_study, tmp_path):
@@ -266,3 +271,23 @@ def test_preempted_training_checkpoints_requeues_and_matches_an_uninterrupted_ru
     assert [s for s, _ in manifest["loss_curve"]] == [s for s, _ in local["loss_curve"]]
     for (_, a), (_, b) in zip(manifest["loss_curve"], local["loss_curve"]):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_cancel_stops_only_this_runs_live_jobs(tmp_path):
+    cluster("on")
+    other = subprocess.run(["sbatch", "--parsable", "--begin=now+3600", "--wrap", "true"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    run = _fake_run(tmp_path, {"a": (["--begin=now+3600"], "true"), "b": ([], "sleep 300"),
+                               "c": ([], "echo '{{}}' > {folder}/DONE")})
+    jobs = state.read_json(run / "slurm/submissions.json")["stages"]
+    deadline = time.time() + 60
+    while status(run)["kinds"]["train"]["done"] < 1:
+        assert time.time() < deadline
+        time.sleep(0.5)
+    r = run_module("synscale.cancel", run, "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)["cancelled"]) == sorted([jobs["a"], jobs["b"]])
+    from synscale.backends.slurm import queue_states
+    queue = queue_states()
+    assert jobs["a"] not in queue and other in queue  # another run's job is left alone
+    subprocess.run(["scancel", other])

@@ -129,6 +129,19 @@ def _record_termination(folder: Path) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _leave_process_group() -> None:
+    """Shut gloo down before the interpreter exits: left running, its threads
+    abort a finished multi-task job at exit ("terminate called without an
+    active exception"), and Slurm then marks the job FAILED, which blocks
+    every afterok dependent."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 class StageTask:
     """What a Slurm array task runs (pickled by submitit). Being checkpointable,
     it is requeued on preemption or time limit after the stage saved itself;
@@ -142,7 +155,10 @@ class StageTask:
         _record_termination(RunDir(Path(self.run_root)).stage(self.stage.kind, self.stage.id))
         import torch
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
-        return execute(self.run_root, self.stage, self.input_kinds)
+        try:
+            return execute(self.run_root, self.stage, self.input_kinds)
+        finally:
+            _leave_process_group()
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission

@@ -12,7 +12,7 @@
 # multi-node jobs run for real. MaxArraySize is small (11) so that synscale's
 # array splitting is exercised. Idempotent: `start` on a running cluster in
 # the same mode does nothing; in the other mode it restarts slurmctld.
-set -euo pipefail
+set -Eeuo pipefail
 
 STATE=${SYNSCALE_SLURM_STATE:-/var/lib/synscale-slurm}
 CONF_DIR=/etc/slurm
@@ -30,6 +30,7 @@ PACKAGES=(munge slurmctld slurmd slurmdbd slurm-client mariadb-server)
 
 say() { echo "local-cluster: $*"; }
 die() { echo "local-cluster: error: $*" >&2; exit 1; }
+trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
 alive() {  # alive PIDFILE: the process recorded there runs
   [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
@@ -132,7 +133,13 @@ start_munge() {
   chown munge:munge /run/munge /var/log/munge /var/lib/munge
   [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none;
                                    chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
-  runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid
+  # A munged killed moments ago may still hold its socket: try for a while.
+  for _ in $(seq 20); do
+    runuser -u munge -- /usr/sbin/munged --pid-file=/run/munge/munged.pid 2>"$STATE/log/munged.err" \
+      && break
+    sleep 0.5
+  done
+  alive /run/munge/munged.pid || die "munged did not start: $(cat "$STATE/log/munged.err")"
   cp /run/munge/munged.pid "$STATE/munged.pid"
 }
 
@@ -176,7 +183,8 @@ start_slurm() {
 wait_idle() {
   for _ in $(seq 120); do
     local states
-    states=$(sinfo -h -N -o "%N %t" 2>/dev/null | sort -u | awk '{print $2}' | sort -u | tr '\n' ' ')
+    # The controller may not answer yet: that is a reason to wait, not to fail.
+    states=$(sinfo -h -N -o "%t" 2>/dev/null | sort -u | tr '\n' ' ' || true)
     if [ "$(sinfo -h -N -o %t 2>/dev/null | grep -c '^idle' || true)" -ge "${#NODES[@]}" ]; then
       say "ready: nodes ${NODES[*]} idle (accounting: $(cat "$STATE/accounting"), MaxArraySize=$MAX_ARRAY)"
       return

@@ -122,7 +122,3 @@ def _last_line(run: RunDir, s: Stage, e: BaseException) -> str:
         return state.read_json(path)["error"]
     except (OSError, ValueError, KeyError):
         return f"{type(e).__name__}: {e}"
-
-
-def log_path(run: RunDir, s: Stage) -> Path:
-    return run.stage(s.kind, s.id) / "log.txt"

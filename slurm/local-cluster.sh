@@ -11,7 +11,8 @@
 # on this machine, each with its own port, spool, pid and log file, so
 # multi-node jobs run for real. MaxArraySize is small (11) so that synscale's
 # array splitting is exercised. Idempotent: `start` on a running cluster in
-# the same mode does nothing; in the other mode it restarts slurmctld.
+# the same mode does nothing; a changed config (the other mode) restarts the
+# Slurm daemons.
 set -Eeuo pipefail
 
 STATE=${SYNSCALE_SLURM_STATE:-/var/lib/synscale-slurm}
@@ -22,7 +23,7 @@ MARKER="# written by synscale slurm/local-cluster.sh"
 CLUSTER=synscale
 NODES=(node1 node2)
 NODE_CPUS=${SYNSCALE_SLURM_CPUS:-2}
-NODE_MEM=${SYNSCALE_SLURM_MEM_MB:-8000}
+NODE_MEM=${SYNSCALE_SLURM_MEM_MB:-12000}
 MAX_ARRAY=${SYNSCALE_SLURM_MAX_ARRAY:-11}
 DB_PASS=synscale-local
 HOST=$(hostname)
@@ -63,11 +64,10 @@ write_conf() {  # write_conf ACCOUNTING(yes|no)
     die "$CONF exists and was not written by this script; refusing to replace a real cluster's config"
   fi
   mkdir -p "$CONF_DIR" "$STATE"/{ctld,log} /var/log/slurm
-  local acct="accounting_storage/none" gather="jobacct_gather/none"
-  if [ "$1" = yes ]; then
-    acct="accounting_storage/slurmdbd"; gather="jobacct_gather/linux"
-  fi
-  cat > "$CONF.tmp" <<EOF
+  local acct="accounting_storage/none"
+  [ "$1" = yes ] && acct="accounting_storage/slurmdbd"
+  local conf_tmp=$CONF.tmp
+  cat > "$conf_tmp" <<EOF
 $MARKER
 ClusterName=$CLUSTER
 SlurmctldHost=$HOST
@@ -89,7 +89,11 @@ MpiDefault=none
 SwitchType=switch/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+# Memory is a consumable resource, and enforced: without cgroups, slurmstepd
+# polls each step's RSS (every JobAcctGatherFrequency seconds) and kills a
+# step over its --mem, which Slurm records as OUT_OF_MEMORY.
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=1000
 MaxArraySize=$MAX_ARRAY
 MaxJobCount=100000
 ReturnToService=2
@@ -98,8 +102,9 @@ InactiveLimit=0
 KillWait=5
 MinJobAge=300
 AccountingStorageType=$acct
-JobAcctGatherType=$gather
-JobAcctGatherFrequency=5
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=2
 JobCompType=jobcomp/none
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
@@ -107,7 +112,15 @@ NodeName=node1 NodeHostname=$HOST Port=17001 CPUs=$NODE_CPUS RealMemory=$NODE_ME
 NodeName=node2 NodeHostname=$HOST Port=17002 CPUs=$NODE_CPUS RealMemory=$NODE_MEM State=UNKNOWN
 PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
-  mv "$CONF.tmp" "$CONF"
+  if ! cmp -s "$conf_tmp" "$CONF"; then
+    # A running cluster reads a changed config (a mode switch, a newer
+    # version of this script) only when restarted.
+    for n in "${NODES[@]}"; do stop_daemon "slurmd $n" "$STATE/slurmd-$n.pid"; done
+    stop_daemon slurmctld "$STATE/slurmctld.pid"
+    mv "$conf_tmp" "$CONF"
+  else
+    rm -f "$conf_tmp"
+  fi
   cat > "$DBD_CONF.tmp" <<EOF
 $MARKER
 AuthType=auth/munge
@@ -212,14 +225,8 @@ cmd_start() {
   [ "$(id -u)" -eq 0 ] || die "run as root: the daemons and /etc/slurm need it"
   install_packages
   resolve_nodes
-  local previous
-  previous=$(cat "$STATE/accounting" 2>/dev/null || echo "")
-  if [ -n "$previous" ] && [ "$previous" != "$accounting" ]; then
-    # Switching modes needs a controller that reads the new config.
-    stop_daemon slurmctld "$STATE/slurmctld.pid"
-    [ "$accounting" = no ] && stop_daemon slurmdbd "$STATE/slurmdbd.pid"
-  fi
   write_conf "$accounting"
+  [ "$accounting" = no ] && stop_daemon slurmdbd "$STATE/slurmdbd.pid"
   start_munge
   if [ "$accounting" = yes ]; then
     start_mariadb

@@ -9,42 +9,87 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from synscale.backends.failures import classify
+from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 
 STATES = ("done", "running", "pending", "failed", "not submitted")
+TAIL_LINES = 5
 
 
 def _slurm_view(run: RunDir):
-    """(stage -> job, squeue states, sacct states or None) for a slurm run."""
+    """(stage -> job, squeue states, sacct states or None, kind -> array ids)
+    for a slurm run."""
     from synscale.backends import slurm
 
     records = slurm.load_records(run)
     if not records["stages"]:
-        return {}, None, None
-    arrays = sorted({a["job_id"] for a in records["arrays"]})
-    return records["stages"], slurm.queue_states(), slurm.accounting_states(arrays)
+        return {}, None, None, {}
+    arrays = defaultdict(list)
+    for a in records["arrays"]:
+        arrays[a["kind"]].append(a["job_id"])
+    ids = sorted({a["job_id"] for a in records["arrays"]})
+    return records["stages"], slurm.queue_states(), slurm.accounting_states(ids), arrays
+
+
+def _span(folder: Path, verdict: str, now: float) -> tuple[float, float] | None:
+    """(start, end) of a stage's latest attempt: end is now while it runs."""
+    attempt = folder / "attempt.json"
+    if verdict not in ("done", "running", "failed") or not attempt.exists():
+        return None
+    start = state.read_json(attempt)["started"]
+    if verdict == "done":
+        return start, state.read_json(folder / "DONE")["finished"]
+    if verdict == "running":
+        return start, now
+    beat = folder / "heartbeat"  # failed: its last beat is about when it stopped
+    return (start, beat.stat().st_mtime) if beat.exists() else None
+
+
+def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    if not path.exists():
+        return []
+    with path.open("rb") as f:  # logs can be large: read the end only
+        f.seek(max(0, path.stat().st_size - 16384))
+        return f.read().decode(errors="replace").splitlines()[-lines:]
 
 
 def collect(run: RunDir) -> dict:
+    from synscale.backends.slurm import job_log
+
     plan = Plan.from_json(run.plan_file.read_text())
-    jobs, queue, acct = _slurm_view(run)
+    jobs, queue, acct, arrays = _slurm_view(run)
     counts = {k: Counter() for k in KINDS}
+    spans = defaultdict(list)
+    now = time.time()
     failures = []
     for s in plan.stages:
         folder = run.stage(s.kind, s.id)
         job = jobs.get(s.id)
-        verdict = classify(folder, job, queue if jobs else None, acct)
+        log = job_log(run, job) if job else None
+        verdict = classify(folder, job, queue if jobs else None, acct, log)
         counts[s.kind][verdict.state] += 1
+        span = _span(folder, verdict.state, now)
+        if span:
+            spans[s.kind].append(span)
         if verdict.state == "failed":
+            # The job's Slurm output holds the traceback and Slurm's own
+            # words; the stage log, where there is no job, its progress.
+            shown = log if log is not None and log.exists() else folder / "log.txt"
             failures.append({"kind": s.kind, "id": s.id, "job": job, "class": verdict.klass,
-                             "error": verdict.message, "log": str(folder / "log.txt")})
+                             "error": verdict.message, "log": str(shown),
+                             "tail": _tail(shown)})
     return {"study": plan.study, "run_dir": str(run.root),
-            "kinds": {k: {st: c[st] for st in STATES} | {"total": sum(c.values())}
+            "kinds": {k: {st: c[st] for st in STATES} | {
+                          "total": sum(c.values()), "arrays": arrays.get(k, []),
+                          # wall time from the first start to the last finish (or now)
+                          "elapsed_s": round(max(e for _, e in spans[k]) -
+                                             min(b for b, _ in spans[k]), 1) if spans[k] else None}
                       for k, c in counts.items() if c},
             "failures": failures}
 
@@ -57,15 +102,33 @@ def render(info: dict):
 
     table = Table(title=f"{info['study']} ({info['run_dir']})")
     table.add_column("kind")
-    for col in (*STATES, "total"):
+    for col in (*STATES, "total", "elapsed"):
         table.add_column(col, justify="right")
+    table.add_column("arrays")
     for kind, c in info["kinds"].items():
-        table.add_row(kind, *(str(c[col]) if c[col] else "" for col in (*STATES, "total")))
+        table.add_row(kind, *(str(c[col]) if c[col] else "" for col in (*STATES, "total")),
+                      _duration(c["elapsed_s"]), _arrays(c["arrays"]))
     lines = [Text.assemble(("failed ", "red"), f"{f['kind']}/{f['id']}",
                            f" [{f['job']}]" if f.get("job") else "",
-                           f" ({f['class']}): {f['error']}\n  log: {f['log']}")
+                           f" ({f['class']}): {f['error']}\n  log: {f['log']}",
+                           *((f"\n  | {line}", "dim") for line in f["tail"]))
              for f in info["failures"]]
     return Group(table, *lines)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
+
+
+def _arrays(ids: list[str], shown: int = 4) -> str:
+    """Array job ids, the newest last; a retry adds arrays, so cut long lists."""
+    if len(ids) <= shown:
+        return " ".join(ids)
+    return f"{' '.join(ids[:shown - 1])} … {ids[-1]} ({len(ids)})"
 
 
 def finished(info: dict) -> bool:

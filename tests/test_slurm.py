@@ -11,6 +11,7 @@ import pytest
 
 from conftest import ROOT, run_module
 from synscale.plan import state
+from synscale.plan.graph import Plan
 
 pytestmark = pytest.mark.slow
 CLUSTER = ROOT / "slurm" / "local-cluster.sh"
@@ -60,11 +61,20 @@ def test_embedded_study_on_slurm_matches_local_and_splits_arrays(small_study, tm
     arrays = sub["arrays"]
     assert [a["kind"] for a in arrays].count("train") == 2
     assert all(a["tasks"] <= 11 for a in arrays)
-    ids = {a["job_id"]: a["kind"] for a in arrays}
+    ids = {a["job_id"]: a for a in arrays}
     for a in arrays:
         wanted = {"generate": set(), "pack": {"generate"}, "train": {"pack"},
                   "evaluate": {"train"}}[a["kind"]]
-        assert {ids[d] for d in a["dependency"]} == wanted
+        assert {ids[d]["kind"] for d in a["dependency"]} == wanted
+    # each evaluation array follows one training array task by task
+    evaluations = [a for a in arrays if a["kind"] == "evaluate"]
+    assert {a["dependency_type"] for a in evaluations} == {"aftercorr"}
+    assert all(ids[a["dependency"][0]]["tasks"] == a["tasks"] for a in evaluations)
+    records = state.read_json(slurm_root / "same/slurm/submissions.json")["stages"]
+    plan = Plan.from_json((slurm_root / "same/plan.json").read_text())
+    for s in plan.of_kind("evaluate"):
+        array, task = records[s.id].split("_")
+        assert records[s.inputs[0]] == f"{ids[array]['dependency'][0]}_{task}"
 
     # a relaunch while everything is queued submits nothing twice
     again = json.loads(run_module("synscale.launch", local, "--root", slurm_root,
@@ -83,8 +93,11 @@ def test_embedded_study_on_slurm_matches_local_and_splits_arrays(small_study, tm
 
 def _fake_run(tmp_path, jobs: dict) -> "Path":
     """A run directory whose stages are plain sbatch jobs: status reads it as
-    it reads a study's, so each failure class can be produced on purpose."""
+    it reads a study's, so each failure class can be produced on purpose.
+    Each job's output goes where submitit puts a stage's (slurm.job_log)."""
+    from synscale.backends.slurm import job_log
     from synscale.plan.graph import Plan, Stage
+    from synscale.plan.layout import RunDir
     run = tmp_path / "fake"
     stages = [Stage(name, "train", {}) for name in jobs]
     (run / "slurm").mkdir(parents=True)
@@ -93,10 +106,13 @@ def _fake_run(tmp_path, jobs: dict) -> "Path":
     for name, (args, wrap) in jobs.items():
         folder = run / "stages/train" / name
         folder.mkdir(parents=True)
-        r = subprocess.run(["sbatch", "--parsable", "-o", str(folder / "log.txt"), *args,
-                            "--wrap", wrap.format(folder=folder)],
+        # held until its output folder exists, which needs the job id
+        r = subprocess.run(["sbatch", "--parsable", "--hold", "-o", str(run / "slurm/%j/%j_0_log.out"),
+                            *args, "--wrap", wrap.format(folder=folder)],
                            capture_output=True, text=True, check=True)
         job = r.stdout.strip().split(";")[0]
+        job_log(RunDir(run), job).parent.mkdir(parents=True)
+        subprocess.run(["scontrol", "release", job], check=True)
         records["stages"][name] = job
         records["arrays"].append({"job_id": job, "kind": "train", "tasks": 1, "dependency": []})
     state.write_json(run / "slurm/submissions.json", records)
@@ -104,34 +120,53 @@ def _fake_run(tmp_path, jobs: dict) -> "Path":
 
 
 @pytest.mark.parametrize("mode", ["on", "off"])
-def test_status_classifies_done_failed_and_cancelled(tmp_path, mode):
+def test_status_classifies_each_way_a_job_ends(tmp_path, mode):
     cluster(mode)
     py_error = ('python -c "import json; json.dump({{\'error\': \'ValueError: bad\', '
                 '\'traceback\': \'\'}}, open(\'{folder}/error.json\', \'w\'))"; exit 1')
+    # the worker's own SIGTERM record, which is all there is for a cancelled
+    # job without accounting once its log says nothing
+    term_record = (f"PYTHONPATH={ROOT} {sys.executable} -c 'import time, pathlib; "
+                   "from synscale.backends.worker import _record_termination; "
+                   "_record_termination(pathlib.Path(\"{folder}\")); "
+                   "pathlib.Path(\"{folder}/armed\").touch(); time.sleep(300)'")
+    hog = ("python3 -c 'import time\nx = []\nfor _ in range(80): "
+           "x.append(bytearray(20 << 20)); time.sleep(0.1)'")
     run = _fake_run(tmp_path, {
         "ok": ([], "echo '{{}}' > {folder}/DONE"),
         "exc": ([], py_error),
-        # the worker's own SIGTERM record, for status without accounting
-        "cancel": ([], f"PYTHONPATH={ROOT} {sys.executable} -c 'import time, pathlib; "
-                       "from synscale.backends.worker import _record_termination; "
-                       "_record_termination(pathlib.Path(\"{folder}\")); time.sleep(300)'"),
+        "cancel": ([], term_record),
+        # slurmstepd kills it past its time limit (1 min, then KillWait 5 s)
+        "late": (["--time=1"], "sleep 300"),
+        # slurmstepd kills a step whose RSS passes --mem (JobAcctGatherParams=OverMemoryKill)
+        "hog": (["--mem=200M"], hog),
         "queued": (["--begin=now+3600"], "true"),
     })
-    deadline = time.time() + 120
-    while status(run)["kinds"]["train"]["running"] < 1 and time.time() < deadline:
-        time.sleep(1)
     jobs = state.read_json(run / "slurm/submissions.json")["stages"]
+    deadline = time.time() + 240
+    while not (run / "stages/train/cancel/armed").exists():
+        assert time.time() < deadline, status(run)
+        time.sleep(0.5)
     subprocess.run(["scancel", jobs["cancel"]], check=True)
     while True:
         info = status(run)
-        if info["kinds"]["train"]["done"] == 1 and info["kinds"]["train"]["failed"] == 2:
+        if info["kinds"]["train"]["done"] == 1 and info["kinds"]["train"]["failed"] == 4:
             break
         assert time.time() < deadline, info
-        time.sleep(1)
+        time.sleep(2)
     assert info["kinds"]["train"]["pending"] == 1  # the job held until an hour from now
-    classes = {f["id"]: f["class"] for f in info["failures"]}
-    assert classes["exc"] == "python exception"
-    assert classes["cancel"] == "cancelled"  # without accounting: from the exit record
+    assert sorted(info["kinds"]["train"]["arrays"]) == sorted(jobs.values())
+    failures = {f["id"]: f for f in info["failures"]}
+    assert {k: f["class"] for k, f in failures.items()} == {
+        "exc": "python exception", "cancel": "cancelled", "late": "timeout",
+        "hog": "out of memory"}
+    assert failures["exc"]["error"] == "ValueError: bad"
+    assert "memory limit" in failures["hog"]["error"]
+    # each failure shows where its log is and how it ends
+    assert failures["late"]["log"].endswith(f"{jobs['late']}_0_log.out")
+    assert any("TIME LIMIT" in line for line in failures["late"]["tail"])
+    rendered = run_module("synscale.status", run)
+    assert rendered.returncode == 1 and "out of memory" in rendered.stdout
     subprocess.run(["scancel", jobs["queued"]])
 
 
@@ -161,7 +196,7 @@ def test_training_on_two_nodes_through_srun(small_study, tmp_path):
 
 
 def test_cancelled_task_alone_runs_again(small_study, tmp_path):
-    cluster("on")
+    cluster("off")  # the relaunch must tell what to resubmit without sacct
     study = small_study("cancel", **{'sources = ["real", "synthetic"]': 'sources = ["real"]',
                                      "max_steps = 40": "max_steps = 400",
                                      "min_steps = 20": "min_steps = 400"})
@@ -177,24 +212,24 @@ def test_cancelled_task_alone_runs_again(small_study, tmp_path):
         assert time.time() < deadline, info
         time.sleep(1)
     from synscale.backends.slurm import queue_states
-    from synscale.plan.graph import Plan
     plan = Plan.from_json((run / "plan.json").read_text())
     queue = queue_states()
     victim_stage, victim = next((s.id, jobs[s.id]) for s in plan.of_kind("train")
                                 if queue.get(jobs[s.id]) == "RUNNING")
     subprocess.run(["scancel", victim], check=True)
-    # Let the other trainings finish. The evaluation array waits on the whole
-    # training array (afterok), so none of it can start now.
+    # The other trainings finish, and their evaluations run as each does
+    # (aftercorr): only the cancelled one's evaluation is left waiting.
     while True:
         info = status(run)
-        if info["kinds"]["train"]["done"] == 2 and info["kinds"]["train"]["failed"] == 1:
+        if info["kinds"]["train"]["failed"] == 1 and info["kinds"]["evaluate"]["done"] == 2:
             break
         assert time.time() < deadline, info
         time.sleep(2)
+    assert info["kinds"]["train"]["done"] == 2 and info["kinds"]["evaluate"]["pending"] == 1
     before = {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
     again = json.loads(run_module(*launch).stdout)
-    # the cancelled training and the evaluations that never ran; nothing finished
-    assert again["submitted"] == 1 + 3 and again["skipped_done"] == 1 + 2
+    # the cancelled training and its evaluation; nothing finished
+    assert again["submitted"] == 2 and again["skipped_done"] == 1 + 2 + 2
     resubmitted = state.read_json(run / "slurm/submissions.json")["stages"]
     assert resubmitted[victim_stage] != victim
     info = wait_until(run, 7)
@@ -251,7 +286,6 @@ def test_preempted_training_checkpoints_requeues_and_matches_an_uninterrupted_ru
                    "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "slurm/preempt"
-    from synscale.plan.graph import Plan
     (train,) = Plan.from_json((run / "plan.json").read_text()).of_kind("train")
     job = state.read_json(run / "slurm/submissions.json")["stages"][train.id]
     log = run / "stages/train" / train.id / "log.txt"
@@ -291,3 +325,77 @@ def test_cancel_stops_only_this_runs_live_jobs(tmp_path):
     queue = queue_states()
     assert jobs["a"] not in queue and other in queue  # another run's job is left alone
     subprocess.run(["scancel", other])
+
+
+# Loaded into the job's Python through the site profile's setup lines: the
+# second shard a process commits waits, fully written under its temporary
+# name but not yet renamed, until the test kills the job there.
+STALL_AT_SECOND_SHARD = '''
+import os, pathlib, time
+_replace, _seen = os.replace, []
+def _stalling_replace(src, dst, *args, **kwargs):
+    if str(dst).endswith(".npz"):
+        _seen.append(dst)
+        if len(_seen) == 2:
+            pathlib.Path(os.environ["STALL_MARKS"], str(os.getpid())).touch()
+            time.sleep(600)
+    return _replace(src, dst, *args, **kwargs)
+os.replace = _stalling_replace
+'''
+
+
+def test_task_killed_mid_write_leaves_nothing_taken_as_done(small_study, tmp_path):
+    cluster("off")
+    hook, marks = tmp_path / "hook", tmp_path / "marks"
+    hook.mkdir(), marks.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_AT_SECOND_SHARD)
+    profile = tmp_path / "stall.toml"
+    local = (ROOT / "slurm/profiles/local.toml").read_text()
+    profile.write_text(local.replace('setup = [', f'setup = ["export PYTHONPATH={hook}", '
+                                                  f'"export STALL_MARKS={marks}", '))
+    study = small_study("midwrite", **{
+        'sources = ["real", "synthetic"]': 'sources = ["synthetic"]',
+        "[backend]": '[backend]\nprofile = "stall.toml"'})
+    launch = ["synscale.launch", study, "--root", tmp_path, "--backend", "slurm", "--json"]
+    assert run_module(*launch).returncode == 0
+    run = tmp_path / "midwrite"
+    generates = Plan.from_json((run / "plan.json").read_text()).of_kind("generate")
+    deadline = time.time() + 300
+    while len(list(marks.iterdir())) < len(generates):
+        assert time.time() < deadline, status(run)
+        time.sleep(0.5)
+    jobs = state.read_json(run / "slurm/submissions.json")["stages"]
+    subprocess.run(["scancel", "--signal=KILL", "--full", *(jobs[g.id] for g in generates)],
+                   check=True)
+    while (info := status(run))["kinds"]["generate"]["failed"] < len(generates):
+        assert time.time() < deadline, info
+        time.sleep(1)
+    first_shards = {}
+    for g in generates:
+        folder = run / "stages/generate" / g.id
+        assert not (folder / "DONE").exists()
+        # one shard committed whole; the second exists only under its temporary name
+        (shard,) = folder.glob("shard-*.npz")
+        assert len(list(folder.glob(f".shard-*.npz.*{state.TMP_SUFFIX}"))) == 1
+        import numpy as np
+        with np.load(shard) as z:
+            assert len(z["images"]) == g.spec["batch_size"]
+        first_shards[shard] = shard.stat().st_mtime_ns
+    assert info["kinds"]["pack"]["done"] == 0  # nothing downstream took it as done
+
+    profile.write_text(local)  # the relaunch runs without the stall
+    again = json.loads(run_module(*launch).stdout)
+    total = sum(again["stages"].values())
+    # nothing was done: the killed generations and, behind their dead
+    # dependency, everything downstream are submitted again
+    assert again["submitted"] == total
+    info = wait_until(run, total)
+    assert not info["failures"], info["failures"]
+    for g in generates:
+        folder = run / "stages/generate" / g.id
+        done = state.read_json(folder / "DONE")
+        shards = len(list(folder.glob("shard-*.npz")))
+        # resumed at shard granularity: the committed shard was kept, not redrawn
+        assert done["images_rendered"] == g.spec["images_per_class"] * 5 - g.spec["batch_size"]
+        assert shards == done["shards"] and not list(folder.glob(f"*{state.TMP_SUFFIX}"))
+    assert all(s.stat().st_mtime_ns == t for s, t in first_shards.items())

@@ -3,7 +3,9 @@
 One job array per (stage kind, resource shape), split into chunks of at most
 MaxArraySize tasks (each chunk indexes from 0: MaxArraySize bounds the index,
 not the count), linked by afterok dependencies and capped with %N, so no
-process has to stay alive on the login node. Every submitted stage is
+process has to stay alive on the login node. An array whose tasks each read
+one task of an array submitted with it follows that one task by task
+(aftercorr; see `batches`). Every submitted stage is
 recorded in slurm/submissions.json; a relaunch skips stages that are done
 and stages whose job is still queued or running.
 """
@@ -20,10 +22,6 @@ from synscale.backends.failures import classify
 from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan, Stage
 from synscale.plan.layout import RunDir
-
-LIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING",
-               "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
-
 
 @dataclass
 class Submission:
@@ -83,6 +81,12 @@ def records_path(run: RunDir) -> Path:
     return run.root / "slurm" / "submissions.json"
 
 
+def job_log(run: RunDir, job: str) -> Path:
+    """The Slurm output of a job (array task '<array>_<index>'), where
+    submitit's `folder` puts it (stderr joins stdout)."""
+    return run.root / "slurm" / job / f"{job}_0_log.out"
+
+
 def load_records(run: RunDir) -> dict:
     path = records_path(run)
     return state.read_json(path) if path.exists() else {"stages": {}, "arrays": []}
@@ -113,11 +117,48 @@ def chunks(stages: list[Stage], size: int) -> list[list[Stage]]:
     return [stages[i:i + size] for i in range(0, len(stages), size)]
 
 
+def batches(stages: list[Stage], size: int, task_of: dict[str, tuple[str, int]],
+            array_tasks: dict[str, int]) -> list[tuple[list[Stage], str | None]]:
+    """The arrays for `stages` (one kind, one resource shape), each with the
+    array it follows task by task, or None.
+
+    Where every task of an array just submitted is the one input of one of
+    these stages (an evaluation per training; one array per evaluation set),
+    the stages are laid out in that array's task order and depend on it with
+    aftercorr: each starts as soon as its own input is done, and a failed
+    input blocks only its readers. The rest wait on whole input arrays
+    (afterok)."""
+    lanes: dict[str, dict[int, list[Stage]]] = defaultdict(lambda: defaultdict(list))
+    rest = []
+    for s in stages:
+        source = task_of.get(s.inputs[0]) if len(s.inputs) == 1 else None
+        if source:
+            lanes[source[0]][source[1]].append(s)
+        else:
+            rest.append(s)
+    out = []
+    for array, by_task in lanes.items():
+        n = array_tasks[array]
+        full = min(len(by_task[i]) for i in range(n))  # readers every task of it has
+        # Many readers per task (the trainings of one packed dataset) would
+        # make many short arrays: those wait on the whole array instead.
+        if full <= n:
+            for _ in range(full):
+                out.append(([by_task[i].pop(0) for i in range(n)], array))
+        rest += [s for i in sorted(by_task) for s in by_task[i]]
+    position = {s.id: n for n, s in enumerate(stages)}
+    rest.sort(key=lambda s: position[s.id])
+    return out + [(chunk, None) for chunk in chunks(rest, size)]
+
+
 def _executor(run: RunDir, study, profile, kind: str, r):
     import submitit
 
     ex = submitit.SlurmExecutor(folder=run.root / "slurm" / "%j", max_num_timeout=3)
-    params = dict(job_name=f"{study.study.name}-{kind}", time=r.time_min, nodes=r.nodes,
+    # USR2 (checkpoint, requeue) comes this long before the time limit:
+    # submitit's 90 s, less for short limits, which it would otherwise
+    # signal the moment they start.
+    params = dict(signal_delay_s=min(90, r.time_min * 15), job_name=f"{study.study.name}-{kind}", time=r.time_min, nodes=r.nodes,
                   ntasks_per_node=r.tasks_per_node, cpus_per_task=r.cpus,
                   mem=f"{int(r.mem_gb * 1024)}M", array_parallelism=r.max_parallel,
                   setup=list(profile.setup), stderr_to_stdout=True)
@@ -144,59 +185,75 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
     out = Submission()
     job_of: dict[str, str] = {}      # stage id -> job id (task) it waits on
     array_of: dict[str, str] = {}    # stage id -> array job id, for stages submitted now
+    task_of: dict[str, tuple[str, int]] = {}  # the same, with its task index
+    array_tasks: dict[str, int] = {}
     todo: dict[tuple, list[Stage]] = defaultdict(list)   # (kind, resources) -> stages
+    todo_ids: set[str] = set()
+    drop: list[str] = []             # queued jobs that will never run
     for s in plan.order():
         job = records["stages"].get(s.id)
         if state.is_done(run.stage(s.kind, s.id)):
             out.skipped_done.append(s.id)
             continue
-        if job in live and live[job] in LIVE_STATES:
+        # A queued stage stays queued, unless an input of it is submitted
+        # again: its job waits on the old input job, which will never run.
+        if job in live and live[job] != "NEVER" and not any(i in todo_ids for i in s.inputs):
             out.skipped_live.append(s.id)
             job_of[s.id] = job
             continue
         if any(i in out.not_retried for i in s.inputs):
             out.not_retried[s.id] = "an input stays failed"
+            if job in live:  # waiting on it would be forever
+                drop.append(job)
             continue
         resources = study.resources[s.kind]
         if job is not None and job not in live:  # it ran before and did not finish
             if s.id in records["resources"]:
                 resources = replace(resources, **records["resources"][s.id])
-            verdict = classify(run.stage(s.kind, s.id), job, live, acct)
+            verdict = classify(run.stage(s.kind, s.id), job, live, acct, job_log(run, job))
             resources, why = retry_resources(verdict.klass, records["attempts"].get(s.id, 1),
                                              resources, study.retry[s.kind], profile)
             if resources is None:
                 out.not_retried[s.id] = f"{verdict.klass}: {why}"
                 continue
         todo[(s.kind, resources)].append(s)
-    # Jobs stuck behind a dead dependency: drop them from the queue, they are resubmitted.
-    cancel([records["stages"][s.id] for k in todo for s in todo[k]
-            if live.get(records["stages"].get(s.id, "")) == "NEVER"])
+        todo_ids.add(s.id)
+    # Jobs stuck behind a dead dependency, or behind an input submitted again:
+    # drop them from the queue, they are submitted again below.
+    cancel(drop + [records["stages"][s.id] for k in todo for s in todo[k]
+                   if records["stages"].get(s.id) in live])
     size = max_array_size()
     # Kinds in data-flow order, so inputs are submitted first; one array per
     # (kind, resource shape): a retry with more memory gets its own.
     shapes = sorted(todo, key=lambda key: (KINDS.index(key[0]), str(key[1])))
     for kind, resources in shapes:
-        for chunk in chunks(todo[(kind, resources)], size):
-            deps = sorted({array_of.get(i) or job_of[i] for s in chunk for i in s.inputs
-                           if i in array_of or i in job_of})
+        for chunk, follows in batches(todo[(kind, resources)], size, task_of, array_tasks):
+            if follows:
+                deps, how = [follows], "aftercorr"
+            else:
+                deps, how = sorted({array_of.get(i) or job_of[i] for s in chunk
+                                    for i in s.inputs if i in array_of or i in job_of}), "afterok"
             ex = _executor(run, study, profile, kind, resources)
             if deps:
-                ex.update_parameters(dependency="afterok:" + ":".join(deps))
+                ex.update_parameters(dependency=f"{how}:" + ":".join(deps))
             if hold:
                 ex.update_parameters(additional_parameters={"hold": True})
             with ex.batch():
                 jobs = [ex.submit(StageTask(str(run.root), s, {i: kinds[i] for i in s.inputs}))
                         for s in chunk]
             array_id = jobs[0].job_id.split("_")[0]
-            for s, job in zip(chunk, jobs):
+            array_tasks[array_id] = len(chunk)
+            for index, (s, job) in enumerate(zip(chunk, jobs)):
                 array_of[s.id] = array_id
+                task_of[s.id] = (array_id, index)
                 records["stages"][s.id] = job.job_id
                 records["attempts"][s.id] = records["attempts"].get(s.id, 0) + 1
                 records["resources"][s.id] = {"mem_gb": resources.mem_gb,
                                               "time_min": resources.time_min}
                 out.submitted.append(s.id)
             out.arrays.append({"job_id": array_id, "kind": kind, "tasks": len(chunk),
-                               "dependency": deps, "resources": asdict(resources)})
+                               "dependency": deps, "dependency_type": how if deps else "",
+                               "resources": asdict(resources)})
             records["arrays"].append(out.arrays[-1])
             state.write_json(records_path(run), records)
     return out

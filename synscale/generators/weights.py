@@ -1,0 +1,33 @@
+"""Where a checkpoint's files are: a local folder, or a Hugging Face id found in
+the local cache. Nothing is downloaded here: studies are validated on login
+nodes and run on compute nodes that often have no network, so a missing
+checkpoint must be an error before anything is submitted."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class WeightsError(ValueError):
+    pass
+
+
+def resolve(ref: str) -> Path:
+    """The folder holding `ref`'s files (model_index.json or config.json at its root)."""
+    local = Path(ref).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise WeightsError(f"{ref}: a file; expected a folder saved with save_pretrained")
+        return local
+    if ref.startswith((".", "/", "~")) or ref.count("/") != 1:
+        raise WeightsError(f"{ref}: no such folder (and not a Hugging Face id 'owner/name')")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    try:
+        return Path(snapshot_download(ref, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError, or a cache folder that is missing
+        hint = "HF_HUB_OFFLINE=1 is set; " if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise WeightsError(
+            f"{ref}: not in the Hugging Face cache ({HF_HUB_CACHE}); {hint}download it on a "
+            f"machine with network (huggingface-cli download {ref}) or give a local folder"
+        ) from e

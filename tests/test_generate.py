@@ -30,9 +30,10 @@ def test_resume_renders_only_missing_shards_bit_identically(tmp_path):
     assert list(data["labels"]) == [2] * 6 + [3] * 6
     assert list(data["indices"]) == list(range(6)) * 2
     assert data["seeds"][7] == image_seed(3, 3, 1)
-    assert set(data["prompts"]) == {"2", "3"}
+    assert set(data["prompts"]) == {"Digit 2", "Digit 3"}  # the classnames strategy
     manifest = state.read_json(folder / "manifest.json")
-    assert manifest["guidance_scale"] == 2.0 and manifest["resolution"] == [1, 8, 8]
+    assert manifest["guidance_scale"] == 2.0 and manifest["image_shape"] == [1, 8, 8]
+    assert manifest["distinct_prompts_per_class"] == {"2": 1, "3": 1}
 
     # a crash after two shards: the others and DONE are gone
     (folder / "DONE").unlink()

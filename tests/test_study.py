@@ -96,3 +96,46 @@ def test_bad_path_stops_launch_before_writing(tmp_path):
     assert r.returncode == 2
     assert f"data.train_dir = '{tmp_path / 'missing'}': no such directory" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_generator_settings_are_checked_against_each_generator(tmp_path):
+    digits = BASE + ('[generate]\ngenerators = ["embedded-ddpm", "stable-diffusion"]\n'
+                     'weights = { stable-diffusion = "/ckpt/sd" }\n'
+                     'prompts = ["classnames+hypernyms", "clip-templates-7"]\n')
+    found = problems_of(tmp_path, digits)
+    assert any("['stable-diffusion']" in p and "only 'embedded-ddpm'" in p for p in found)
+    assert any("generate.prompts = ['classnames+hypernyms']" in p and "WordNet" in p for p in found)
+    folder = ('[study]\nname = "f"\n[data]\ndataset = "imagefolder"\ntrain_dir = "/a"\n'
+              'val_dir = "/b"\nclasses = "imagenet-1k"\n[sweep]\nsources = ["synthetic"]\n'
+              'synthetic_images_per_class = [10]\n[model]\narch = "vit_tiny_patch16_224"\n'
+              '[evaluate]\nsets = ["imagenet-val"]\n')
+    found = problems_of(tmp_path, folder + (
+        '[generate]\ngenerators = ["imagen", "muse"]\nscheduler = "ddim"\n'
+        'weights = { imagen = ["a/b", "c/d", "e/f"], muse = "amused/amused-256" }\n'
+        'prompts = ["in-captions"]\n[generate.options.imagen]\nsr_step = 20\n'))
+    assert any("generate.weights.imagen = " in p and "stage I, then stage II" in p for p in found)
+    assert any("generate.scheduler = 'ddim'" in p and "'muse' samples with 'default'" in p
+               for p in found)
+    assert any("generate.options.imagen.sr_step: unknown" in p and "sr_steps" in p for p in found)
+    assert any("prompts.captions: missing" in p for p in found)
+    good = folder + ('[generate]\ngenerators = ["imagen"]\nweights = { imagen = ["a/b", "c/d"] }\n'
+                     '[generate.options.imagen]\nsr_steps = 20\n')
+    path = tmp_path / "good.toml"
+    path.write_text(good)
+    assert load_study(path).generate.options == {"imagen": {"sr_steps": 20}}
+
+
+def test_missing_checkpoints_stop_the_launch_before_anything_is_written(tmp_path):
+    study = tmp_path / "sd.toml"
+    study.write_text((ROOT / "studies/imagen_sweep.toml").read_text()
+                     .replace('"/datasets/imagenet/train"', f'"{tmp_path}"')
+                     .replace('"/datasets/imagenet/val"', f'"{tmp_path}"')
+                     .replace('"DeepFloyd/IF-II-L-v1.0"', f'"{tmp_path / "no-such-folder"}"'))
+    r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--backend", "local")
+    assert r.returncode == 2
+    assert ("generate.weights.imagen[0] = 'DeepFloyd/IF-I-XL-v1.0': not in the Hugging Face "
+            "cache") in r.stderr
+    assert f"generate.weights.imagen[1] = '{tmp_path / 'no-such-folder'}': no such folder" \
+        in r.stderr
+    assert "prompts.word2sen_model = 'google/flan-t5-large'" in r.stderr
+    assert not (tmp_path / "runs").exists()

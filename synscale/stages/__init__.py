@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 KINDS = ("generate", "pack", "train", "evaluate")
-RUNNER_VERSIONS = {"generate": "1", "pack": "1", "train": "1", "evaluate": "1"}
+RUNNER_VERSIONS = {"generate": "2", "pack": "1", "train": "1", "evaluate": "1"}
 
 
 def runner(kind: str):

@@ -1,7 +1,9 @@
 """Generate: render a class range of one generation config into shards.
 
 A shard is one sampler batch of one class, written atomically as
-`shard-<class>-<first index>.npz` plus its per-image metadata. A rerun after a
+`shard-<class>-<first index>.npz` with its per-image metadata (class,
+prompt, seed, guidance, generator, steps, resolution, and the safety
+checker's flag where the pipeline has one). A rerun after a
 crash keeps finished shards and renders only the missing ones; each image's
 seed comes from (study seed, class, index), so a re-rendered shard is
 bit-identical to the one that was lost.
@@ -14,8 +16,9 @@ import numpy as np
 
 from synscale.plan import state
 from synscale.plan.hashing import image_seed
+from synscale.prompts.strategies import pick
 
-VERSION = "1"
+VERSION = "2"  # 2: prompts from the prompt strategies, per-image metadata
 
 
 def shard_plan(classes: tuple[int, int], per_class: int, batch: int) -> list[tuple[int, int, int]]:
@@ -28,61 +31,98 @@ def shard_path(folder: Path, c: int, start: int) -> Path:
     return Path(folder) / f"shard-{c:05d}-{start:07d}.npz"
 
 
-def _class_names(spec: dict) -> list[str]:
-    if spec["data"]["dataset"] == "digits":
-        from synscale.data.digits import CLASS_NAMES
-        return list(CLASS_NAMES)
-    raise ValueError(f"class names for dataset {spec['data']['dataset']!r} arrive with the "
-                     "prompt strategies")
+def class_infos(spec: dict):
+    """The study's classes, with what prompt strategies need."""
+    from synscale.prompts.classes import class_list
+    data = spec["data"]
+    return class_list("digits" if data["dataset"] == "digits" else data["classes"])
+
+
+def _renderer(spec: dict):
+    from synscale import generators
+    if spec["generator"] == "embedded-ddpm":
+        return generators.EmbeddedDDPM(spec["scheduler"])
+    from synscale.generators.pipeline import RenderOptions
+    model = generators.load(spec["generator"], spec["weights"], RenderOptions.from_spec(spec),
+                            spec["scheduler"], spec.get("options", {}))
+    return _PromptRenderer(model)
+
+
+class _PromptRenderer:
+    """A diffusers generator, which reads prompts and ignores labels."""
+
+    def __init__(self, model):
+        self.model, self.resolution, self.describe = model, model.resolution, model.describe
+        self.guidance_scale = model.guidance_scale
+
+    def render(self, labels, prompts, seeds, t, steps):
+        return self.model.render(prompts, seeds, t, steps)
+
+
+def _prompt_pools(spec: dict, classes):
+    from synscale.prompts import PromptOptions, build_pools
+    from synscale.prompts.word2sen import Word2Sen
+    p = spec.get("prompt_options", {})
+    options = PromptOptions(Word2Sen(**p.get("word2sen", {})), p.get("captions", ""))
+    return build_pools(spec["prompts"], classes, options, spec["seed"])
 
 
 def run(ctx) -> dict:
     spec = ctx.spec
-    if spec["generator"] != "embedded-ddpm":
-        raise ValueError(f"generator {spec['generator']!r} has no runner in this version; "
-                         "available: 'embedded-ddpm'")
-    import torch
-
-    from synscale.generators import ddpm
-
-    unet, config = ddpm.load_embedded()
-    names = _class_names(spec)
-    shards = shard_plan(tuple(spec["classes"]), spec["images_per_class"], spec["batch_size"])
-    rendered = 0
+    lo, hi = spec["classes"]
+    classes = class_infos(spec)[lo:hi]
+    pools = _prompt_pools(spec, classes)
+    shards = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
+    renderer = None  # loaded only if a shard is missing: a finished rerun stays cheap
+    rendered, flagged = 0, 0
     for c, start, count in shards:
         path = shard_path(ctx.dir, c, start)
         if path.exists():
             continue
+        renderer = renderer or _renderer(spec)
         indices = np.arange(start, start + count)
         seeds = [image_seed(spec["seed"], c, int(i)) for i in indices]
-        images = ddpm.sample(unet, config, np.full(count, c), seeds, spec["guidance"],
-                             spec["steps"], spec["scheduler"])
-        # The DDPM is conditioned on the label itself; the prompt records the
-        # class name so every generator's metadata reads the same way.
+        prompts = [pick(pools.prompts[c], spec["seed"], c, int(i)) for i in indices]
+        images, flags = renderer.render(np.full(count, c), prompts, seeds, spec["guidance"],
+                                        spec["steps"])
+        meta = {"labels": np.full(count, c), "indices": indices,
+                "seeds": np.array(seeds, dtype=np.int64), "prompts": np.array(prompts),
+                "guidance": np.full(count, float(spec["guidance"])),
+                "generator": np.array([spec["generator"]] * count),
+                "steps": np.full(count, spec["steps"]),
+                "resolution": np.full(count, images.shape[-2])}
+        if flags is not None:
+            meta["nsfw"] = flags
+            flagged += int(flags.sum())
         with state.atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, images=images.astype(np.float32), labels=np.full(count, c),
-                         indices=indices, seeds=np.array(seeds, dtype=np.int64),
-                         prompts=np.array([names[c]] * count))
+                np.savez(f, images=images, **meta)
         rendered += count
         ctx.log.info("shard class %d [%d, %d) written", c, start, start + count)
+    per_class = {c.index: sorted({pick(pools.prompts[c.index], spec["seed"], c.index, i)
+                                  for i in range(spec["images_per_class"])}) for c in classes}
+    import torch
     manifest = {
         "generator": spec["generator"], "guidance": spec["guidance"],
         # diffusers' convention, recorded beside the paper's t.
         "guidance_scale": 1.0 + spec["guidance"], "scheduler": spec["scheduler"],
-        "steps": spec["steps"], "resolution": list(images_shape(config)),
-        "classes": spec["classes"], "images_per_class": spec["images_per_class"],
+        "steps": spec["steps"], "classes": spec["classes"],
+        "images_per_class": spec["images_per_class"], "prompts": spec["prompts"],
+        "distinct_prompts_per_class": {str(c): len(v) for c, v in per_class.items()},
+        "prompt_pool_sizes": {str(c): len(set(v)) for c, v in pools.prompts.items()},
+        **({"prompt_notes": pools.notes} if pools.notes else {}),
         "shards": [shard_path(ctx.dir, c, s).name for c, s, _ in shards],
         "torch": torch.__version__,
     }
+    with np.load(shard_path(ctx.dir, *shards[0][:2])) as first:
+        manifest["image_shape"] = list(first["images"].shape[1:])
+    if renderer is not None:
+        manifest["pipeline"] = renderer.describe
+    summary = {"images_rendered": rendered, "shards": len(shards)}
+    if flagged:
+        summary["flagged_unsafe"] = flagged
     state.write_json(ctx.dir / "manifest.json", manifest)
-    return {"images_rendered": rendered, "shards": len(shards)}
-
-
-def images_shape(config: dict) -> tuple[int, int, int]:
-    unet = config["unet"]
-    size = unet["sample_size"]
-    return (unet.get("in_channels", 1), size, size)
+    return summary
 
 
 def read_shards(folder: Path) -> dict[str, np.ndarray]:

@@ -42,6 +42,28 @@ def _models(s: Study) -> list[dict]:
              "patch_size": m.patch_size, "mlp_ratio": m.mlp_ratio} for w in m.width]
 
 
+def _render_settings(g, generator: str) -> dict:
+    """How a diffusers generator renders; the embedded DDPM has none of it."""
+    if generator == "embedded-ddpm":
+        return {}
+    from synscale.generators import options_of
+    return {"resolution": g.resolution, "precision": g.precision, "attention": g.attention,
+            "channels_last": g.channels_last, "compile": g.compile, "device": g.device,
+            "options": {**options_of(generator), **g.options.get(generator, {})}}
+
+
+def _prompt_settings(s: Study, strategy: str) -> dict:
+    """What a strategy reads besides the class list, so that only it changes the stage id."""
+    p = s.prompts
+    if strategy == "word2sen":
+        return {"prompt_options": {"word2sen": {"model": p.word2sen_model,
+                                                "template": p.word2sen_template,
+                                                "per_class": p.word2sen_per_class}}}
+    if strategy == "in-captions":
+        return {"prompt_options": {"captions": p.captions}}
+    return {}
+
+
 def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple]]:
     """(pack stage, generate stages, axes, sizes) per data source."""
     out = []
@@ -60,7 +82,8 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
                 config = {"generator": generator, "weights": g.weights.get(generator, ""),
                           "prompts": prompts, "guidance": guidance, "scheduler": g.scheduler,
                           "steps": g.steps, "batch_size": g.batch_size, "seed": s.study.seed,
-                          "images_per_class": largest, "data": real}
+                          "images_per_class": largest, "data": real,
+                          **_render_settings(g, generator), **_prompt_settings(s, prompts)}
                 gens = [_stage("generate", {**config, "classes": [lo, min(lo + g.classes_per_task,
                                                                           n_classes)]})
                         for lo in range(0, n_classes, g.classes_per_task)]

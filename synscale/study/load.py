@@ -19,7 +19,6 @@ except ModuleNotFoundError:  # Python < 3.11
 
 from synscale.study.schema import RESOURCE_KINDS, SECTIONS, Resources, RetryPolicy, Study
 
-EMBEDDED_SCHEDULERS = ("ddpm", "ddim")
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
               dict: "a table"}
 
@@ -134,22 +133,7 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
     elif m.width:
         problems.append(f"{file}: model.width = {list(m.width)}: only arch 'vit' takes a width; "
                         f"{m.arch!r} has its own")
-    g = s.generate
-    for name, w in g.weights.items():
-        if name not in g.generators:
-            problems.append(f"{file}: generate.weights.{name}: not a generator of this study; "
-                            f"generate.generators = {list(g.generators)}")
-        elif not isinstance(w, str) or not w:
-            problems.append(f"{file}: generate.weights.{name} = {_show(w)}: expected a local path "
-                            "or a Hugging Face model id")
-    if "synthetic" in sw.sources:
-        for name in g.generators:
-            if name != "embedded-ddpm" and name not in g.weights:
-                problems.append(f"{file}: generate.weights.{name}: missing; {name!r} needs a local "
-                                "path or Hugging Face id of its weights")
-    if "embedded-ddpm" in g.generators and g.scheduler not in EMBEDDED_SCHEDULERS:
-        problems.append(f"{file}: generate.scheduler = {g.scheduler!r}: the embedded DDPM samples "
-                        f"with {' or '.join(map(repr, EMBEDDED_SCHEDULERS))}")
+    _generate_checks(s, file, problems)
     d = s.data
     if d.dataset == "digits":
         bad = [e for e in s.evaluate.sets if e != "digits-test"]
@@ -170,7 +154,7 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
                 problems.append(f"{file}: data.{key}: missing; dataset 'imagefolder' needs it")
         if "digits-test" in s.evaluate.sets:
             problems.append(f"{file}: evaluate.sets: 'digits-test' needs dataset 'digits'")
-        if "embedded-ddpm" in g.generators and "synthetic" in sw.sources:
+        if "embedded-ddpm" in s.generate.generators and "synthetic" in sw.sources:
             problems.append(f"{file}: generate.generators: 'embedded-ddpm' renders 8x8 digits only; "
                             "use it with dataset 'digits'")
     for kind, res in s.resources.items():
@@ -186,6 +170,58 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
     if s.train.min_steps > s.train.max_steps:
         problems.append(f"{file}: train.min_steps = {s.train.min_steps}: must be <= "
                         f"train.max_steps = {s.train.max_steps}")
+
+
+def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
+    from synscale.generators import FAMILIES, SAMPLERS, options_of
+    from synscale.prompts.strategies import WORDNET
+
+    g, synthetic = s.generate, "synthetic" in s.sweep.sources
+    for name, w in g.weights.items():
+        cascade = name == "imagen" and isinstance(w, list) and 1 <= len(w) <= 2
+        if name not in g.generators:
+            problems.append(f"{file}: generate.weights.{name}: not a generator of this study; "
+                            f"generate.generators = {list(g.generators)}")
+        elif not (isinstance(w, str) and w) and not (cascade and all(isinstance(x, str) and x
+                                                                     for x in w)):
+            problems.append(f"{file}: generate.weights.{name} = {_show(w)}: expected a local "
+                            "folder or a Hugging Face model id" +
+                            (" (or a list: stage I, then stage II)" if name == "imagen" else ""))
+    for name in g.generators:
+        if synthetic and name != "embedded-ddpm" and name not in g.weights:
+            problems.append(f"{file}: generate.weights.{name}: missing; {name!r} needs a local "
+                            "folder or Hugging Face id of its weights")
+        if g.scheduler not in SAMPLERS[name]:
+            problems.append(f"{file}: generate.scheduler = {g.scheduler!r}: {name!r} samples with "
+                            f"{', '.join(map(repr, SAMPLERS[name]))}")
+    for name, opts in g.options.items():
+        known = options_of(name)
+        if name not in g.generators or not isinstance(opts, dict):
+            problems.append(f"{file}: generate.options.{name}: expected a table for a generator "
+                            f"of this study ({', '.join(g.generators)})")
+            continue
+        for key, value in opts.items():
+            if key not in known:
+                problems.append(f"{file}: generate.options.{name}.{key}: unknown; {name!r} takes "
+                                f"{', '.join(known) or 'no options'}")
+            elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                problems.append(f"{file}: generate.options.{name}.{key} = {_show(value)}: expected "
+                                "a number >= 0")
+    if not synthetic:
+        return
+    if s.data.dataset == "digits":
+        rgb = [n for n in g.generators if n in FAMILIES]
+        if rgb:
+            problems.append(f"{file}: generate.generators = {rgb}: dataset 'digits' trains on 8x8 "
+                            "grayscale digits, which only 'embedded-ddpm' renders")
+        wordnet = [p for p in g.prompts if p in WORDNET]
+        if wordnet:
+            problems.append(f"{file}: generate.prompts = {wordnet}: these need WordNet metadata "
+                            "(glosses, hypernyms), which the digits have not; they take "
+                            "classnames, clip-templates-7, clip-templates-80, word2sen, in-captions")
+    if "in-captions" in g.prompts and not s.prompts.captions:
+        problems.append(f"{file}: prompts.captions: missing; generate.prompts 'in-captions' needs "
+                        "a captions file")
 
 
 def _per_kind(cls: type, name: str, raw: Any, file: str, problems: list[str]) -> dict:

@@ -11,10 +11,6 @@ from pathlib import Path
 
 from synscale.study.schema import Study
 
-# Generators whose runner ships in this version.
-RUNNABLE_GENERATORS = ("embedded-ddpm",)
-
-
 def problems(s: Study, backend: str) -> list[str]:
     file = s.path
     out = []
@@ -36,11 +32,31 @@ def problems(s: Study, backend: str) -> list[str]:
         out.append(f"{file}: data.dataset = 'imagefolder': packing image folders is not "
                    "available in this version; available: 'digits'")
     if "synthetic" in s.sweep.sources:
-        for name in s.generate.generators:
-            if name not in RUNNABLE_GENERATORS:
-                where = s.generate.weights.get(name, "")
-                if where.startswith(("/", ".")) and not Path(where).exists():
-                    out.append(f"{file}: generate.weights.{name} = {where!r}: no such path")
-                out.append(f"{file}: generate.generators = {name!r}: no runner for it in this "
-                           f"version; runnable: {', '.join(RUNNABLE_GENERATORS)}")
+        out += _checkpoints(s)
+        captions = s.prompts.captions
+        if "in-captions" in s.generate.prompts and captions and not Path(captions).is_file():
+            out.append(f"{file}: prompts.captions = {captions!r}: no such file")
+    return out
+
+
+def _checkpoints(s: Study) -> list[str]:
+    """Every checkpoint a generate stage will load, found now: compute nodes
+    often have no network, and a missing one must stop the launch here."""
+    from synscale.generators.weights import WeightsError, resolve
+
+    file, g, out = s.path, s.generate, []
+    refs = []
+    for name in g.generators:
+        if name != "embedded-ddpm":
+            w = g.weights.get(name, "")
+            for i, ref in enumerate([w] if isinstance(w, str) else w):
+                refs.append((f"generate.weights.{name}" + (f"[{i}]" if not isinstance(w, str)
+                                                          else ""), ref))
+    if "word2sen" in g.prompts:
+        refs.append(("prompts.word2sen_model", s.prompts.word2sen_model))
+    for key, ref in refs:
+        try:
+            resolve(ref)
+        except WeightsError as e:
+            out.append(f"{file}: {key} = {ref!r}: {str(e).split(': ', 1)[1]}")
     return out

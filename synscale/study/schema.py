@@ -16,7 +16,8 @@ PROMPT_STRATEGIES = (
     "classnames+hypernyms+places", "classnames+description+places",
     "word2sen", "clip-templates-7", "clip-templates-80", "in-captions",
 )
-SCHEDULERS = ("ddpm", "ddim", "dpm-solver", "euler")
+# "default": the checkpoint's own sampler (the embedded DDPM's is ddpm).
+SCHEDULERS = ("default", "ddpm", "ddim", "dpm-solver", "euler")
 SOURCES = ("real", "synthetic")
 DATASETS = ("digits", "imagefolder")
 EVAL_SETS = ("digits-test", "imagenet-val", "imagenet-sketch", "imagenet-r",
@@ -28,6 +29,7 @@ ARCHS = ("vit", "vit_tiny_patch16_224", "vit_small_patch16_224",
 LAWS = ("power", "power+offset")
 BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
+GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def spec(default: Any, doc: str, **rules: Any) -> Any:
@@ -78,16 +80,42 @@ class SweepSection:
 class GenerateSection:
     generators: tuple = spec(("embedded-ddpm",), "text-to-image models to render with", type=str,
                              axis=True, choices=GENERATORS)
-    weights: dict = spec({}, "per generator: a local path or Hugging Face id of its weights "
-                         "(the embedded DDPM needs none)", type=dict)
+    weights: dict = spec({}, "per generator: a local folder or Hugging Face id of its weights "
+                         "(imagen: a list, stage I then the super-resolution stage II; the "
+                         "embedded DDPM needs none)", type=dict)
+    options: dict = spec({}, "per generator, its own settings (imagen: sr_steps, sr_guidance, "
+                         "noise_level)", type=dict)
     prompts: tuple = spec(("classnames",), "prompt strategies (the embedded DDPM conditions on "
                           "the class label itself)", type=str, axis=True, choices=PROMPT_STRATEGIES)
     guidance: tuple = spec((0.0,), "classifier-free guidance t: eps = (1+t)*eps_c - t*eps_u "
                            "(diffusers guidance_scale = 1 + t)", type=float, axis=True, min=0.0)
-    scheduler: str = spec("ddpm", "sampler", type=str, choices=SCHEDULERS)
+    scheduler: str = spec("default", "sampler (default: the checkpoint's own)", type=str,
+                          choices=SCHEDULERS)
     steps: int = spec(50, "sampler steps", type=int, min=1, max=5000)
     batch_size: int = spec(500, "images per sampler call; also the shard size", type=int, min=1)
     classes_per_task: int = spec(5, "classes rendered by one generate stage", type=int, min=1)
+    resolution: int = spec(0, "output side in pixels (0: the model's native size)", type=int,
+                           min=0, max=4096)
+    precision: str = spec("fp32", "weights and activations while rendering (fp16/bf16 on GPUs)",
+                          type=str, choices=GENERATE_PRECISIONS)
+    attention: str = spec("sdpa", "attention kernels: sdpa (torch's fused ones) or eager "
+                          "(plain matmul and softmax)", type=str, choices=("sdpa", "eager"))
+    channels_last: bool = spec(False, "NHWC memory format for the convolutions", type=bool)
+    compile: bool = spec(False, "torch.compile the denoiser", type=bool)
+    device: str = spec("auto", "where to render: auto (a GPU when there is one), cuda or cpu",
+                       type=str, choices=("auto", "cuda", "cpu"))
+
+
+@dataclass(frozen=True)
+class PromptsSection:
+    word2sen_model: str = spec("google/flan-t5-large", "word2sen: the seq2seq model, a local "
+                               "folder or Hugging Face id", type=str)
+    word2sen_template: str = spec("Write a sentence describing a photo of a {name}.",
+                                  "word2sen: the model's input; {name} is the class name",
+                                  type=str)
+    word2sen_per_class: int = spec(20, "word2sen: sentences written per class", type=int, min=1)
+    captions: str = spec("", "in-captions: captions of real training images (.json: class -> "
+                         "list; .tsv/.csv: columns class, caption)", type=str, path=True)
 
 
 @dataclass(frozen=True)
@@ -166,6 +194,7 @@ class Study:
     data: DataSection
     sweep: SweepSection
     generate: GenerateSection
+    prompts: PromptsSection
     model: ModelSection
     train: TrainSection
     evaluate: EvaluateSection
@@ -194,7 +223,7 @@ class RetryPolicy:
 
 SECTIONS = {
     "study": StudySection, "data": DataSection, "sweep": SweepSection,
-    "generate": GenerateSection, "model": ModelSection, "train": TrainSection,
+    "generate": GenerateSection, "prompts": PromptsSection, "model": ModelSection, "train": TrainSection,
     "evaluate": EvaluateSection, "analysis": AnalysisSection, "backend": BackendSection,
 }
 # Tables of tables: [resources.<kind>] for each stage kind.

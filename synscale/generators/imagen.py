@@ -1,0 +1,69 @@
+"""`imagen`: the open Imagen-class cascade, DeepFloyd IF. Stage I (IFPipeline)
+renders 64 px from T5 text embeddings; stage II (IFSuperResolutionPipeline)
+upsamples to 256 px from the same embeddings. The study's weights are the
+stages in order: one id renders 64 px, two render 256 px."""
+from __future__ import annotations
+
+import numpy as np
+
+from synscale.generators.pipeline import (RenderOptions, device_and_dtype, generators,
+                                          speed_up, to_uint8, use_sampler)
+from synscale.generators.weights import resolve
+
+# Stage II's settings: diffusers' defaults (guidance_scale 4.0 is t = 3).
+OPTIONS = {"sr_steps": 50, "sr_guidance": 3.0, "noise_level": 250}
+
+
+class Imagen:
+    def __init__(self, weights, options: RenderOptions, sampler: str, extra: dict):
+        import diffusers
+
+        stages = [weights] if isinstance(weights, str) else list(weights)
+        device, dtype = device_and_dtype(options)
+        self.extra = {**OPTIONS, **extra}
+        self.base = diffusers.IFPipeline.from_pretrained(resolve(stages[0]), torch_dtype=dtype,
+                                                         watermarker=None)
+        use_sampler(self.base, sampler)
+        parts = [self.base]
+        self.sr = None
+        if len(stages) > 1:
+            # Stage II reads stage I's embeddings: no second T5 in memory.
+            self.sr = diffusers.IFSuperResolutionPipeline.from_pretrained(
+                resolve(stages[1]), torch_dtype=dtype, text_encoder=None, tokenizer=None,
+                watermarker=None)
+            parts.append(self.sr)
+        for p in parts:
+            speed_up(p, options)
+            p.to(device)
+            p.set_progress_bar_config(disable=True)
+        base = self.base.unet.config.sample_size
+        self.resolution = (self.sr.unet.config.sample_size if self.sr else base)
+        if options.resolution and options.resolution != self.resolution:
+            raise ValueError(f"imagen renders {self.resolution} px with these stages; "
+                             f"generate.resolution = {options.resolution} is not available")
+        self.describe = {"pipeline": "IFPipeline" + (" + IFSuperResolutionPipeline" if self.sr else ""),
+                         "weights": stages, **({"sr": self.extra} if self.sr else {}),
+                         "safety_checker": self.base.safety_checker is not None}
+
+    def guidance_scale(self, t: float) -> float:
+        return 1.0 + t
+
+    def render(self, prompts: list[str], seeds: list[int], t: float, steps: int):
+        positive, negative = self.base.encode_prompt(list(prompts), do_classifier_free_guidance=True,
+                                                     clean_caption=False)
+        out = self.base(prompt_embeds=positive, negative_prompt_embeds=negative,
+                        generator=generators(seeds), num_inference_steps=steps,
+                        guidance_scale=self.guidance_scale(t), output_type="pt")
+        images, flags = out.images, getattr(out, "nsfw_detected", None)
+        if self.sr is None:
+            return to_uint8(((images + 1) / 2).permute(0, 2, 3, 1)), _flags(flags)
+        out = self.sr(image=images, prompt_embeds=positive, negative_prompt_embeds=negative,
+                      generator=generators([s ^ 0x5EED for s in seeds]),
+                      num_inference_steps=self.extra["sr_steps"],
+                      guidance_scale=1.0 + self.extra["sr_guidance"],
+                      noise_level=self.extra["noise_level"], output_type="np")
+        return to_uint8(out.images), _flags(getattr(out, "nsfw_detected", None))
+
+
+def _flags(flags):
+    return None if flags is None else np.asarray(flags, dtype=bool)

@@ -1,0 +1,135 @@
+"""The diffusers generators, each a tiny random pipeline saved like a real
+checkpoint, through the real generate stage on the CPU."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tiny_pipelines as tiny
+from conftest import ROOT
+from synscale.backends.worker import execute
+from synscale.plan import state
+from synscale.plan.graph import Stage
+from synscale.prompts.classes import imagenet1k
+from synscale.prompts.strategies import pick, templates
+from synscale.stages.generate import read_shards
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    stage1, stage2 = tiny.imagen(root / "if")
+    return {"sd": str(tiny.stable_diffusion(root / "sd")),
+            "sdxl": str(tiny.stable_diffusion_xl(root / "sdxl")),
+            "if": [str(stage1), str(stage2)], "if-base": [str(stage1)],
+            "muse": str(tiny.muse(root / "muse"))}
+
+
+def spec(generator, weights, **changes):
+    out = {"generator": generator, "weights": weights, "prompts": "clip-templates-7",
+           "guidance": 2.0, "scheduler": "default", "steps": 2, "batch_size": 2, "seed": 5,
+           "images_per_class": 3, "classes": [0, 2],
+           "data": {"dataset": "imagefolder", "classes": "imagenet-1k"},
+           "resolution": 0, "precision": "fp32", "attention": "sdpa", "channels_last": False,
+           "compile": False, "device": "cpu",
+           "options": {"sr_steps": 2, "sr_guidance": 3.0, "noise_level": 250}
+           if generator == "imagen" else {}}
+    return {**out, **changes}
+
+
+@pytest.mark.parametrize("generator, key, side, pipeline", [
+    ("stable-diffusion", "sd", 32, "StableDiffusionPipeline"),
+    ("stable-diffusion", "sdxl", 32, "StableDiffusionXLPipeline"),
+    ("imagen", "if", 16, "IFPipeline + IFSuperResolutionPipeline"),
+    ("imagen", "if-base", 8, "IFPipeline"),
+    ("muse", "muse", 4, "AmusedPipeline"),
+])
+def test_each_generator_renders_shards_with_per_image_metadata(checkpoints, tmp_path, generator,
+                                                               key, side, pipeline):
+    summary = execute(str(tmp_path), Stage("g", "generate", spec(generator, checkpoints[key])), {})
+    assert summary["images_rendered"] == 6 and summary["shards"] == 4
+    folder = tmp_path / "stages/generate/g"
+    data = read_shards(folder)
+    assert data["images"].dtype == np.uint8 and data["images"].shape == (6, side, side, 3)
+    assert data["images"].std() > 0  # not a blank canvas
+    assert list(data["labels"]) == [0, 0, 0, 1, 1, 1]
+    tench, goldfish = imagenet1k()[:2]
+    assert list(data["prompts"]) == [pick([t.format(c.clip_name).rstrip(".") for t in templates(7)],
+                                          5, c.index, i) for c in (tench, goldfish) for i in range(3)]
+    with np.load(folder / "shard-00000-0000000.npz") as shard:
+        assert list(shard["guidance"]) == [2.0, 2.0] and list(shard["steps"]) == [2, 2]
+        assert list(shard["generator"]) == [generator] * 2 and list(shard["resolution"]) == [side] * 2
+    manifest = state.read_json(folder / "manifest.json")
+    assert manifest["guidance"] == 2.0 and manifest["guidance_scale"] == 3.0
+    assert manifest["pipeline"]["pipeline"] == pipeline
+    assert manifest["image_shape"] == [side, side, 3]
+    assert set(manifest["prompt_pool_sizes"].values()) == {7}
+
+
+def test_guidance_t_reaches_each_pipeline_as_one_plus_t(checkpoints):
+    from synscale import generators
+    from synscale.generators.pipeline import RenderOptions
+
+    calls = []
+
+    def spy(pipe):
+        real = pipe.__call__
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(pipe, name)
+
+            def __call__(self, *args, **kwargs):
+                calls.append(kwargs)
+                return real(*args, **kwargs)
+        return Spy()
+
+    sd = generators.load("stable-diffusion", checkpoints["sd"], RenderOptions(device="cpu"),
+                         "dpm-solver", {})
+    assert type(sd.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    sd.pipe = spy(sd.pipe)
+    sd.render(["a tench"], [1], 0.5, 2)
+    imagen = generators.load("imagen", checkpoints["if"], RenderOptions(device="cpu"), "default",
+                             {"sr_steps": 2, "sr_guidance": 1.0, "noise_level": 100})
+    imagen.base, imagen.sr = spy(imagen.base), spy(imagen.sr)
+    imagen.render(["a tench"], [1], 4.0, 2)
+    assert [(c["guidance_scale"], c["num_inference_steps"]) for c in calls] == \
+        [(1.5, 2), (5.0, 2), (2.0, 2)]
+    assert calls[2]["noise_level"] == 100
+
+
+STOP_AT_SECOND_SHARD = """
+import os, sys
+from synscale.backends.worker import execute
+from synscale.plan.graph import Stage
+real, seen = os.replace, []
+def replace(src, dst, *a, **k):
+    if str(dst).endswith(".npz"):
+        seen.append(dst)
+        if len(seen) == 2:
+            os._exit(9)  # killed with the second shard written under its temporary name
+    return real(src, dst, *a, **k)
+os.replace = replace
+execute(sys.argv[1], Stage("g", "generate", {spec!r}), {{}})
+"""
+
+
+def test_kill_mid_shard_then_resume_gives_bit_identical_images(checkpoints, tmp_path):
+    s = spec("stable-diffusion", checkpoints["sd"])
+    execute(str(tmp_path / "whole"), Stage("g", "generate", s), {})
+    whole = tmp_path / "whole/stages/generate/g"
+    r = subprocess.run([sys.executable, "-c", STOP_AT_SECOND_SHARD.format(spec=s),
+                        str(tmp_path / "killed")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr[-2000:]
+    killed = tmp_path / "killed/stages/generate/g"
+    assert not (killed / "DONE").exists()
+    assert len(list(killed.glob("shard-*.npz"))) == 1
+    assert len(list(killed.glob(f".shard-*{state.TMP_SUFFIX}"))) == 1
+    again = execute(str(tmp_path / "killed"), Stage("g", "generate", s), {})
+    assert again["images_rendered"] == 6 - 2  # the first shard was kept
+    assert not list(killed.glob(f".*{state.TMP_SUFFIX}"))
+    for shard in whole.glob("shard-*.npz"):
+        assert (killed / shard.name).read_bytes() == shard.read_bytes()

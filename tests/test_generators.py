@@ -133,3 +133,27 @@ def test_kill_mid_shard_then_resume_gives_bit_identical_images(checkpoints, tmp_
     assert not list(killed.glob(f".*{state.TMP_SUFFIX}"))
     for shard in whole.glob("shard-*.npz"):
         assert (killed / shard.name).read_bytes() == shard.read_bytes()
+
+
+def test_scores_are_stored_per_image(checkpoints, tmp_path):
+    s = spec("stable-diffusion", checkpoints["sd"], scores=["recognizability", "clip"],
+             score_classifier=str(tiny.classifier(tmp_path / "classifier")),
+             score_clip_model=str(tiny.clip_model(tmp_path / "clip")))
+    execute(str(tmp_path / "run"), Stage("g", "generate", s), {})
+    data = {}
+    for shard in sorted((tmp_path / "run/stages/generate/g").glob("shard-*.npz")):
+        with np.load(shard) as z:
+            for key in ("recognizability", "clip_score"):
+                data.setdefault(key, []).extend(z[key].tolist())
+    assert len(data["recognizability"]) == len(data["clip_score"]) == 6
+    # a random 1000-way classifier: probabilities near 1/1000, never outside [0, 1]
+    assert all(0 < p < 0.05 for p in data["recognizability"])
+    assert all(0 <= c <= 100 for c in data["clip_score"]) and len(set(data["clip_score"])) > 1
+
+
+def test_embedded_ddpm_images_score_as_recognizable_digits(tmp_path):
+    from test_generate import SPEC
+    execute(str(tmp_path), Stage("g", "generate", {**SPEC, "scores": ["recognizability"]}), {})
+    scores = np.concatenate([np.load(p)["recognizability"]
+                             for p in (tmp_path / "stages/generate/g").glob("shard-*.npz")])
+    assert len(scores) == 12 and scores.mean() > 0.8  # the DDPM draws recognizable digits

@@ -169,3 +169,35 @@ def muse(folder: Path) -> Path:
                           transformer=transformer, scheduler=AmusedScheduler(mask_token_id=31))
     pipe.save_pretrained(folder)
     return folder
+
+
+def clip_model(folder: Path) -> Path:
+    """A tiny CLIP with its processor, for CLIP scores."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(0)
+    text = dict(bos_token_id=0, eos_token_id=2, hidden_size=32, intermediate_size=37,
+                num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=1000)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                  num_attention_heads=4, num_hidden_layers=2)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)) \
+        .save_pretrained(folder)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                     crop_size={"height": 32, "width": 32}),
+                  tokenizer=_clip_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def classifier(folder: Path, num_classes: int = 1000) -> Path:
+    """A tiny timm ViT over 32 px images, saved as timm saves for the Hub."""
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    args = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2,
+                num_classes=num_classes)
+    model = timm.create_model("vit_tiny_patch16_224", **args)
+    save_for_hf(model, str(folder), model_args=args, safe_serialization=True)
+    return folder

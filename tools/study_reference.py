@@ -44,6 +44,8 @@ def reference() -> str:
                 rules.append(f"<= {m['max']}")
             if m.get("axis"):
                 rules.append("one value or a list (sweep axis)")
+            if m.get("list"):
+                rules.append("a list, possibly empty")
             lines.append(f"| `{f.name}` | `{shown}` | {'; '.join(rules)} | {m['doc']} |")
         lines.append("")
     return "\n".join(lines)

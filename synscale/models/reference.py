@@ -23,6 +23,12 @@ class Reference:
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.clf.predict(_flat(x))
 
+    def proba_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The probability it gives each image's intended class."""
+        p = self.clf.predict_proba(_flat(x))
+        column = {c: i for i, c in enumerate(self.clf.classes_)}
+        return p[np.arange(len(p)), [column[int(c)] for c in y]]
+
     def features(self, x: np.ndarray) -> np.ndarray:
         # The MLP's own hidden layer, recomputed from its weights (sklearn has
         # no public hook for it); ReLU matches the activation it was fitted with.

@@ -3,19 +3,22 @@
 A shard is one sampler batch of one class, written atomically as
 `shard-<class>-<first index>.npz` with its per-image metadata (class,
 prompt, seed, guidance, generator, steps, resolution, and the safety
-checker's flag where the pipeline has one). A rerun after a
+checker's flag where the pipeline has one, and the scores the study asks
+for: generators/scores.py). A rerun after a
 crash keeps finished shards and renders only the missing ones; each image's
 seed comes from (study seed, class, index), so a re-rendered shard is
 bit-identical to the one that was lost.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 
 from synscale.plan import state
 from synscale.plan.hashing import image_seed
+from synscale.generators.scores import Scorer
 from synscale.prompts.strategies import pick
 
 VERSION = "2"  # 2: prompts from the prompt strategies, per-image metadata
@@ -73,8 +76,8 @@ def run(ctx) -> dict:
     classes = class_infos(spec)[lo:hi]
     pools = _prompt_pools(spec, classes)
     shards = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
-    renderer = None  # loaded only if a shard is missing: a finished rerun stays cheap
-    rendered, flagged = 0, 0
+    renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
+    rendered, flagged, render_seconds = 0, 0, 0.0
     for c, start, count in shards:
         path = shard_path(ctx.dir, c, start)
         if path.exists():
@@ -83,8 +86,10 @@ def run(ctx) -> dict:
         indices = np.arange(start, start + count)
         seeds = [image_seed(spec["seed"], c, int(i)) for i in indices]
         prompts = [pick(pools.prompts[c], spec["seed"], c, int(i)) for i in indices]
+        started = time.perf_counter()
         images, flags = renderer.render(np.full(count, c), prompts, seeds, spec["guidance"],
                                         spec["steps"])
+        render_seconds += time.perf_counter() - started
         meta = {"labels": np.full(count, c), "indices": indices,
                 "seeds": np.array(seeds, dtype=np.int64), "prompts": np.array(prompts),
                 "guidance": np.full(count, float(spec["guidance"])),
@@ -94,6 +99,9 @@ def run(ctx) -> dict:
         if flags is not None:
             meta["nsfw"] = flags
             flagged += int(flags.sum())
+        if spec.get("scores"):
+            scorer = scorer or Scorer(spec)
+            meta.update(scorer(images, meta["labels"], prompts))
         with state.atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, images=images, **meta)
@@ -118,7 +126,10 @@ def run(ctx) -> dict:
         manifest["image_shape"] = list(first["images"].shape[1:])
     if renderer is not None:
         manifest["pipeline"] = renderer.describe
-    summary = {"images_rendered": rendered, "shards": len(shards)}
+    summary = {"images_rendered": rendered, "shards": len(shards),
+               # the sampler's own time, model loading left out: what a GPU budget buys
+               "render_seconds": round(render_seconds, 3),
+               "images_per_second": round(rendered / render_seconds, 3) if rendered else None}
     if flagged:
         summary["flagged_unsafe"] = flagged
     state.write_json(ctx.dir / "manifest.json", manifest)

@@ -52,6 +52,13 @@ def _render_settings(g, generator: str) -> dict:
             "options": {**options_of(generator), **g.options.get(generator, {})}}
 
 
+def _score_settings(g) -> dict:
+    if not g.scores:
+        return {}
+    return {"scores": list(g.scores), "score_classifier": g.score_classifier,
+            "score_clip_model": g.score_clip_model}
+
+
 def _prompt_settings(s: Study, strategy: str) -> dict:
     """What a strategy reads besides the class list, so that only it changes the stage id."""
     p = s.prompts
@@ -83,7 +90,8 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
                           "prompts": prompts, "guidance": guidance, "scheduler": g.scheduler,
                           "steps": g.steps, "batch_size": g.batch_size, "seed": s.study.seed,
                           "images_per_class": largest, "data": real,
-                          **_render_settings(g, generator), **_prompt_settings(s, prompts)}
+                          **_render_settings(g, generator), **_prompt_settings(s, prompts),
+                          **_score_settings(g)}
                 gens = [_stage("generate", {**config, "classes": [lo, min(lo + g.classes_per_task,
                                                                           n_classes)]})
                         for lo in range(0, n_classes, g.classes_per_task)]

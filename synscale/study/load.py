@@ -65,6 +65,15 @@ def _check_scalar(value: Any, meta: dict, where: str, problems: list[str]) -> An
 
 
 def _check_field(value: Any, meta: dict, where: str, problems: list[str]) -> Any:
+    if meta.get("list"):  # a set of options, possibly empty; not a sweep axis
+        if not isinstance(value, list):
+            problems.append(f"{where} = {_show(value)}: expected a list")
+            return None
+        before = len(problems)
+        checked = [_check_scalar(v, meta, where, problems) for v in value]
+        if len(problems) == before and len(set(checked)) != len(checked):
+            problems.append(f"{where} = {_show(value)}: values must be distinct")
+        return tuple(checked) if len(problems) == before else None
     if meta.get("axis"):
         values = value if isinstance(value, list) else [value]
         if not values:
@@ -219,6 +228,13 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
             problems.append(f"{file}: generate.prompts = {wordnet}: these need WordNet metadata "
                             "(glosses, hypernyms), which the digits have not; they take "
                             "classnames, clip-templates-7, clip-templates-80, word2sen, in-captions")
+    if "clip" in g.scores and not g.score_clip_model:
+        problems.append(f"{file}: generate.score_clip_model: missing; generate.scores 'clip' "
+                        "needs a CLIP model")
+    if ("recognizability" in g.scores and s.data.dataset != "digits"
+            and not g.score_classifier):
+        problems.append(f"{file}: generate.score_classifier: missing; generate.scores "
+                        "'recognizability' on an image folder needs a classifier of its classes")
     if "in-captions" in g.prompts and not s.prompts.captions:
         problems.append(f"{file}: prompts.captions: missing; generate.prompts 'in-captions' needs "
                         "a captions file")

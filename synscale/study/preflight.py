@@ -54,6 +54,9 @@ def _checkpoints(s: Study) -> list[str]:
                                                           else ""), ref))
     if "word2sen" in g.prompts:
         refs.append(("prompts.word2sen_model", s.prompts.word2sen_model))
+    for key in ("score_classifier", "score_clip_model"):
+        if getattr(g, key):
+            refs.append((f"generate.{key}", getattr(g, key)))
     for key, ref in refs:
         try:
             resolve(ref)

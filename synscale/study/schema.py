@@ -30,13 +30,15 @@ LAWS = ("power", "power+offset")
 BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
 GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
+SCORES = ("recognizability", "clip")
 
 
 def spec(default: Any, doc: str, **rules: Any) -> Any:
     """A field with its one-line doc and validation rules.
 
-    rules: type (int|float|str|bool), axis (scalar or non-empty list),
-    choices, min, max, path (must exist when the stage needs it).
+    rules: type (int|float|str|bool), axis (scalar or non-empty list), list
+    (a possibly empty list of values), choices, min, max, path (must exist
+    when the stage needs it).
     """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata={"doc": doc, **rules})
@@ -104,6 +106,12 @@ class GenerateSection:
     compile: bool = spec(False, "torch.compile the denoiser", type=bool)
     device: str = spec("auto", "where to render: auto (a GPU when there is one), cuda or cpu",
                        type=str, choices=("auto", "cuda", "cpu"))
+    scores: tuple = spec((), "per-image scores stored with the images, for curation: "
+                         "recognizability, clip", type=str, list=True, choices=SCORES)
+    score_classifier: str = spec("", "recognizability on image folders: a timm classifier of the "
+                                 "study's classes (local folder or Hugging Face id)", type=str)
+    score_clip_model: str = spec("", "clip: a CLIP model (local folder or Hugging Face id)",
+                                 type=str)
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,21 @@ def test_image_seeds_depend_on_study_class_and_index_only():
     assert image_seed(0, 3, 7) == image_seed(0, 3, 7)
     seeds = {image_seed(s, c, i) for s in range(2) for c in range(3) for i in range(50)}
     assert len(seeds) == 300 and all(0 <= x < 2**63 for x in seeds)
+
+
+def test_in_captions_plans_one_caption_stage_per_class_range_shared_by_configs():
+    from conftest import ROOT
+    s = load_study(ROOT / "studies/imagen_sweep.toml")
+    s = replace(s, prompts=replace(s.prompts, captions=""))  # caption the real images instead
+    plan = expand(s)
+    captions = plan.of_kind("caption")
+    assert len(captions) == 100  # 1,000 classes, 10 per stage
+    assert {tuple(c.spec["classes"]) for c in captions} == {(lo, lo + 10) for lo in range(0, 1000, 10)}
+    by_range = {tuple(c.spec["classes"]): c.id for c in captions}
+    readers = [g for g in plan.of_kind("generate") if g.spec["prompts"] == "in-captions"]
+    assert len(readers) == 100 * len(s.generate.guidance)
+    assert all(g.inputs == (by_range[tuple(g.spec["classes"])],) for g in readers)
+    assert all(not g.inputs for g in plan.of_kind("generate") if g.spec["prompts"] != "in-captions")
+    plan.order()  # every caption stage is planned before its readers
+    # with a captions file there is nothing to caption
+    assert not expand(load_study(ROOT / "studies/imagen_sweep.toml")).of_kind("caption")

@@ -201,3 +201,32 @@ def classifier(folder: Path, num_classes: int = 1000) -> Path:
     model = timm.create_model("vit_tiny_patch16_224", **args)
     save_for_hf(model, str(folder), model_args=args, safe_serialization=True)
     return folder
+
+
+def blip2(folder: Path) -> Path:
+    """A tiny BLIP-2 (ViT, Q-Former, OPT) with its processor, for the caption stage."""
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
+                              BlipImageProcessor, GPT2Tokenizer)
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "<image>": 3}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[ch] = len(vocab)
+    tokenizer = GPT2Tokenizer(vocab=vocab, merges=[], bos_token="</s>", eos_token="</s>",
+                              pad_token="<pad>", unk_token="<unk>")
+    config = Blip2Config(
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        qformer_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=37, vocab_size=99, encoder_hidden_size=32),
+        text_config=dict(model_type="opt", vocab_size=len(tokenizer), hidden_size=32,
+                         num_hidden_layers=2, num_attention_heads=4, ffn_dim=37,
+                         word_embed_proj_dim=32, max_position_embeddings=128, pad_token_id=0,
+                         bos_token_id=1, eos_token_id=1),
+        num_query_tokens=4, image_token_index=3)
+    torch.manual_seed(0)
+    Blip2ForConditionalGeneration(config).save_pretrained(folder)
+    Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                   tokenizer=tokenizer, num_query_tokens=4).save_pretrained(folder)
+    return folder

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-KINDS = ("generate", "pack", "train", "evaluate")
+# In data-flow order: caption (real images -> captions, for IN-Captions prompts)
+# feeds generate.
+KINDS = ("caption", "generate", "pack", "train", "evaluate")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ def pools(classes: list[ClassInfo], path: Path) -> dict[int, list[str]]:
         if not found:
             missing.append(c.clip_name)
             continue
-        out[c.index] = [f"{classname(c)}, {caption.rstrip('.')}" for caption in found]
+        # a captioner may say nothing about an image: the class name alone then
+        out[c.index] = [f"{classname(c)}, {caption.rstrip('.')}" if caption.strip() else
+                        classname(c) for caption in found]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ValueError(f"{path}: no captions for {shown} (keys tried: wnid, CLIP name, "

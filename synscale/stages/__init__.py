@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import importlib
 
-KINDS = ("generate", "pack", "train", "evaluate")
-RUNNER_VERSIONS = {"generate": "2", "pack": "1", "train": "1", "evaluate": "1"}
+from synscale.plan.graph import KINDS
+
+RUNNER_VERSIONS = {"caption": "1", "generate": "2", "pack": "1", "train": "1", "evaluate": "1"}
 
 
 def runner(kind: str):

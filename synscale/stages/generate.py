@@ -62,11 +62,16 @@ class _PromptRenderer:
         return self.model.render(prompts, seeds, t, steps)
 
 
-def _prompt_pools(spec: dict, classes):
+def _prompt_pools(ctx, classes):
     from synscale.prompts import PromptOptions, build_pools
     from synscale.prompts.word2sen import Word2Sen
+    spec = ctx.spec
     p = spec.get("prompt_options", {})
-    options = PromptOptions(Word2Sen(**p.get("word2sen", {})), p.get("captions", ""))
+    captions = p.get("captions", "")
+    for i, kind in ctx.input_kinds.items():  # IN-Captions from a caption stage
+        if kind == "caption":
+            captions = str(ctx.inputs[i] / "captions.json")
+    options = PromptOptions(Word2Sen(**p.get("word2sen", {})), captions)
     return build_pools(spec["prompts"], classes, options, spec["seed"])
 
 
@@ -74,7 +79,7 @@ def run(ctx) -> dict:
     spec = ctx.spec
     lo, hi = spec["classes"]
     classes = class_infos(spec)[lo:hi]
-    pools = _prompt_pools(spec, classes)
+    pools = _prompt_pools(ctx, classes)
     shards = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
     renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
     rendered, flagged, render_seconds = 0, 0, 0.0

@@ -31,7 +31,10 @@ def _real_data_spec(s: Study) -> dict:
 def _num_classes(s: Study) -> int:
     if s.data.dataset == "digits":
         return 10
-    return 1000  # imagefolder studies name ImageNet-1k classes
+    if s.data.classes:
+        from synscale.prompts.classes import class_list
+        return len(class_list(s.data.classes))
+    return 1000  # an image folder without a class list: ImageNet-1k
 
 
 def _models(s: Study) -> list[dict]:
@@ -83,6 +86,9 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
     g = s.generate
     n_classes = _num_classes(s)
     largest = max(s.sweep.synthetic_images_per_class)
+    ranges = [[lo, min(lo + g.classes_per_task, n_classes)]
+              for lo in range(0, n_classes, g.classes_per_task)]
+    captions = _caption_stages(s, real, ranges)
     for generator in g.generators:
         for prompts in g.prompts:
             for guidance in g.guidance:
@@ -92,24 +98,43 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
                           "images_per_class": largest, "data": real,
                           **_render_settings(g, generator), **_prompt_settings(s, prompts),
                           **_score_settings(g)}
-                gens = [_stage("generate", {**config, "classes": [lo, min(lo + g.classes_per_task,
-                                                                          n_classes)]})
-                        for lo in range(0, n_classes, g.classes_per_task)]
+                reads = captions if prompts == "in-captions" else {}
+                gens = [_stage("generate", {**config, "classes": r},
+                               (reads[r[0]].id,) if reads else ())
+                        for r in ranges]
                 pack = _stage("pack", {"source": "synthetic", "data": real,
                                        "num_classes": n_classes},
                               tuple(x.id for x in gens))
                 axes = {"source": "synthetic", "generator": generator, "prompts": prompts,
                         "guidance": guidance}
-                out.append((pack, gens, axes, s.sweep.synthetic_images_per_class))
+                out.append((pack, [*reads.values(), *gens], axes,
+                            s.sweep.synthetic_images_per_class))
     return out
+
+
+def _caption_stages(s: Study, real: dict, ranges: list) -> dict[int, Stage]:
+    """IN-Captions without a captions file: caption the real training images,
+    one stage per class range (first class -> stage), shared by every
+    generation config that reads them."""
+    p, g = s.prompts, s.generate
+    if "in-captions" not in g.prompts or p.captions:
+        return {}
+    return {r[0]: _stage("caption", {"model": p.caption_model, "per_class": p.captions_per_class,
+                                     "data": real, "classes": r, "batch_size": 16,
+                                     "max_new_tokens": 30, "precision": g.precision,
+                                     "device": g.device})
+            for r in ranges}
 
 
 def expand(s: Study) -> Plan:
     real = _real_data_spec(s)
     recipe = asdict(s.train)
     stages: list[Stage] = []
+    seen: set[str] = set()
     for pack, gens, source_axes, sizes in _sources(s, real):
-        stages += gens + [pack]
+        # caption stages are shared by several generation configs: plan each once
+        stages += [x for x in gens if x.id not in seen] + [pack]
+        seen.update(x.id for x in gens)
         for model in _models(s):
             for n in sizes:
                 axes = {**source_axes, "arch": model["arch"], "width": model.get("width", ""),

@@ -235,9 +235,9 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
             and not g.score_classifier):
         problems.append(f"{file}: generate.score_classifier: missing; generate.scores "
                         "'recognizability' on an image folder needs a classifier of its classes")
-    if "in-captions" in g.prompts and not s.prompts.captions:
-        problems.append(f"{file}: prompts.captions: missing; generate.prompts 'in-captions' needs "
-                        "a captions file")
+    if "in-captions" in g.prompts and not s.prompts.captions and s.data.dataset == "digits":
+        problems.append(f"{file}: prompts.captions: missing; 'in-captions' on the digits needs a "
+                        "captions file (the captioning stage reads image folders)")
 
 
 def _per_kind(cls: type, name: str, raw: Any, file: str, problems: list[str]) -> dict:

@@ -52,6 +52,8 @@ def _checkpoints(s: Study) -> list[str]:
             for i, ref in enumerate([w] if isinstance(w, str) else w):
                 refs.append((f"generate.weights.{name}" + (f"[{i}]" if not isinstance(w, str)
                                                           else ""), ref))
+    if "in-captions" in g.prompts and not s.prompts.captions:
+        refs.append(("prompts.caption_model", s.prompts.caption_model))
     if "word2sen" in g.prompts:
         refs.append(("prompts.word2sen_model", s.prompts.word2sen_model))
     for key in ("score_classifier", "score_clip_model"):

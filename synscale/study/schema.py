@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from synscale.plan.graph import KINDS
+
 GENERATORS = ("embedded-ddpm", "stable-diffusion", "imagen", "muse")
 PROMPT_STRATEGIES = (
     "classnames", "classnames+description", "classnames+hypernyms",
@@ -122,8 +124,14 @@ class PromptsSection:
                                   "word2sen: the model's input; {name} is the class name",
                                   type=str)
     word2sen_per_class: int = spec(20, "word2sen: sentences written per class", type=int, min=1)
-    captions: str = spec("", "in-captions: captions of real training images (.json: class -> "
-                         "list; .tsv/.csv: columns class, caption)", type=str, path=True)
+    captions: str = spec("", "in-captions: a file of captions of real training images (.json: "
+                         "class -> list; .tsv/.csv: columns class, caption); empty: caption "
+                         "them with caption_model", type=str, path=True)
+    caption_model: str = spec("Salesforce/blip2-opt-2.7b", "in-captions without a captions file: "
+                              "the image-to-text model (BLIP-2 class) that captions the real "
+                              "training images", type=str)
+    captions_per_class: int = spec(20, "in-captions: real training images captioned per class",
+                                   type=int, min=1)
 
 
 @dataclass(frozen=True)
@@ -231,8 +239,9 @@ class RetryPolicy:
 
 SECTIONS = {
     "study": StudySection, "data": DataSection, "sweep": SweepSection,
-    "generate": GenerateSection, "prompts": PromptsSection, "model": ModelSection, "train": TrainSection,
-    "evaluate": EvaluateSection, "analysis": AnalysisSection, "backend": BackendSection,
+    "generate": GenerateSection, "prompts": PromptsSection, "model": ModelSection,
+    "train": TrainSection, "evaluate": EvaluateSection, "analysis": AnalysisSection,
+    "backend": BackendSection,
 }
 # Tables of tables: [resources.<kind>] for each stage kind.
-RESOURCE_KINDS = ("generate", "pack", "train", "evaluate")
+RESOURCE_KINDS = KINDS

@@ -157,3 +157,37 @@ def test_embedded_ddpm_images_score_as_recognizable_digits(tmp_path):
     scores = np.concatenate([np.load(p)["recognizability"]
                              for p in (tmp_path / "stages/generate/g").glob("shard-*.npz")])
     assert len(scores) == 12 and scores.mean() > 0.8  # the DDPM draws recognizable digits
+
+
+CACHED = """
+import sys
+from synscale import generators
+from synscale.generators.pipeline import RenderOptions
+from synscale.generators.weights import WeightsError, resolve
+print(resolve("tiny-org/tiny-sd"))
+sd = generators.load("stable-diffusion", "tiny-org/tiny-sd", RenderOptions(device="cpu"), "default", {})
+print(sd.render(["a tench"], [3], 1.0, 2)[0].shape)
+try:
+    resolve("tiny-org/absent")
+except WeightsError as e:
+    print("ERROR", e)
+"""
+
+
+def test_hugging_face_ids_load_from_the_local_cache_offline(checkpoints, tmp_path):
+    import os
+    import shutil
+    # the cache's layout: models--<org>--<name>/{refs/main, snapshots/<revision>/...}
+    repo = tmp_path / "hub/models--tiny-org--tiny-sd"
+    shutil.copytree(checkpoints["sd"], repo / "snapshots/0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs/main").write_text("0123abcd")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", CACHED], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(repo / "snapshots/0123abcd")
+    assert lines[1] == "(1, 32, 32, 3)"
+    assert lines[2].startswith("ERROR tiny-org/absent: not in the Hugging Face cache") \
+        and "HF_HUB_OFFLINE=1 is set" in lines[2] and "huggingface-cli download" in lines[2]

@@ -191,3 +191,18 @@ def test_hugging_face_ids_load_from_the_local_cache_offline(checkpoints, tmp_pat
     assert lines[1] == "(1, 32, 32, 3)"
     assert lines[2].startswith("ERROR tiny-org/absent: not in the Hugging Face cache") \
         and "HF_HUB_OFFLINE=1 is set" in lines[2] and "huggingface-cli download" in lines[2]
+
+
+def test_speed_options_render_the_same_images_within_rounding(checkpoints, tmp_path):
+    from synscale import generators
+    from synscale.generators.pipeline import RenderOptions
+
+    def render(**options):
+        g = generators.load("stable-diffusion", checkpoints["sd"],
+                            RenderOptions(device="cpu", **options), "default", {})
+        return g.render(["a tench", "a goldfish"], [1, 2], 2.0, 2)[0].astype(int)
+
+    plain = render()
+    assert np.abs(render(attention="eager", channels_last=True) - plain).max() <= 2
+    half = render(precision="bf16")
+    assert half.shape == plain.shape and np.abs(half - plain).mean() < 20

@@ -21,7 +21,7 @@ class Imagen:
         stages = [weights] if isinstance(weights, str) else list(weights)
         device, dtype = device_and_dtype(options)
         self.extra = {**OPTIONS, **extra}
-        self.base = diffusers.IFPipeline.from_pretrained(resolve(stages[0]), torch_dtype=dtype,
+        self.base = diffusers.IFPipeline.from_pretrained(resolve(stages[0]), dtype=dtype,
                                                          watermarker=None)
         use_sampler(self.base, sampler)
         parts = [self.base]
@@ -29,7 +29,7 @@ class Imagen:
         if len(stages) > 1:
             # Stage II reads stage I's embeddings: no second T5 in memory.
             self.sr = diffusers.IFSuperResolutionPipeline.from_pretrained(
-                resolve(stages[1]), torch_dtype=dtype, text_encoder=None, tokenizer=None,
+                resolve(stages[1]), dtype=dtype, text_encoder=None, tokenizer=None,
                 watermarker=None)
             parts.append(self.sr)
         for p in parts:

@@ -20,7 +20,7 @@ class Muse:
         import diffusers
 
         device, dtype = device_and_dtype(options)
-        self.pipe = diffusers.AmusedPipeline.from_pretrained(resolve(weights), torch_dtype=dtype)
+        self.pipe = diffusers.AmusedPipeline.from_pretrained(resolve(weights), dtype=dtype)
         use_sampler(self.pipe, sampler)
         speed_up(self.pipe, options, denoiser="transformer")
         self.pipe.to(device)

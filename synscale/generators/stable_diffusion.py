@@ -22,7 +22,7 @@ class StableDiffusion:
         kind = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
         self.xl = "XL" in kind
         device, dtype = device_and_dtype(options)
-        kwargs = {"torch_dtype": dtype}
+        kwargs = {"dtype": dtype}
         if self.xl:
             kwargs["add_watermarker"] = False  # an invisible watermark is noise to a classifier
         cls = diffusers.StableDiffusionXLPipeline if self.xl else diffusers.StableDiffusionPipeline

@@ -60,3 +60,20 @@ def run_module(module, *args, timeout=900, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))
+
+
+def at_second_shard(action: str) -> str:
+    """Python source that patches os.replace so that, when a process commits
+    its second .npz shard (written whole under its temporary name, not yet
+    renamed), it runs `action` (one line, with os, pathlib and time imported)
+    instead: how tests stop or kill a stage in the middle of a write."""
+    return (
+        "import os, pathlib, time\n"
+        "_replace, _seen = os.replace, []\n"
+        "def _at_second_shard(src, dst, *args, **kwargs):\n"
+        "    if str(dst).endswith('.npz'):\n"
+        "        _seen.append(dst)\n"
+        "        if len(_seen) == 2:\n"
+        f"            {action}\n"
+        "    return _replace(src, dst, *args, **kwargs)\n"
+        "os.replace = _at_second_shard\n")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tiny_pipelines as tiny
-from conftest import ROOT
+from conftest import ROOT, at_second_shard
 from synscale.backends.worker import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
@@ -101,18 +101,11 @@ def test_guidance_t_reaches_each_pipeline_as_one_plus_t(checkpoints):
     assert calls[2]["noise_level"] == 100
 
 
-STOP_AT_SECOND_SHARD = """
-import os, sys
+# killed with the second shard written under its temporary name
+STOP_AT_SECOND_SHARD = at_second_shard("os._exit(9)") + """
+import sys
 from synscale.backends.worker import execute
 from synscale.plan.graph import Stage
-real, seen = os.replace, []
-def replace(src, dst, *a, **k):
-    if str(dst).endswith(".npz"):
-        seen.append(dst)
-        if len(seen) == 2:
-            os._exit(9)  # killed with the second shard written under its temporary name
-    return real(src, dst, *a, **k)
-os.replace = replace
 execute(sys.argv[1], Stage("g", "generate", {spec!r}), {{}})
 """
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_module
+from conftest import ROOT, at_second_shard, run_module
 from synscale.plan import state
 from synscale.plan.graph import Plan
 
@@ -328,20 +328,9 @@ def test_cancel_stops_only_this_runs_live_jobs(tmp_path):
 
 
 # Loaded into the job's Python through the site profile's setup lines: the
-# second shard a process commits waits, fully written under its temporary
-# name but not yet renamed, until the test kills the job there.
-STALL_AT_SECOND_SHARD = '''
-import os, pathlib, time
-_replace, _seen = os.replace, []
-def _stalling_replace(src, dst, *args, **kwargs):
-    if str(dst).endswith(".npz"):
-        _seen.append(dst)
-        if len(_seen) == 2:
-            pathlib.Path(os.environ["STALL_MARKS"], str(os.getpid())).touch()
-            time.sleep(600)
-    return _replace(src, dst, *args, **kwargs)
-os.replace = _stalling_replace
-'''
+# second shard a process commits waits there until the test kills the job.
+STALL_AT_SECOND_SHARD = at_second_shard(
+    'pathlib.Path(os.environ["STALL_MARKS"], str(os.getpid())).touch(); time.sleep(600)')
 
 
 def test_task_killed_mid_write_leaves_nothing_taken_as_done(small_study, tmp_path):

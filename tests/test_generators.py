@@ -199,3 +199,13 @@ def test_speed_options_render_the_same_images_within_rounding(checkpoints, tmp_p
     assert np.abs(render(attention="eager", channels_last=True) - plain).max() <= 2
     half = render(precision="bf16")
     assert half.shape == plain.shape and np.abs(half - plain).mean() < 20
+
+
+def test_safety_checker_flags_are_stored_per_image(tmp_path):
+    weights = str(tiny.stable_diffusion(tmp_path / "sd-checked", flag_everything=True))
+    done = execute(str(tmp_path / "run"), Stage("g", "generate", spec("stable-diffusion", weights)), {})
+    assert done["flagged_unsafe"] == 6
+    folder = tmp_path / "run/stages/generate/g"
+    flags = np.concatenate([np.load(p)["nsfw"] for p in sorted(folder.glob("shard-*.npz"))])
+    assert flags.tolist() == [True] * 6
+    assert state.read_json(folder / "manifest.json")["pipeline"]["safety_checker"] is True

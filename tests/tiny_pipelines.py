@@ -45,12 +45,31 @@ def _vae():
                          up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4)
 
 
-def stable_diffusion(folder: Path) -> Path:
+def _flag_everything_checker():
+    """A tiny safety checker whose thresholds every image crosses."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37,
+                  num_attention_heads=4, num_hidden_layers=2)
+    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                vocab_size=1000)
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=text, vision_config=vision,
+                                                      projection_dim=16))
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-1.0)
+    return checker, CLIPImageProcessor(size={"shortest_edge": 32},
+                                       crop_size={"height": 32, "width": 32})
+
+
+def stable_diffusion(folder: Path, flag_everything: bool = False) -> Path:
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(0)
+    checker, extractor = _flag_everything_checker() if flag_everything else (None, None)
     pipe = StableDiffusionPipeline(
         unet=UNet2DConditionModel(
             block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4,
@@ -59,7 +78,7 @@ def stable_diffusion(folder: Path) -> Path:
         scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                 clip_sample=False, set_alpha_to_one=False, steps_offset=1),
         vae=_vae(), text_encoder=CLIPTextModel(_clip_text_config()), tokenizer=_clip_tokenizer(),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        safety_checker=checker, feature_extractor=extractor, requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
 

@@ -139,3 +139,11 @@ def test_missing_checkpoints_stop_the_launch_before_anything_is_written(tmp_path
         in r.stderr
     assert "prompts.word2sen_model = 'google/flan-t5-large'" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_out_of_distribution_sets_need_their_folders(tmp_path):
+    text = (ROOT / "studies/imagen_sweep.toml").read_text()
+    text = text.replace('imagenet-a = "/datasets/imagenet-a"\n', 'imagenet-val = "/x"\n')
+    found = problems_of(tmp_path, text)
+    assert any("evaluate.dirs.imagenet-a: missing" in p for p in found)
+    assert any("evaluate.dirs.imagenet-val: not an out-of-distribution set" in p for p in found)

@@ -1,7 +1,21 @@
-"""Real evaluation sets, loaded as arrays for the evaluate stage."""
+"""Real evaluation sets: the digits test split as arrays; ImageNet val and its
+out-of-distribution variants (Sketch, R, A, V2) as folders of class folders.
+
+A class folder is named by the class's wnid (ImageNet, Sketch, R, A), its
+index (ImageNet-V2's 0..999) or its name (other class lists). ImageNet-R and
+-A hold 200 of the 1,000 classes; a 1,000-way model is scored on them with
+its logits masked to those 200 (Hendrycks et al.'s protocol).
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+FOLDER_SETS = ("imagenet-val", "imagenet-sketch", "imagenet-r", "imagenet-a", "imagenet-v2")
+SUBSETS = {"imagenet-r": "imagenet_r_wnids.txt", "imagenet-a": "imagenet_a_wnids.txt"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then center-crop: 256 -> 224
 
 
 def load_eval_set(name: str, data: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -9,5 +23,58 @@ def load_eval_set(name: str, data: dict) -> tuple[np.ndarray, np.ndarray]:
         from synscale.data.digits import load_split
         split = load_split(data["split_seed"], data["test_per_class"])
         return split.test_x, split.test_y
-    raise ValueError(f"evaluation set {name!r} is not available in this version; "
-                     "available: 'digits-test'")
+    raise ValueError(f"evaluation set {name!r} is an image folder; use ImageFolderSet")
+
+
+def class_mask(name: str, classes) -> np.ndarray | None:
+    """Boolean mask over the class list of the classes `name` covers, or None (all)."""
+    if name not in SUBSETS:
+        return None
+    from synscale.prompts.classes import DATA
+    wnids = set((DATA / SUBSETS[name]).read_text().split())
+    mask = np.array([c.wnid in wnids for c in classes])
+    if not mask.any():
+        raise ValueError(f"{name}: none of its {len(wnids)} classes is in the study's class list")
+    return mask
+
+
+def eval_transform(size: int):
+    """Decode-side preprocessing of a real image for a model of input `size`."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(int(round(size / CROP_FRACTION))), T.CenterCrop(size),
+                      T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+
+
+class ImageFolderSet:
+    """(image tensor, class index) over a folder of class folders, in the
+    study's class order; files in name order."""
+
+    def __init__(self, root: str, classes, size: int):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such evaluation folder")
+        by_name = {}
+        for c in classes:
+            for key in (c.wnid, str(c.index), c.clip_name):
+                if key:
+                    by_name.setdefault(key, c.index)
+        unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in by_name)
+        if unknown:
+            raise ValueError(f"{root}: class folders {unknown[:5]} are not in the study's class "
+                             "list (folders are named by wnid, class index or class name)")
+        self.items = [(f, by_name[d.name]) for d in sorted(root.iterdir()) if d.is_dir()
+                      for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        if not self.items:
+            raise ValueError(f"{root}: no images in its class folders")
+        self.transform = eval_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+        path, label = self.items[i]
+        with Image.open(path) as im:
+            return self.transform(im.convert("RGB")), label

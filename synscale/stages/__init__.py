@@ -8,7 +8,7 @@ import importlib
 
 from synscale.plan.graph import KINDS
 
-RUNNER_VERSIONS = {"caption": "1", "generate": "2", "pack": "1", "train": "1", "evaluate": "1"}
+RUNNER_VERSIONS = {"caption": "1", "generate": "2", "pack": "1", "train": "1", "evaluate": "2"}
 
 
 def runner(kind: str):

@@ -1,22 +1,42 @@
 """Evaluate: a trained classifier on a real evaluation set.
 
 Its own stage, so adding an evaluation set never retrains. Writes
-metrics.json: loss (cross-entropy, no smoothing), top-1 and per-class
-accuracy, in one schema per (train stage, eval set) that the analysis reads.
+metrics.json in one schema for every (train stage, eval set), which the
+analysis reads: loss (cross-entropy, no smoothing), top-1, top-5, per-class
+top-1 (None for classes the set lacks), the classes scored (ImageNet-R and
+-A: their 200, the logits masked to them) and the training size behind it.
 """
 from __future__ import annotations
 
 from synscale.plan import state
 
-VERSION = "1"
+VERSION = "2"  # 2: top-5, image-folder sets, class masks
+
+
+def _batches(spec: dict, image_shape):
+    """(images, labels) batches of the evaluation set, and its class mask."""
+    import torch
+
+    name = spec["eval_set"]
+    if name == "digits-test":
+        from synscale.data.evalsets import load_eval_set
+        x, y = load_eval_set(name, spec["data"])
+        step = spec["batch_size"]
+        return ((torch.from_numpy(x[lo:lo + step]), torch.from_numpy(y[lo:lo + step]))
+                for lo in range(0, len(x), step)), None
+    from synscale.data.evalsets import ImageFolderSet, class_mask
+    from synscale.prompts.classes import class_list
+    classes = class_list(spec["data"]["classes"] or "imagenet-1k")
+    dataset = ImageFolderSet(spec["dir"], classes, size=image_shape[1])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=spec["batch_size"],
+                                         num_workers=spec.get("workers", 2))
+    return loader, class_mask(name, classes)
 
 
 def run(ctx) -> dict:
-    import numpy as np
     import torch
     from safetensors.torch import load_file
 
-    from synscale.data.evalsets import load_eval_set
     from synscale.models.vit import build_classifier
 
     spec = ctx.spec
@@ -26,19 +46,26 @@ def run(ctx) -> dict:
                              tuple(trained["image_shape"]))
     model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
     model.eval()
-    x, y = load_eval_set(spec["eval_set"], spec["data"])
-    logits = []
+    batches, mask = _batches(spec, trained["image_shape"])
+    logits, labels = [], []
     with torch.inference_mode():
-        for lo in range(0, len(x), spec["batch_size"]):
-            logits.append(model(torch.from_numpy(x[lo:lo + spec["batch_size"]])).float())
-    logits = torch.cat(logits)
-    labels = torch.from_numpy(y)
+        for x, y in batches:
+            logits.append(model(x).float())
+            labels.append(y)
+    logits, labels = torch.cat(logits), torch.cat(labels).long()
+    if mask is not None:
+        logits[:, ~torch.from_numpy(mask)] = float("-inf")
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
-    pred = logits.argmax(1).numpy()
-    classes = np.arange(trained["num_classes"])
-    per_class = [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in classes]
+    scored = int(mask.sum()) if mask is not None else trained["num_classes"]
+    top = logits.topk(min(5, scored), dim=1).indices
+    y = labels.numpy()
+    pred = top[:, 0].numpy()
+    per_class = [float((pred[y == c] == c).mean()) if (y == c).any() else None
+                 for c in range(trained["num_classes"])]
     metrics = {"eval_set": spec["eval_set"], "n": int(len(y)), "loss": loss,
-               "top1": float((pred == y).mean()), "per_class_top1": per_class,
+               "top1": float((pred == y).mean()),
+               "top5": float((top == labels[:, None]).any(1).float().mean()),
+               "per_class_top1": per_class, "classes_scored": scored,
                "images_per_class": trained["images_per_class"], "images": trained["images"],
                "steps": trained["steps"]}
     state.write_json(ctx.dir / "metrics.json", metrics)

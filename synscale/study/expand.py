@@ -126,6 +126,15 @@ def _caption_stages(s: Study, real: dict, ranges: list) -> dict[int, Stage]:
             for r in ranges}
 
 
+def _eval_spec(s: Study, eval_set: str, real: dict) -> dict:
+    e = s.evaluate
+    spec = {"eval_set": eval_set, "data": real, "batch_size": e.batch_size}
+    if eval_set != "digits-test":
+        spec["dir"] = s.data.val_dir if eval_set == "imagenet-val" else e.dirs.get(eval_set, "")
+        spec["workers"] = e.workers
+    return spec
+
+
 def expand(s: Study) -> Plan:
     real = _real_data_spec(s)
     recipe = asdict(s.train)
@@ -144,7 +153,6 @@ def expand(s: Study) -> Plan:
                                (pack.id,), axes)
                 stages.append(train)
                 for eval_set in s.evaluate.sets:
-                    stages.append(_stage("evaluate", {"eval_set": eval_set, "data": real,
-                                                      "batch_size": s.evaluate.batch_size},
+                    stages.append(_stage("evaluate", _eval_spec(s, eval_set, real),
                                          (train.id,), {**axes, "eval_set": eval_set}))
     return Plan(s.study.name, stages)

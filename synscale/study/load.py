@@ -163,6 +163,17 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
                 problems.append(f"{file}: data.{key}: missing; dataset 'imagefolder' needs it")
         if "digits-test" in s.evaluate.sets:
             problems.append(f"{file}: evaluate.sets: 'digits-test' needs dataset 'digits'")
+        e = s.evaluate
+        for name in e.sets:
+            if name not in ("digits-test", "imagenet-val") and not e.dirs.get(name):
+                problems.append(f"{file}: evaluate.dirs.{name}: missing; evaluate.sets includes "
+                                f"{name!r}, a folder of class folders")
+        for name, folder in e.dirs.items():
+            if name not in e.sets or name == "imagenet-val":
+                problems.append(f"{file}: evaluate.dirs.{name}: not an out-of-distribution set of "
+                                f"evaluate.sets ({', '.join(x for x in e.sets if x != 'imagenet-val')})")
+            elif not isinstance(folder, str):
+                problems.append(f"{file}: evaluate.dirs.{name} = {_show(folder)}: expected a path")
         if "embedded-ddpm" in s.generate.generators and "synthetic" in sw.sources:
             problems.append(f"{file}: generate.generators: 'embedded-ddpm' renders 8x8 digits only; "
                             "use it with dataset 'digits'")

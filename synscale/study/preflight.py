@@ -29,6 +29,9 @@ def problems(s: Study, backend: str) -> list[str]:
             if path and not Path(path).is_dir():
                 out.append(f"{file}: data.{key} = {path!r}: no such directory (a folder of "
                            "class folders is expected)")
+        for name, folder in s.evaluate.dirs.items():
+            if not Path(folder).is_dir():
+                out.append(f"{file}: evaluate.dirs.{name} = {folder!r}: no such directory")
         out.append(f"{file}: data.dataset = 'imagefolder': packing image folders is not "
                    "available in this version; available: 'digits'")
     if "synthetic" in s.sweep.sources:

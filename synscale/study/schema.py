@@ -172,6 +172,11 @@ class EvaluateSection:
     sets: tuple = spec(("digits-test",), "real evaluation sets", type=str, axis=True,
                        choices=EVAL_SETS)
     batch_size: int = spec(500, "evaluation batch size", type=int, min=1)
+    dirs: dict = spec({}, "folder of class folders per out-of-distribution set (imagenet-sketch, "
+                      "imagenet-r, imagenet-a, imagenet-v2); imagenet-val reads data.val_dir",
+                      type=dict)
+    workers: int = spec(2, "image decoding processes per evaluation (does not change results)",
+                        type=int, min=0)
 
 
 @dataclass(frozen=True)

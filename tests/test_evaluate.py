@@ -1,0 +1,69 @@
+"""The evaluate stage on image folders: ImageNet-style class folders named by
+wnid or by index, and ImageNet-R/-A's 200-class logit mask."""
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from synscale.backends.worker import execute
+from synscale.plan import state
+from synscale.plan.graph import Stage
+from synscale.prompts.classes import DATA, imagenet1k
+
+MODEL = {"arch": "vit", "width": 32, "depth": 1, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0}
+KEYS = {"eval_set", "n", "loss", "top1", "top5", "per_class_top1", "classes_scored",
+        "images_per_class", "images", "steps"}
+
+
+def trained_stage(run, favourite: int):
+    """A train stage's outputs for a 1000-way ViT that strongly prefers one class."""
+    from synscale.models.vit import build_classifier
+    folder = run / "stages/train/t"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = build_classifier(MODEL, 1000, (3, 32, 32))
+    with torch.no_grad():
+        model.head.bias[favourite] = 100.0
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+    state.write_json(folder / "manifest.json", {
+        "model": MODEL, "num_classes": 1000, "image_shape": [3, 32, 32], "images_per_class": 4,
+        "images": 4000, "steps": 10})
+    state.mark_done(folder, {})
+
+
+def folder_of(root, names):
+    rng = np.random.default_rng(1)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(
+                root / name / f"{i}.JPEG")
+    return root
+
+
+def evaluate(run, eval_set, folder):
+    spec = {"eval_set": eval_set, "batch_size": 4, "dir": str(folder), "workers": 0,
+            "data": {"dataset": "imagefolder", "train_dir": "", "val_dir": "",
+                     "classes": "imagenet-1k"}}
+    stage = Stage(eval_set, "evaluate", spec, ("t",))
+    execute(str(run), stage, {"t": "train"})
+    return state.read_json(run / "stages/evaluate" / eval_set / "metrics.json")
+
+
+def test_imagenet_r_logits_are_masked_to_its_200_classes(tmp_path):
+    trained_stage(tmp_path, favourite=0)  # tench is not one of ImageNet-R's classes
+    r_wnids = (DATA / "imagenet_r_wnids.txt").read_text().split()
+    assert len(r_wnids) == 200 and "n01440764" not in r_wnids
+    r = evaluate(tmp_path, "imagenet-r", folder_of(tmp_path / "r", r_wnids[:3]))
+    v2 = evaluate(tmp_path, "imagenet-v2", folder_of(tmp_path / "v2", ["1", "2", "3"]))
+    assert set(r) == set(v2) == KEYS
+    assert r["classes_scored"] == 200 and v2["classes_scored"] == 1000
+    assert r["n"] == v2["n"] == 6
+    # unmasked, the favourite class wins every image by a margin of ~100 nats
+    assert v2["top1"] == 0.0 and v2["loss"] > 50
+    # masked, it cannot be chosen: the loss is that of an ordinary random head
+    assert r["loss"] < 20 and 0.0 <= r["top1"] <= r["top5"] <= 1.0
+    index = {c.wnid: c.index for c in imagenet1k()}
+    scored = [i for i, v in enumerate(r["per_class_top1"]) if v is not None]
+    assert scored == sorted(index[w] for w in r_wnids[:3])
+    assert [i for i, v in enumerate(v2["per_class_top1"]) if v is not None] == [1, 2, 3]

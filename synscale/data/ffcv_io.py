@@ -49,6 +49,50 @@ def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: i
     return index
 
 
+class _RGBRows:
+    """Rows of RGB images: uint8 HWC arrays, or image files read when written."""
+
+    def __init__(self, items, labels: np.ndarray):
+        self.items, self.labels = items, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        if isinstance(item, (str, Path)):
+            from PIL import Image
+            with Image.open(item) as im:
+                item = np.asarray(im.convert("RGB"))
+        return item, int(self.labels[i])
+
+
+def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
+                    workers: int = 1) -> dict:
+    """RGB images (uint8 HWC arrays or file paths) as JPEG rows, the longest
+    side at most resolution / 0.875 so that training crops `resolution` from
+    them; labels must already be sorted (class order, index order within)."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    labels = np.asarray(labels)
+    if np.any(np.diff(labels) < 0):
+        raise ValueError("rows must come sorted by class")
+    counts = np.bincount(labels)
+    target = Path(folder) / "data.beton"
+    with state.atomic_path(target) as tmp:
+        fields = {"image": RGBImageField(write_mode="jpg", jpeg_quality=90,
+                                         max_resolution=int(round(resolution / 0.875))),
+                  "label": IntField()}
+        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(
+            _RGBRows(items, labels))
+    index = {"rows": int(len(labels)), "kind": "rgb", "shape": [3, resolution, resolution],
+             "class_counts": counts.tolist(),
+             "class_offsets": np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()}
+    state.write_json(Path(folder) / "index.json", index)
+    return index
+
+
 def prefix_indices(index: dict, per_class: int) -> np.ndarray:
     """Rows of the first `per_class` images of every class."""
     short = [c for c, n in enumerate(index["class_counts"]) if n < per_class]
@@ -66,9 +110,25 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor
 
+    index = state.read_json(Path(folder) / "index.json")
+    image = _rgb_pipeline(index["shape"][1], train) if index.get("kind") == "rgb" else \
+        [NDArrayDecoder(), ToTensor()]
     return Loader(str(Path(folder) / "data.beton"), batch_size=batch_size, num_workers=workers,
                   order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
                   indices=np.asarray(indices).tolist(), seed=seed, drop_last=False,
                   os_cache=True, distributed=distributed,
-                  pipelines={"image": [NDArrayDecoder(), ToTensor()],
-                             "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
+                  pipelines={"image": image, "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
+
+
+def _rgb_pipeline(size: int, train: bool) -> list:
+    """Decode, crop and normalize on the loader's CPU workers: a random
+    resized crop and flip for training, the evaluation crop otherwise."""
+    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, ToTensor, ToTorchImage
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    mean, std = np.array(IMAGENET_DEFAULT_MEAN) * 255, np.array(IMAGENET_DEFAULT_STD) * 255
+    first = ([RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip()] if train
+             else [CenterCropRGBImageDecoder((size, size), ratio=0.875)])
+    return first + [NormalizeImage(mean, std, np.float32), ToTensor(),
+                    ToTorchImage(channels_last=False)]

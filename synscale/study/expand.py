@@ -78,7 +78,9 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
     """(pack stage, generate stages, axes, sizes) per data source."""
     out = []
     if "real" in s.sweep.sources:
-        pack = _stage("pack", {"source": "real", "data": real})
+        rgb = {} if s.data.dataset == "digits" else {
+            "resolution": s.data.resolution, "per_class": max(s.sweep.real_images_per_class)}
+        pack = _stage("pack", {"source": "real", "data": real, **rgb})
         out.append((pack, [], {"source": "real", "generator": "", "prompts": "", "guidance": ""},
                     s.sweep.real_images_per_class))
     if "synthetic" not in s.sweep.sources:
@@ -102,8 +104,9 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
                 gens = [_stage("generate", {**config, "classes": r},
                                (reads[r[0]].id,) if reads else ())
                         for r in ranges]
+                rgb = {} if s.data.dataset == "digits" else {"resolution": s.data.resolution}
                 pack = _stage("pack", {"source": "synthetic", "data": real,
-                                       "num_classes": n_classes},
+                                       "num_classes": n_classes, **rgb},
                               tuple(x.id for x in gens))
                 axes = {"source": "synthetic", "generator": generator, "prompts": prompts,
                         "guidance": guidance}

@@ -32,14 +32,31 @@ def problems(s: Study, backend: str) -> list[str]:
         for name, folder in s.evaluate.dirs.items():
             if not Path(folder).is_dir():
                 out.append(f"{file}: evaluate.dirs.{name} = {folder!r}: no such directory")
-        out.append(f"{file}: data.dataset = 'imagefolder': packing image folders is not "
-                   "available in this version; available: 'digits'")
+        if "real" in s.sweep.sources and Path(d.train_dir).is_dir():
+            out += _class_folders(s)
     if "synthetic" in s.sweep.sources:
         out += _checkpoints(s)
         captions = s.prompts.captions
         if "in-captions" in s.generate.prompts and captions and not Path(captions).is_file():
             out.append(f"{file}: prompts.captions = {captions!r}: no such file")
     return out
+
+
+def _class_folders(s: Study) -> list[str]:
+    """Each class of the study needs its folder in data.train_dir."""
+    from synscale.prompts.classes import class_list
+    from synscale.stages.caption import class_key
+
+    try:
+        keys = [class_key(c) for c in class_list(s.data.classes or "imagenet-1k")]
+    except ValueError as e:
+        return [f"{s.path}: data.classes = {s.data.classes!r}: {e}"]
+    missing = [k for k in keys if not (Path(s.data.train_dir) / k).is_dir()]
+    if not missing:
+        return []
+    return [f"{s.path}: data.train_dir = {s.data.train_dir!r}: no folder for {len(missing)} of "
+            f"{len(keys)} classes, e.g. {', '.join(missing[:5])} (class folders are named by "
+            "wnid, or by class name for class lists without wnids)"]
 
 
 def _checkpoints(s: Study) -> list[str]:

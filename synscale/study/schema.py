@@ -67,6 +67,8 @@ class DataSection:
                         path=True)
     classes: str = spec("", "imagefolder: class list name (imagenet-1k) or a file of class names",
                         type=str)
+    resolution: int = spec(224, "imagefolder: training and evaluation image side, pixels",
+                           type=int, min=8, max=1024)
 
 
 @dataclass(frozen=True)

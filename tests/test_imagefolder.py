@@ -1,0 +1,107 @@
+"""A study on image folders end to end on the CPU: real class folders and a
+tiny Stable Diffusion, packed as JPEG rows, trained, evaluated in-domain and
+on an ImageNet-V2-style folder, and fitted."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tiny_pipelines as tiny
+from conftest import run_module
+from synscale.plan import state
+
+pytestmark = pytest.mark.slow
+WNIDS = ("n01440764", "n01443537", "n01484850")  # tench, goldfish, great white shark
+
+
+def folders(root, per_class, names=WNIDS, seed=0):
+    """Class c's images lean to colour channel c, so a model can learn them."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 120, (40, 48, 3))
+            image[..., c] += 120
+            Image.fromarray(image.astype(np.uint8)).save(root / name / f"{i:03d}.JPEG")
+    return root
+
+
+STUDY = """
+[study]
+name = "folders"
+[data]
+dataset = "imagefolder"
+train_dir = "{root}/train"
+val_dir = "{root}/val"
+classes = "{root}/classes.txt"
+resolution = 32
+[sweep]
+real_images_per_class = [2, 3, 4]
+synthetic_images_per_class = [2, 3, 4]
+[generate]
+generators = ["stable-diffusion"]
+weights = {{ stable-diffusion = "{sd}" }}
+prompts = ["clip-templates-7"]
+guidance = [1.0]
+steps = 2
+batch_size = 4
+device = "cpu"
+[model]
+width = [32]
+depth = 1
+heads = 2
+patch_size = 8
+[train]
+batch_size = 6
+min_steps = 10
+max_steps = 10
+[evaluate]
+sets = ["imagenet-val", "imagenet-v2"]
+batch_size = 8
+workers = 0
+[evaluate.dirs]
+imagenet-v2 = "{root}/v2"
+[backend]
+workers = 1
+"""
+
+
+def test_image_folder_study_runs_end_to_end(tmp_path):
+    folders(tmp_path / "train", 5)
+    folders(tmp_path / "val", 3, seed=1)
+    folders(tmp_path / "v2", 2, names=("0", "1", "2"), seed=2)
+    (tmp_path / "classes.txt").write_text("\n".join(WNIDS) + "\n")
+    sd = tiny.stable_diffusion(tmp_path / "sd")
+    study = tmp_path / "folders.toml"
+    study.write_text(STUDY.format(root=tmp_path, sd=sd))
+    r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["stages"] == {"generate": 1, "pack": 2, "train": 6, "evaluate": 12}
+    run = tmp_path / "runs/folders"
+    real_pack = next(p for p in run.glob("stages/pack/*/index.json")
+                     if state.read_json(p)["rows"] == 12)  # 4 per class, the largest size
+    index = state.read_json(real_pack)
+    assert index["kind"] == "rgb" and index["shape"] == [3, 32, 32]
+    assert index["class_counts"] == [4, 4, 4]
+    metrics = [state.read_json(p) for p in run.glob("stages/evaluate/*/metrics.json")]
+    assert {m["eval_set"] for m in metrics} == {"imagenet-val", "imagenet-v2"}
+    assert all(m["classes_scored"] == 3 and 0 <= m["top1"] <= m["top5"] <= 1 for m in metrics)
+    assert {m["n"] for m in metrics} == {9, 6}
+    assert (run / "results/metrics.csv").exists()
+
+
+def test_missing_class_folders_stop_the_launch(tmp_path):
+    folders(tmp_path / "train", 2, names=WNIDS[:2])
+    folders(tmp_path / "val", 2)
+    folders(tmp_path / "v2", 2, names=("0", "1", "2"))
+    (tmp_path / "classes.txt").write_text("\n".join(WNIDS) + "\n")
+    study = tmp_path / "folders.toml"
+    study.write_text(STUDY.format(root=tmp_path, sd=tmp_path / "no-sd")
+                     .replace('real_images_per_class = [2, 3, 4]\n', 'sources = ["real"]\n'
+                              'real_images_per_class = [2, 3, 4]\n'))
+    r = run_module("synscale.launch", study, "--root", tmp_path / "runs")
+    assert r.returncode == 2
+    assert "no folder for 1 of 3 classes, e.g. n01484850" in r.stderr
+    assert not (tmp_path / "runs").exists()

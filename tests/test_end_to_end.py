@@ -138,3 +138,23 @@ def test_killed_stage_process_fails_the_launch_and_a_relaunch_recovers(small_stu
     r = run_module("synscale.launch", study, "--root", root, "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(done_files(run)) == 16
+
+
+def test_accumulated_micro_batches_train_like_the_whole_batch(small_study, tmp_path):
+    """The global batch is the study's whatever a task can hold: micro batches
+    of 8 accumulated four times give the losses of batches of 32."""
+    curves = []
+    for micro in (0, 8):
+        study = small_study(f"acc{micro}", **{
+            'sources = ["real", "synthetic"]': 'sources = ["real"]',
+            "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
+            "[train]": f"[train]\nmicro_batch_size = {micro}\nlog_every = 5"})
+        r = run_module("synscale.launch", study, "--root", tmp_path / str(micro), "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        (manifest,) = (tmp_path / str(micro)).glob("*/stages/train/*/manifest.json")
+        m = state.read_json(manifest)
+        assert m["gradient_accumulation_steps"] == (4 if micro else 1)
+        curves.append(m["loss_curve"])
+    assert [s for s, _ in curves[0]] == [s for s, _ in curves[1]]
+    for (_, a), (_, b) in zip(*curves):
+        assert b == pytest.approx(a, abs=2e-3)

@@ -12,8 +12,10 @@ import json
 from typing import Any, Iterable
 
 # Keys anywhere in a spec that never change a stage's outputs.
+# micro_batch_size splits the same global batch into accumulated pieces: like
+# the number of tasks (not in any spec), it changes float rounding, not results.
 EXCLUDED_KEYS = frozenset({"log_every", "checkpoint_every", "loader_workers", "workers",
-                           "description"})
+                           "description", "micro_batch_size"})
 
 
 def _strip(value: Any) -> Any:

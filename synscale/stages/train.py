@@ -48,7 +48,12 @@ def run(ctx) -> dict:
     if recipe["batch_size"] % world["world_size"]:
         raise ValueError(f"train.batch_size = {recipe['batch_size']} cannot be split evenly over "
                          f"{world['world_size']} tasks; use a multiple of {world['world_size']}")
-    micro = recipe["batch_size"] // world["world_size"]
+    per_task = recipe["batch_size"] // world["world_size"]
+    micro = min(per_task, recipe.get("micro_batch_size") or per_task)
+    if per_task % micro:
+        raise ValueError(f"train.micro_batch_size = {micro} must divide the {per_task} images "
+                         f"each of {world['world_size']} tasks computes per step")
+    accumulate = per_task // micro  # the global batch stays batch_size whatever the tasks
     torch.manual_seed(spec["seed"])
     model = build_classifier(spec["model"], spec["num_classes"], tuple(index["shape"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
@@ -57,7 +62,7 @@ def run(ctx) -> dict:
         optimizer, lambda s: lr_factor(s, steps, recipe["warmup_fraction"]))
     config = {"train_batch_size": recipe["batch_size"],
               "train_micro_batch_size_per_gpu": micro,
-              "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
+              "gradient_accumulation_steps": accumulate, "gradient_clipping": 1.0,
               "zero_optimization": {"stage": recipe["zero_stage"]},
               "bf16": {"enabled": recipe["precision"] == "bf16"},
               "steps_per_print": 10**9}
@@ -78,12 +83,15 @@ def run(ctx) -> dict:
             _save(checkpoint, engine, optimizer, schedule, progress)
 
     preemption.register(save)
-    per_epoch = len(data)
+    per_epoch = len(data)  # micro batches
     # The epoch's order comes from (seed, epoch): resume at the same epoch and
-    # skip the batches already trained on, so the data order is exact.
-    data.next_epoch = progress["step"] // per_epoch
-    skip = progress["step"] % per_epoch
+    # skip the micro batches already trained on, so the data order is exact.
+    # A checkpoint holds whole optimizer steps: a half-accumulated step is redone.
+    done_micro = progress["step"] * accumulate
+    data.next_epoch = done_micro // per_epoch
+    skip = done_micro % per_epoch
     engine.train()
+    pieces = []
     while progress["step"] < steps:
         for images, labels in data:
             if skip:
@@ -92,7 +100,11 @@ def run(ctx) -> dict:
             if progress["step"] >= steps:
                 break
             with preemption.deferred():
-                loss = _train_step(engine, criterion, images, labels, recipe["precision"])
+                pieces.append(_train_step(engine, criterion, images, labels,
+                                          recipe["precision"]))
+                if len(pieces) < accumulate:
+                    continue
+                loss, pieces = sum(pieces) / accumulate, []
                 progress["step"] += 1
                 step = progress["step"]
                 if step % recipe["log_every"] == 0 or step == steps:
@@ -101,7 +113,7 @@ def run(ctx) -> dict:
             if step % recipe["checkpoint_every"] == 0 and step < steps:
                 save()
     preemption.register(None)
-    curve, epochs = progress["curve"], -(-steps // per_epoch)
+    curve, epochs = progress["curve"], -(-steps * accumulate // per_epoch)
 
     # Where each rank ran, for the manifest (and for checking multi-node runs).
     ranks = [None] * world["world_size"]
@@ -120,6 +132,7 @@ def run(ctx) -> dict:
                              f"{recipe['min_steps']}, {recipe['max_steps']})",
                 "final_train_loss": curve[-1][1], "loss_curve": curve,
                 "world_size": world["world_size"], "micro_batch_size": micro,
+                "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}
     state.write_json(ctx.dir / "manifest.json", manifest)

@@ -149,6 +149,9 @@ class ModelSection:
 @dataclass(frozen=True)
 class TrainSection:
     batch_size: int = spec(64, "global batch size", type=int, min=1)
+    micro_batch_size: int = spec(0, "most images one task computes at once; smaller than "
+                                 "batch_size / tasks, gradients accumulate so the global batch "
+                                 "stays batch_size (0: batch_size / tasks)", type=int, min=0)
     lr: float = spec(2e-3, "peak learning rate (AdamW)", type=float, min=0.0)
     weight_decay: float = spec(0.05, "AdamW weight decay", type=float, min=0.0)
     warmup_fraction: float = spec(0.1, "share of steps spent warming up, then cosine decay",

@@ -56,6 +56,10 @@ patch_size = 8
 batch_size = 6
 min_steps = 10
 max_steps = 10
+# DeiT's augmentations, so that their path runs too (9 images: an odd last batch)
+mixup = 0.8
+cutmix = 1.0
+randaugment = 9
 [evaluate]
 sets = ["imagenet-val", "imagenet-v2"]
 batch_size = 8

@@ -103,7 +103,7 @@ def prefix_indices(index: dict, per_class: int) -> np.ndarray:
 
 
 def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, workers: int = 1,
-           train: bool = True, distributed: bool = False):
+           train: bool = True, distributed: bool = False, normalize: bool = True):
     """An FFCV Loader over chosen rows: random order per epoch for training;
     `distributed` gives each torch.distributed rank its own share."""
     from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
@@ -111,7 +111,7 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
     from ffcv.transforms import Squeeze, ToTensor
 
     index = state.read_json(Path(folder) / "index.json")
-    image = _rgb_pipeline(index["shape"][1], train) if index.get("kind") == "rgb" else \
+    image = _rgb_pipeline(index["shape"][1], train, normalize) if index.get("kind") == "rgb" else \
         [NDArrayDecoder(), ToTensor()]
     return Loader(str(Path(folder) / "data.beton"), batch_size=batch_size, num_workers=workers,
                   order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
@@ -120,9 +120,10 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
                   pipelines={"image": image, "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
 
 
-def _rgb_pipeline(size: int, train: bool) -> list:
+def _rgb_pipeline(size: int, train: bool, normalize: bool = True) -> list:
     """Decode, crop and normalize on the loader's CPU workers: a random
-    resized crop and flip for training, the evaluation crop otherwise."""
+    resized crop and flip for training, the evaluation crop otherwise.
+    Without `normalize`, uint8 images (for RandAugment, which normalizes)."""
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
     from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, ToTensor, ToTorchImage
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -130,5 +131,5 @@ def _rgb_pipeline(size: int, train: bool) -> list:
     mean, std = np.array(IMAGENET_DEFAULT_MEAN) * 255, np.array(IMAGENET_DEFAULT_STD) * 255
     first = ([RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip()] if train
              else [CenterCropRGBImageDecoder((size, size), ratio=0.875)])
-    return first + [NormalizeImage(mean, std, np.float32), ToTensor(),
-                    ToTorchImage(channels_last=False)]
+    return first + ([NormalizeImage(mean, std, np.float32)] if normalize else []) + [
+        ToTensor(), ToTorchImage(channels_last=False)]

@@ -35,6 +35,7 @@ def run(ctx) -> dict:
     from safetensors.torch import save_file
 
     from synscale.backends.distributed import ensure_initialized
+    from synscale.data.augment import BatchAugment
     from synscale.data.ffcv_io import loader, prefix_indices
     from synscale.models.vit import build_classifier
 
@@ -68,9 +69,16 @@ def run(ctx) -> dict:
               "steps_per_print": 10**9}
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=schedule, config=config)
+    augment = BatchAugment(recipe, spec["num_classes"], spec["seed"] * 1000 + world["rank"])
+    if augment.randaugment and index.get("kind") != "rgb":
+        raise ValueError("train.randaugment works on image folders' RGB images, not the digits")
     data = loader(pack_dir, rows, micro, seed=spec["seed"], workers=recipe["loader_workers"],
-                  distributed=world["world_size"] > 1)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+                  distributed=world["world_size"] > 1, normalize=not augment.randaugment)
+    if augment.soft_targets:  # mixup's targets already carry the label smoothing
+        from timm.loss import SoftTargetCrossEntropy
+        criterion = SoftTargetCrossEntropy()
+    else:
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
     progress = {"step": 0, "curve": [], "resumed_at": []}
     checkpoint = ctx.dir / "checkpoint.pt"
     if checkpoint.exists():
@@ -100,6 +108,8 @@ def run(ctx) -> dict:
             if progress["step"] >= steps:
                 break
             with preemption.deferred():
+                micro_step = progress["step"] * accumulate + len(pieces)
+                images, labels = augment(images, labels, micro_step)
                 pieces.append(_train_step(engine, criterion, images, labels,
                                           recipe["precision"]))
                 if len(pieces) < accumulate:

@@ -158,6 +158,11 @@ class TrainSection:
                                   type=float, min=0.0, max=0.9)
     label_smoothing: float = spec(0.1, "label smoothing of the training loss", type=float, min=0.0,
                                   max=0.5)
+    mixup: float = spec(0.0, "mixup alpha (DeiT: 0.8); 0 turns it off", type=float, min=0.0)
+    cutmix: float = spec(0.0, "cutmix alpha (DeiT: 1.0); 0 turns it off; with mixup, one of "
+                         "the two per batch", type=float, min=0.0)
+    randaugment: int = spec(0, "image folders: RandAugment magnitude (DeiT: 9), two ops per "
+                            "image; 0 turns it off", type=int, min=0, max=30)
     epochs: float = spec(30.0, "steps = epochs * images / batch_size, clamped to "
                          "[min_steps, max_steps]", type=float, min=0.0)
     min_steps: int = spec(100, "fewest optimizer steps for any data size", type=int, min=1)

@@ -8,10 +8,14 @@ import importlib
 
 from synscale.plan.graph import KINDS
 
-RUNNER_VERSIONS = {"caption": "1", "generate": "2", "pack": "1", "train": "1", "evaluate": "2"}
-
 
 def runner(kind: str):
     if kind not in KINDS:
         raise ValueError(f"unknown stage kind {kind!r}; known: {', '.join(KINDS)}")
     return importlib.import_module(f"synscale.stages.{kind}")
+
+
+def runner_versions() -> dict[str, str]:
+    """Each kind's VERSION, read from its module: the one place to bump it.
+    The modules import their heavy libraries inside `run`, so this is cheap."""
+    return {kind: runner(kind).VERSION for kind in KINDS}

@@ -11,12 +11,12 @@ from dataclasses import asdict
 
 from synscale.plan.graph import Plan, Stage
 from synscale.plan.hashing import stage_id
-from synscale.stages import RUNNER_VERSIONS
+from synscale.stages import runner_versions
 from synscale.study.schema import Study
 
 
 def _stage(kind: str, spec: dict, inputs: tuple = (), axes: dict | None = None) -> Stage:
-    return Stage(stage_id(kind, spec, inputs, RUNNER_VERSIONS[kind]), kind, spec, inputs,
+    return Stage(stage_id(kind, spec, inputs, runner_versions()[kind]), kind, spec, inputs,
                  axes or {})
 
 

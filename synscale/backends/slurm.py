@@ -158,10 +158,11 @@ def _executor(run: RunDir, study, profile, kind: str, r):
     # USR2 (checkpoint, requeue) comes this long before the time limit:
     # submitit's 90 s, less for short limits, which it would otherwise
     # signal the moment they start.
-    params = dict(signal_delay_s=min(90, r.time_min * 15), job_name=f"{study.study.name}-{kind}", time=r.time_min, nodes=r.nodes,
-                  ntasks_per_node=r.tasks_per_node, cpus_per_task=r.cpus,
-                  mem=f"{int(r.mem_gb * 1024)}M", array_parallelism=r.max_parallel,
-                  setup=list(profile.setup), stderr_to_stdout=True)
+    params = dict(signal_delay_s=min(90, r.time_min * 15), job_name=f"{study.study.name}-{kind}",
+                  time=r.time_min, nodes=r.nodes, ntasks_per_node=r.tasks_per_node,
+                  cpus_per_task=r.cpus, mem=f"{int(r.mem_gb * 1024)}M",
+                  array_parallelism=r.max_parallel, setup=list(profile.setup),
+                  stderr_to_stdout=True)
     if r.gpus:
         params["gpus_per_node"] = r.gpus
     for key in ("partition", "account", "qos", "constraint"):
@@ -184,8 +185,7 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
     kinds = {s.id: s.kind for s in plan.stages}
     out = Submission()
     job_of: dict[str, str] = {}      # stage id -> job id (task) it waits on
-    array_of: dict[str, str] = {}    # stage id -> array job id, for stages submitted now
-    task_of: dict[str, tuple[str, int]] = {}  # the same, with its task index
+    task_of: dict[str, tuple[str, int]] = {}  # stage id -> (array id, task), submitted now
     array_tasks: dict[str, int] = {}
     todo: dict[tuple, list[Stage]] = defaultdict(list)   # (kind, resources) -> stages
     todo_ids: set[str] = set()
@@ -231,8 +231,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
             if follows:
                 deps, how = [follows], "aftercorr"
             else:
-                deps, how = sorted({array_of.get(i) or job_of[i] for s in chunk
-                                    for i in s.inputs if i in array_of or i in job_of}), "afterok"
+                deps, how = sorted({task_of[i][0] if i in task_of else job_of[i] for s in chunk
+                                    for i in s.inputs if i in task_of or i in job_of}), "afterok"
             ex = _executor(run, study, profile, kind, resources)
             if deps:
                 ex.update_parameters(dependency=f"{how}:" + ":".join(deps))
@@ -244,7 +244,6 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
             array_id = jobs[0].job_id.split("_")[0]
             array_tasks[array_id] = len(chunk)
             for index, (s, job) in enumerate(zip(chunk, jobs)):
-                array_of[s.id] = array_id
                 task_of[s.id] = (array_id, index)
                 records["stages"][s.id] = job.job_id
                 records["attempts"][s.id] = records["attempts"].get(s.id, 0) + 1

@@ -1,10 +1,9 @@
 """The caption stage (real images -> captions, for IN-Captions prompts) with a
 tiny BLIP-2, and how studies plan it."""
-import numpy as np
 import pytest
-from PIL import Image
 
 import tiny_pipelines as tiny
+from conftest import class_folders
 from synscale.backends.worker import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
@@ -14,12 +13,8 @@ WNIDS = ("n01440764", "n01443537")  # tench, goldfish
 
 
 def image_folder(root):
-    rng = np.random.default_rng(0)
+    class_folders(root, WNIDS, 3)
     for wnid in WNIDS:
-        (root / wnid).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
-                root / wnid / f"{wnid}_{i}.JPEG")
         (root / wnid / "notes.txt").write_text("not an image")
     return root
 
@@ -67,6 +62,6 @@ def test_caption_stage_feeds_in_captions_prompts_and_resumes_per_class(tmp_path)
 
 
 def test_a_missing_class_folder_is_named(tmp_path):
-    from synscale.stages.caption import images_of
+    from synscale.data.folders import images_of
     with pytest.raises(FileNotFoundError, match="n01440764"):
         images_of(str(tmp_path), "n01440764", 2)

@@ -1,10 +1,9 @@
 """The evaluate stage on image folders: ImageNet-style class folders named by
 wnid or by index, and ImageNet-R/-A's 200-class logit mask."""
-import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
+from conftest import class_folders
 from synscale.backends.worker import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
@@ -31,16 +30,6 @@ def trained_stage(run, favourite: int):
     state.mark_done(folder, {})
 
 
-def folder_of(root, names):
-    rng = np.random.default_rng(1)
-    for name in names:
-        (root / name).mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(
-                root / name / f"{i}.JPEG")
-    return root
-
-
 def evaluate(run, eval_set, folder):
     spec = {"eval_set": eval_set, "batch_size": 4, "dir": str(folder), "workers": 0,
             "data": {"dataset": "imagefolder", "train_dir": "", "val_dir": "",
@@ -54,8 +43,8 @@ def test_imagenet_r_logits_are_masked_to_its_200_classes(tmp_path):
     trained_stage(tmp_path, favourite=0)  # tench is not one of ImageNet-R's classes
     r_wnids = (DATA / "imagenet_r_wnids.txt").read_text().split()
     assert len(r_wnids) == 200 and "n01440764" not in r_wnids
-    r = evaluate(tmp_path, "imagenet-r", folder_of(tmp_path / "r", r_wnids[:3]))
-    v2 = evaluate(tmp_path, "imagenet-v2", folder_of(tmp_path / "v2", ["1", "2", "3"]))
+    r = evaluate(tmp_path, "imagenet-r", class_folders(tmp_path / "r", r_wnids[:3], 2))
+    v2 = evaluate(tmp_path, "imagenet-v2", class_folders(tmp_path / "v2", ["1", "2", "3"], 2))
     assert set(r) == set(v2) == KEYS
     assert r["classes_scored"] == 200 and v2["classes_scored"] == 1000
     assert r["n"] == v2["n"] == 6

@@ -3,28 +3,14 @@ tiny Stable Diffusion, packed as JPEG rows, trained, evaluated in-domain and
 on an ImageNet-V2-style folder, and fitted."""
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import tiny_pipelines as tiny
-from conftest import run_module
+from conftest import class_folders, run_module
 from synscale.plan import state
 
 pytestmark = pytest.mark.slow
 WNIDS = ("n01440764", "n01443537", "n01484850")  # tench, goldfish, great white shark
-
-
-def folders(root, per_class, names=WNIDS, seed=0):
-    """Class c's images lean to colour channel c, so a model can learn them."""
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(names):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            image = rng.integers(0, 120, (40, 48, 3))
-            image[..., c] += 120
-            Image.fromarray(image.astype(np.uint8)).save(root / name / f"{i:03d}.JPEG")
-    return root
 
 
 STUDY = """
@@ -72,9 +58,9 @@ workers = 1
 
 
 def test_image_folder_study_runs_end_to_end(tmp_path):
-    folders(tmp_path / "train", 5)
-    folders(tmp_path / "val", 3, seed=1)
-    folders(tmp_path / "v2", 2, names=("0", "1", "2"), seed=2)
+    class_folders(tmp_path / "train", WNIDS, 5)
+    class_folders(tmp_path / "val", WNIDS, 3, seed=1)
+    class_folders(tmp_path / "v2", ("0", "1", "2"), 2, seed=2)
     (tmp_path / "classes.txt").write_text("\n".join(WNIDS) + "\n")
     sd = tiny.stable_diffusion(tmp_path / "sd")
     study = tmp_path / "folders.toml"
@@ -97,9 +83,9 @@ def test_image_folder_study_runs_end_to_end(tmp_path):
 
 
 def test_missing_class_folders_stop_the_launch(tmp_path):
-    folders(tmp_path / "train", 2, names=WNIDS[:2])
-    folders(tmp_path / "val", 2)
-    folders(tmp_path / "v2", 2, names=("0", "1", "2"))
+    class_folders(tmp_path / "train", WNIDS[:2], 2)
+    class_folders(tmp_path / "val", WNIDS, 2)
+    class_folders(tmp_path / "v2", ("0", "1", "2"), 2)
     (tmp_path / "classes.txt").write_text("\n".join(WNIDS) + "\n")
     study = tmp_path / "folders.toml"
     study.write_text(STUDY.format(root=tmp_path, sd=tmp_path / "no-sd")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from synscale.data.folders import is_image
+
 FOLDER_SETS = ("imagenet-val", "imagenet-sketch", "imagenet-r", "imagenet-a", "imagenet-v2")
 SUBSETS = {"imagenet-r": "imagenet_r_wnids.txt", "imagenet-a": "imagenet_a_wnids.txt"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then center-crop: 256 -> 224
 
 
@@ -65,7 +66,7 @@ class ImageFolderSet:
             raise ValueError(f"{root}: class folders {unknown[:5]} are not in the study's class "
                              "list (folders are named by wnid, class index or class name)")
         self.items = [(f, by_name[d.name]) for d in sorted(root.iterdir()) if d.is_dir()
-                      for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+                      for f in sorted(d.iterdir()) if is_image(f)]
         if not self.items:
             raise ValueError(f"{root}: no images in its class folders")
         self.transform = eval_transform(size)

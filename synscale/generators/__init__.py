@@ -45,11 +45,7 @@ class EmbeddedDDPM:
 
         self.unet, self.config = ddpm.load_embedded()
         self.sampler = "ddpm" if sampler == "default" else sampler
-        self.resolution = self.config["unet"]["sample_size"]
         self.describe = {"pipeline": "embedded DDPM (UNet2DModel)", "weights": "embedded"}
-
-    def guidance_scale(self, t: float) -> float:
-        return 1.0 + t
 
     def render(self, labels, prompts, seeds, t: float, steps: int):
         from synscale.generators import ddpm

@@ -4,10 +4,9 @@ upsamples to 256 px from the same embeddings. The study's weights are the
 stages in order: one id renders 64 px, two render 256 px."""
 from __future__ import annotations
 
-import numpy as np
-
 from synscale.generators.pipeline import (RenderOptions, device_and_dtype, generators,
-                                          speed_up, to_uint8, use_sampler)
+                                          guidance_scale, safety_flags, speed_up, to_uint8,
+                                          use_sampler)
 from synscale.generators.weights import resolve
 
 # Stage II's settings: diffusers' defaults (guidance_scale 4.0 is t = 3).
@@ -45,25 +44,18 @@ class Imagen:
                          "weights": stages, **({"sr": self.extra} if self.sr else {}),
                          "safety_checker": self.base.safety_checker is not None}
 
-    def guidance_scale(self, t: float) -> float:
-        return 1.0 + t
-
     def render(self, prompts: list[str], seeds: list[int], t: float, steps: int):
         positive, negative = self.base.encode_prompt(list(prompts), do_classifier_free_guidance=True,
                                                      clean_caption=False)
         out = self.base(prompt_embeds=positive, negative_prompt_embeds=negative,
                         generator=generators(seeds), num_inference_steps=steps,
-                        guidance_scale=self.guidance_scale(t), output_type="pt")
+                        guidance_scale=guidance_scale(t), output_type="pt")
         images, flags = out.images, getattr(out, "nsfw_detected", None)
         if self.sr is None:
-            return to_uint8(((images + 1) / 2).permute(0, 2, 3, 1)), _flags(flags)
+            return to_uint8(((images + 1) / 2).permute(0, 2, 3, 1)), safety_flags(flags)
         out = self.sr(image=images, prompt_embeds=positive, negative_prompt_embeds=negative,
                       generator=generators([s ^ 0x5EED for s in seeds]),
                       num_inference_steps=self.extra["sr_steps"],
-                      guidance_scale=1.0 + self.extra["sr_guidance"],
+                      guidance_scale=guidance_scale(self.extra["sr_guidance"]),
                       noise_level=self.extra["noise_level"], output_type="np")
-        return to_uint8(out.images), _flags(getattr(out, "nsfw_detected", None))
-
-
-def _flags(flags):
-    return None if flags is None else np.asarray(flags, dtype=bool)
+        return to_uint8(out.images), safety_flags(getattr(out, "nsfw_detected", None))

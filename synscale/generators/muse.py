@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synscale.generators.pipeline import (RenderOptions, device_and_dtype, speed_up, to_uint8,
-                                          use_sampler)
+from synscale.generators.pipeline import (RenderOptions, device_and_dtype,
+                                          guidance_scale, speed_up, to_uint8, use_sampler)
 from synscale.generators.weights import resolve
 
 OPTIONS: dict = {}
@@ -30,16 +30,13 @@ class Muse:
         self.resolution = options.resolution or native
         self.describe = {"pipeline": "AmusedPipeline", "weights": str(weights)}
 
-    def guidance_scale(self, t: float) -> float:
-        return 1.0 + t
-
     def render(self, prompts: list[str], seeds: list[int], t: float, steps: int):
         import torch
 
         images = []
         for prompt, seed in zip(prompts, seeds):
             out = self.pipe(prompt=[prompt], generator=torch.Generator("cpu").manual_seed(int(seed)),
-                            num_inference_steps=steps, guidance_scale=self.guidance_scale(t),
+                            num_inference_steps=steps, guidance_scale=guidance_scale(t),
                             height=self.resolution, width=self.resolution, output_type="np")
             images.append(to_uint8(out.images))
         return np.concatenate(images), None

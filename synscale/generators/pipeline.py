@@ -31,6 +31,12 @@ class RenderOptions:
         return cls(**{f.name: spec[f.name] for f in fields(cls) if f.name in spec})
 
 
+def guidance_scale(t: float) -> float:
+    """The paper's t as diffusers' scale: eps_u + s (eps_c - eps_u) equals
+    (1+t) eps_c - t eps_u at s = 1 + t."""
+    return 1.0 + t
+
+
 def device_and_dtype(options: RenderOptions):
     import torch
 
@@ -70,6 +76,11 @@ def generators(seeds) -> list:
     import torch
 
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def safety_flags(flags) -> np.ndarray | None:
+    """The safety checker's per-image flags, or None where the pipeline has none."""
+    return None if flags is None else np.asarray(flags, dtype=bool)
 
 
 def to_uint8(images) -> np.ndarray:

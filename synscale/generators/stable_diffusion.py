@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from synscale.generators.pipeline import (RenderOptions, device_and_dtype, generators,
-                                          speed_up, to_uint8, use_sampler)
+                                          guidance_scale, safety_flags, speed_up, to_uint8,
+                                          use_sampler)
 from synscale.generators.weights import resolve
 
 OPTIONS: dict = {}  # no options of its own
@@ -36,12 +35,9 @@ class StableDiffusion:
         self.describe = {"pipeline": cls.__name__, "weights": str(weights),
                          "safety_checker": getattr(self.pipe, "safety_checker", None) is not None}
 
-    def guidance_scale(self, t: float) -> float:
-        return 1.0 + t  # diffusers: eps_u + s (eps_c - eps_u) = (1+t) eps_c - t eps_u at s = 1 + t
-
     def render(self, prompts: list[str], seeds: list[int], t: float, steps: int):
         out = self.pipe(prompt=list(prompts), generator=generators(seeds),
-                        num_inference_steps=steps, guidance_scale=self.guidance_scale(t),
+                        num_inference_steps=steps, guidance_scale=guidance_scale(t),
                         height=self.resolution, width=self.resolution, output_type="np")
         flags = getattr(out, "nsfw_content_detected", None)
-        return to_uint8(out.images), None if flags is None else np.asarray(flags, dtype=bool)
+        return to_uint8(out.images), safety_flags(flags)

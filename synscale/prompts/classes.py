@@ -77,6 +77,14 @@ def class_list(name: str) -> tuple[ClassInfo, ...]:
                      "nor a file with one wnid or name per line")
 
 
+def of_data(data: dict) -> tuple[ClassInfo, ...]:
+    """The classes a run's data spec names: the digits, or an image folder's
+    class list (ImageNet-1k when it names none)."""
+    if data["dataset"] == "digits":
+        return digits()
+    return class_list(data.get("classes") or "imagenet-1k")
+
+
 def find(classes: tuple[ClassInfo, ...], query: str) -> ClassInfo:
     """A class by CLIP name, any WordNet lemma or wnid (case-insensitive)."""
     q = query.strip().lower()

@@ -13,33 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from synscale.data.folders import class_key, images_of
 from synscale.plan import state
+from synscale.prompts.classes import of_data
 
 VERSION = "1"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-
-
-def class_key(c) -> str:
-    """The class's folder name in an image folder: its wnid, or its name."""
-    return c.wnid or c.clip_name
-
-
-def images_of(train_dir: str, key: str, n: int) -> list[Path]:
-    folder = Path(train_dir) / key
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no folder for class {key!r} in data.train_dir")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files[:n]
 
 
 def run(ctx) -> dict:
     spec = ctx.spec
-    from synscale.stages.generate import class_infos
-
     lo, hi = spec["classes"]
-    classes = class_infos(spec)[lo:hi]
+    classes = of_data(spec["data"])[lo:hi]
     captioner = None
     captioned = 0
     for c in classes:

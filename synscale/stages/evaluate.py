@@ -25,8 +25,8 @@ def _batches(spec: dict, image_shape):
         return ((torch.from_numpy(x[lo:lo + step]), torch.from_numpy(y[lo:lo + step]))
                 for lo in range(0, len(x), step)), None
     from synscale.data.evalsets import ImageFolderSet, class_mask
-    from synscale.prompts.classes import class_list
-    classes = class_list(spec["data"]["classes"] or "imagenet-1k")
+    from synscale.prompts.classes import of_data
+    classes = of_data(spec["data"])
     dataset = ImageFolderSet(spec["dir"], classes, size=image_shape[1])
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec["batch_size"],
                                          num_workers=spec.get("workers", 2))

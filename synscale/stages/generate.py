@@ -18,7 +18,9 @@ import numpy as np
 
 from synscale.plan import state
 from synscale.plan.hashing import image_seed
+from synscale.generators.pipeline import guidance_scale
 from synscale.generators.scores import Scorer
+from synscale.prompts.classes import of_data
 from synscale.prompts.strategies import pick
 
 VERSION = "2"  # 2: prompts from the prompt strategies, per-image metadata
@@ -32,13 +34,6 @@ def shard_plan(classes: tuple[int, int], per_class: int, batch: int) -> list[tup
 
 def shard_path(folder: Path, c: int, start: int) -> Path:
     return Path(folder) / f"shard-{c:05d}-{start:07d}.npz"
-
-
-def class_infos(spec: dict):
-    """The study's classes, with what prompt strategies need."""
-    from synscale.prompts.classes import class_list
-    data = spec["data"]
-    return class_list("digits" if data["dataset"] == "digits" else data["classes"])
 
 
 def _renderer(spec: dict):
@@ -55,8 +50,7 @@ class _PromptRenderer:
     """A diffusers generator, which reads prompts and ignores labels."""
 
     def __init__(self, model):
-        self.model, self.resolution, self.describe = model, model.resolution, model.describe
-        self.guidance_scale = model.guidance_scale
+        self.model, self.describe = model, model.describe
 
     def render(self, labels, prompts, seeds, t, steps):
         return self.model.render(prompts, seeds, t, steps)
@@ -78,7 +72,7 @@ def _prompt_pools(ctx, classes):
 def run(ctx) -> dict:
     spec = ctx.spec
     lo, hi = spec["classes"]
-    classes = class_infos(spec)[lo:hi]
+    classes = of_data(spec["data"])[lo:hi]
     pools = _prompt_pools(ctx, classes)
     shards = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
     renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
@@ -118,7 +112,7 @@ def run(ctx) -> dict:
     manifest = {
         "generator": spec["generator"], "guidance": spec["guidance"],
         # diffusers' convention, recorded beside the paper's t.
-        "guidance_scale": 1.0 + spec["guidance"], "scheduler": spec["scheduler"],
+        "guidance_scale": guidance_scale(spec["guidance"]), "scheduler": spec["scheduler"],
         "steps": spec["steps"], "classes": spec["classes"],
         "images_per_class": spec["images_per_class"], "prompts": spec["prompts"],
         "distinct_prompts_per_class": {str(c): len(v) for c, v in per_class.items()},

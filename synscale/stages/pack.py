@@ -55,11 +55,11 @@ def _run_rgb(ctx) -> dict:
     spec = ctx.spec
     quality = {}
     if spec["source"] == "real":
-        from synscale.stages.caption import images_of, class_key
-        from synscale.stages.generate import class_infos
+        from synscale.data.folders import class_key, images_of
+        from synscale.prompts.classes import of_data
 
         items, labels = [], []
-        for c in class_infos(spec):
+        for c in of_data(spec["data"]):
             files = images_of(spec["data"]["train_dir"], class_key(c), spec["per_class"])
             items += files
             labels += [c.index] * len(files)

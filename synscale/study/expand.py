@@ -29,12 +29,8 @@ def _real_data_spec(s: Study) -> dict:
 
 
 def _num_classes(s: Study) -> int:
-    if s.data.dataset == "digits":
-        return 10
-    if s.data.classes:
-        from synscale.prompts.classes import class_list
-        return len(class_list(s.data.classes))
-    return 1000  # an image folder without a class list: ImageNet-1k
+    from synscale.prompts.classes import of_data
+    return len(of_data(_real_data_spec(s)))
 
 
 def _models(s: Study) -> list[dict]:

@@ -44,11 +44,12 @@ def problems(s: Study, backend: str) -> list[str]:
 
 def _class_folders(s: Study) -> list[str]:
     """Each class of the study needs its folder in data.train_dir."""
-    from synscale.prompts.classes import class_list
-    from synscale.stages.caption import class_key
+    from synscale.data.folders import class_key
+    from synscale.prompts.classes import of_data
 
     try:
-        keys = [class_key(c) for c in class_list(s.data.classes or "imagenet-1k")]
+        keys = [class_key(c) for c in of_data({"dataset": s.data.dataset,
+                                                "classes": s.data.classes})]
     except ValueError as e:
         return [f"{s.path}: data.classes = {s.data.classes!r}: {e}"]
     missing = [k for k in keys if not (Path(s.data.train_dir) / k).is_dir()]

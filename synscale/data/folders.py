@@ -1,0 +1,27 @@
+"""Image folders: one folder per class, named by the class's wnid (or by its
+name, for class lists without wnids), images taken in file-name order."""
+from __future__ import annotations
+
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def class_key(c) -> str:
+    """The class's folder name in an image folder: its wnid, or its name."""
+    return c.wnid or c.clip_name
+
+
+def images_of(train_dir: str, key: str, n: int) -> list[Path]:
+    """The first `n` images of class folder `key`, in file-name order."""
+    folder = Path(train_dir) / key
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no folder for class {key!r} in data.train_dir")
+    files = sorted(p for p in folder.iterdir() if is_image(p))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files[:n]

@@ -24,10 +24,12 @@ import numpy as np
 from scipy import optimize, stats
 
 # Axis columns of the metrics table; rows sharing all of them form a series.
-DEFAULT_AXES = ("eval_set", "source", "generator", "prompts", "guidance", "arch", "width")
+# templates: the zero-shot template set of a CLIP evaluation.
+DEFAULT_AXES = ("eval_set", "templates", "source", "generator", "prompts", "guidance",
+                "synthetic_share", "arch", "width")
 # Axes that say where the training data came from. Two series that differ
 # only in these are the same model on the same eval set, so comparable.
-SOURCE_AXES = ("source", "generator", "prompts", "guidance")
+SOURCE_AXES = ("source", "generator", "prompts", "guidance", "synthetic_share")
 LAWS = ("power", "power+offset")
 # Distinct sizes each law needs: more than its parameter count, so that the
 # fit is tested by at least one point rather than passing through all of them.
@@ -249,18 +251,21 @@ def sort_key(key: Mapping[str, Any]) -> tuple:
 
 
 def fit_series(rows: Sequence[Mapping[str, Any]], x: str = "images_per_class", y: str = "loss",
-               axes: Sequence[str] = DEFAULT_AXES, law: str = "power") -> list[SeriesFit]:
+               axes: Sequence[str] | None = None, law: str = "power") -> list[SeriesFit]:
     """Group metric rows into series by `axes` and fit `y` against `x` in each.
 
-    Rows may come from memory or from metrics.csv (values as strings). A
-    series whose points cannot be fitted gets `fit=None` and the reason in
-    `error`; a mistake that concerns the whole table (unknown law, a column
-    no row has, a row missing an axis) raises ValueError.
+    Rows may come from memory or from metrics.csv (values as strings). Without
+    `axes`, the DEFAULT_AXES the rows have (a table from before an axis
+    existed still fits). A series whose points cannot be fitted gets
+    `fit=None` and the reason in `error`; a mistake that concerns the whole
+    table (unknown law, a column no row has, a row missing an axis) raises
+    ValueError.
     """
     if law not in FITTERS:
         raise ValueError(f"unknown law {law!r}; allowed: {', '.join(LAWS)}")
-    axes = list(axes)
     rows = list(rows)
+    axes = list(axes) if axes is not None else [a for a in DEFAULT_AXES
+                                                if any(a in r for r in rows)]
     if not rows:
         return []
     for col, what in ((x, "x"), (y, "y")):

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from synscale.plan.graph import Plan, Stage
 from synscale.plan.hashing import stage_id
 from synscale.stages import runner_versions
-from synscale.study.schema import Study
+from synscale.study.schema import Study, mixture_split
 
 
 def _stage(kind: str, spec: dict, inputs: tuple = (), axes: dict | None = None) -> Stage:
@@ -35,10 +35,14 @@ def _num_classes(s: Study) -> int:
 
 def _models(s: Study) -> list[dict]:
     m = s.model
+    clip = {} if m.objective != "clip" else {"objective": "clip",
+                                              "context_length": m.context_length}
     if m.arch != "vit":
-        return [{"arch": m.arch}]
+        return [{"arch": m.arch, **clip}]
+    if clip:
+        clip["embed_dim"] = m.embed_dim
     return [{"arch": "vit", "width": w, "depth": m.depth, "heads": m.heads,
-             "patch_size": m.patch_size, "mlp_ratio": m.mlp_ratio} for w in m.width]
+             "patch_size": m.patch_size, "mlp_ratio": m.mlp_ratio, **clip} for w in m.width]
 
 
 def _render_settings(g, generator: str) -> dict:
@@ -70,23 +74,36 @@ def _prompt_settings(s: Study, strategy: str) -> dict:
     return {}
 
 
-def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple]]:
-    """(pack stage, generate stages, axes, sizes) per data source."""
-    out = []
-    if "real" in s.sweep.sources:
-        rgb = {} if s.data.dataset == "digits" else {
-            "resolution": s.data.resolution, "per_class": max(s.sweep.real_images_per_class)}
-        pack = _stage("pack", {"source": "real", "data": real, **rgb})
-        out.append((pack, [], {"source": "real", "generator": "", "prompts": "", "guidance": ""},
-                    s.sweep.real_images_per_class))
-    if "synthetic" not in s.sweep.sources:
-        return out
+def _captions(s: Study, source: str) -> dict:
+    """What a CLIP study's packs write beside the images: each row's caption."""
+    if s.model.objective != "clip":
+        return {}
+    if source == "synthetic":
+        return {"captions": {"from": "prompts"}}  # the prompt each image was rendered from
+    d = s.data
+    return {"captions": {"pairs": d.caption_pairs, "prompts": d.caption_prompts,
+                         "seed": s.study.seed}}
+
+
+def _real_pack(s: Study, real: dict) -> Stage:
+    from synscale.study.load import real_needed
+    sizes = s.sweep.real_images_per_class if "real" in s.sweep.sources else ()
+    rgb = {} if s.data.dataset == "digits" else {
+        "resolution": s.data.resolution, "per_class": max((*sizes, real_needed(s.sweep)))}
+    return _stage("pack", {"source": "real", "data": real, **rgb, **_captions(s, "real")})
+
+
+def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict]]:
+    """(pack, the stages it reads, axes) per generation config."""
     g = s.generate
     n_classes = _num_classes(s)
-    largest = max(s.sweep.synthetic_images_per_class)
+    largest = max((*s.sweep.synthetic_images_per_class,
+                   *(mixture_split(n, share)[1] for n in s.sweep.mixture_images_per_class
+                     for share in s.sweep.synthetic_shares)))
     ranges = [[lo, min(lo + g.classes_per_task, n_classes)]
               for lo in range(0, n_classes, g.classes_per_task)]
     captions = _caption_stages(s, real, ranges)
+    out = []
     for generator in g.generators:
         for prompts in g.prompts:
             for guidance in g.guidance:
@@ -102,12 +119,34 @@ def _sources(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict, tuple
                         for r in ranges]
                 rgb = {} if s.data.dataset == "digits" else {"resolution": s.data.resolution}
                 pack = _stage("pack", {"source": "synthetic", "data": real,
-                                       "num_classes": n_classes, **rgb},
+                                       "num_classes": n_classes, **rgb,
+                                       **_captions(s, "synthetic")},
                               tuple(x.id for x in gens))
-                axes = {"source": "synthetic", "generator": generator, "prompts": prompts,
-                        "guidance": guidance}
-                out.append((pack, [*reads.values(), *gens], axes,
-                            s.sweep.synthetic_images_per_class))
+                axes = {"generator": generator, "prompts": prompts, "guidance": guidance}
+                out.append((pack, [*reads.values(), *gens], axes))
+    return out
+
+
+def _sources(s: Study, real: dict) -> list[tuple[list[Stage], tuple, dict, tuple, dict]]:
+    """Per training source: (stages it needs, packs a training reads, axes,
+    sizes, what the training spec adds). A mixture reads (real, synthetic)."""
+    sw, out = s.sweep, []
+    real_pack = _real_pack(s, real) if {"real", "mixture"} & set(sw.sources) else None
+    no_gen = {"generator": "", "prompts": "", "guidance": "", "synthetic_share": ""}
+    if "real" in sw.sources:
+        out.append(([real_pack], (real_pack,), {"source": "real", **no_gen},
+                    sw.real_images_per_class, {}))
+    if not {"synthetic", "mixture"} & set(sw.sources):
+        return out
+    for pack, gens, gen_axes in _synthetic_packs(s, real):
+        if "synthetic" in sw.sources:
+            out.append(([*gens, pack], (pack,),
+                        {"source": "synthetic", **gen_axes, "synthetic_share": ""},
+                        sw.synthetic_images_per_class, {}))
+        for share in (sw.synthetic_shares if "mixture" in sw.sources else ()):
+            out.append(([real_pack, *gens, pack], (real_pack, pack),
+                        {"source": "mixture", **gen_axes, "synthetic_share": share},
+                        sw.mixture_images_per_class, {"synthetic_share": share}))
     return out
 
 
@@ -134,24 +173,38 @@ def _eval_spec(s: Study, eval_set: str, real: dict) -> dict:
     return spec
 
 
+def _evaluations(s: Study, real: dict) -> list[tuple[dict, dict]]:
+    """(spec, axes) of each evaluation of one trained model: a CLIP model is
+    scored zero-shot once per template set."""
+    out = []
+    for eval_set in s.evaluate.sets:
+        spec = _eval_spec(s, eval_set, real)
+        if s.model.objective != "clip":
+            out.append((spec, {"eval_set": eval_set}))
+            continue
+        out += [({**spec, "zero_shot_templates": t}, {"eval_set": eval_set, "templates": t})
+                for t in s.evaluate.zero_shot_templates]
+    return out
+
+
 def expand(s: Study) -> Plan:
     real = _real_data_spec(s)
     recipe = asdict(s.train)
     stages: list[Stage] = []
     seen: set[str] = set()
-    for pack, gens, source_axes, sizes in _sources(s, real):
-        # caption stages are shared by several generation configs: plan each once
-        stages += [x for x in gens if x.id not in seen] + [pack]
-        seen.update(x.id for x in gens)
+    for needs, packs, source_axes, sizes, adds in _sources(s, real):
+        # packs and caption stages are shared by several sources: plan each once
+        stages += [x for x in needs if x.id not in seen]
+        seen.update(x.id for x in needs)
         for model in _models(s):
             for n in sizes:
                 axes = {**source_axes, "arch": model["arch"], "width": model.get("width", ""),
                         "images_per_class": n}
                 train = _stage("train", {"model": model, "recipe": recipe, "images_per_class": n,
-                                         "num_classes": _num_classes(s), "seed": s.study.seed},
-                               (pack.id,), axes)
+                                         "num_classes": _num_classes(s), "seed": s.study.seed,
+                                         **adds},
+                               tuple(p.id for p in packs), axes)
                 stages.append(train)
-                for eval_set in s.evaluate.sets:
-                    stages.append(_stage("evaluate", _eval_spec(s, eval_set, real),
-                                         (train.id,), {**axes, "eval_set": eval_set}))
+                for spec, eval_axes in _evaluations(s, real):
+                    stages.append(_stage("evaluate", spec, (train.id,), {**axes, **eval_axes}))
     return Plan(s.study.name, stages)

@@ -17,7 +17,8 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from synscale.study.schema import RESOURCE_KINDS, SECTIONS, Resources, RetryPolicy, Study
+from synscale.study.schema import (ARCHS, CLIP_CONFIGS, RESOURCE_KINDS, SECTIONS, Resources,
+                                   RetryPolicy, Study, mixture_split)
 
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
               dict: "a table"}
@@ -127,10 +128,12 @@ def _section(cls: type, raw: Any, name: str, file: str, problems: list[str]):
 def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
     """Rules that relate keys to each other."""
     sw = s.sweep
-    for source, key in (("real", "real_images_per_class"), ("synthetic", "synthetic_images_per_class")):
+    for source, key in (("real", "real_images_per_class"), ("synthetic", "synthetic_images_per_class"),
+                        ("mixture", "mixture_images_per_class")):
         if source in sw.sources and not getattr(sw, key):
             problems.append(f"{file}: sweep.{key} = []: sweep.sources includes {source!r}, "
                             "so it needs at least one size")
+    _objective_checks(s, file, problems)
     m = s.model
     if m.arch == "vit":
         if not m.width:
@@ -149,14 +152,20 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
         if bad:
             problems.append(f"{file}: evaluate.sets = {list(s.evaluate.sets)}: the digits dataset "
                             "is evaluated on 'digits-test' only")
-        if sw.real_images_per_class and "real" in sw.sources:
+        if set(sw.sources) & {"real", "mixture"}:
             from synscale.data.digits import smallest_class_pool
             pool = smallest_class_pool(d.test_per_class)
-            too_big = [n for n in sw.real_images_per_class if n > pool]
+            sizes = sw.real_images_per_class if "real" in sw.sources else ()
+            too_big = [n for n in sizes if n > pool]
             if too_big:
                 problems.append(f"{file}: sweep.real_images_per_class = {too_big}: the digits pool "
                                 f"holds {pool} images in its smallest class after "
                                 f"{d.test_per_class} per class are held out for testing")
+            if "mixture" in sw.sources and real_needed(sw) > pool:
+                problems.append(f"{file}: sweep.mixture_images_per_class = "
+                                f"{list(sw.mixture_images_per_class)}: with synthetic_shares "
+                                f"{list(sw.synthetic_shares)} they need {real_needed(sw)} real "
+                                f"images per class; the digits pool holds {pool}")
     else:
         for key in ("train_dir", "val_dir"):
             if not getattr(d, key):
@@ -190,6 +199,37 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
     if s.train.min_steps > s.train.max_steps:
         problems.append(f"{file}: train.min_steps = {s.train.min_steps}: must be <= "
                         f"train.max_steps = {s.train.max_steps}")
+
+
+def real_needed(sw) -> int:
+    """Real images per class the mixtures read (the rest of each set is generated)."""
+    return max((mixture_split(n, share)[0] for n in sw.mixture_images_per_class
+                for share in sw.synthetic_shares), default=0)
+
+
+def _objective_checks(s: Study, file: str, problems: list[str]) -> None:
+    """What a classifier and a CLIP model each accept."""
+    m, t, d = s.model, s.train, s.data
+    if m.objective == "classifier":
+        if m.arch in CLIP_CONFIGS:
+            problems.append(f"{file}: model.arch = {m.arch!r}: an open_clip configuration; "
+                            f"objective 'classifier' takes {', '.join(ARCHS)}")
+        if d.caption_pairs:
+            problems.append(f"{file}: data.caption_pairs: captions train CLIP models only; "
+                            "set model.objective = \"clip\" or remove it")
+        return
+    for key in ("mixup", "cutmix", "randaugment"):
+        if getattr(t, key):
+            problems.append(f"{file}: train.{key} = {getattr(t, key)}: a classifier's "
+                            "augmentation; objective 'clip' trains without it (set 0)")
+    if d.dataset == "digits":
+        if d.caption_pairs:
+            problems.append(f"{file}: data.caption_pairs: the digits have no files to pair; "
+                            "their captions come from data.caption_prompts")
+        if d.caption_prompts not in ("classnames", "clip-templates-7", "clip-templates-80"):
+            problems.append(f"{file}: data.caption_prompts = {d.caption_prompts!r}: needs "
+                            "WordNet metadata, which the digits lack; use classnames, "
+                            "clip-templates-7 or clip-templates-80")
 
 
 def _generate_checks(s: Study, file: str, problems: list[str]) -> None:

@@ -20,7 +20,8 @@ PROMPT_STRATEGIES = (
 )
 # "default": the checkpoint's own sampler (the embedded DDPM's is ddpm).
 SCHEDULERS = ("default", "ddpm", "ddim", "dpm-solver", "euler")
-SOURCES = ("real", "synthetic")
+# mixture: real and generated images of one generation config at fixed shares
+SOURCES = ("real", "synthetic", "mixture")
 DATASETS = ("digits", "imagefolder")
 EVAL_SETS = ("digits-test", "imagenet-val", "imagenet-sketch", "imagenet-r",
              "imagenet-a", "imagenet-v2")
@@ -28,6 +29,14 @@ EVAL_SETS = ("digits-test", "imagenet-val", "imagenet-sketch", "imagenet-r",
 # VisionTransformer from the width/depth/heads/patch_size keys.
 ARCHS = ("vit", "vit_tiny_patch16_224", "vit_small_patch16_224",
          "vit_base_patch16_224", "vit_large_patch16_224")
+# CLIP: "vit" builds a small open_clip CLIP from the same keys; open_clip's
+# configurations by name; a timm ViT name gets open_clip's ViT-B-16 text tower.
+CLIP_CONFIGS = ("ViT-S-32", "ViT-S-16", "ViT-M-32", "ViT-M-16", "ViT-B-32", "ViT-B-16")
+OBJECTIVES = ("classifier", "clip")
+ZERO_SHOT_TEMPLATES = ("clip-templates-80", "clip-templates-7")
+# prompt strategies that caption real images from their class alone
+CAPTION_STRATEGIES = ("classnames", "classnames+description", "classnames+hypernyms",
+                      "clip-templates-7", "clip-templates-80")
 LAWS = ("power", "power+offset")
 BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
@@ -69,6 +78,12 @@ class DataSection:
                         type=str)
     resolution: int = spec(224, "imagefolder: training and evaluation image side, pixels",
                            type=int, min=8, max=1024)
+    caption_pairs: str = spec("", "clip, imagefolder: real image-caption pairs (.tsv/.csv with "
+                              "columns image, caption; image relative to train_dir)", type=str,
+                              path=True)
+    caption_prompts: str = spec("clip-templates-80", "clip: how real images without pairs are "
+                                "captioned, a prompt strategy on their class name", type=str,
+                                choices=CAPTION_STRATEGIES)
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,17 @@ class SweepSection:
     synthetic_images_per_class: tuple = spec((), "training-set sizes drawn from generated images "
                                              "(nested prefixes of the largest)", type=int, axis=True,
                                              min=1)
+    mixture_images_per_class: tuple = spec((), "mixture: training-set sizes, real and generated "
+                                           "images together", type=int, axis=True, min=1)
+    synthetic_shares: tuple = spec((0.5,), "mixture: share of generated images in the set and in "
+                                   "every batch", type=float, axis=True, min=0.0, max=1.0)
+
+
+def mixture_split(images_per_class: int, synthetic_share: float) -> tuple[int, int]:
+    """(real, generated) images per class of a mixture: the generated count is
+    rounded, the real images fill the rest."""
+    synthetic = int(round(images_per_class * synthetic_share))
+    return images_per_class - synthetic, synthetic
 
 
 @dataclass(frozen=True)
@@ -138,12 +164,19 @@ class PromptsSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    arch: str = spec("vit", "classifier architecture", type=str, choices=ARCHS)
+    objective: str = spec("classifier", "what is trained: a classifier of the class labels, or "
+                          "a CLIP model on image-caption pairs", type=str, choices=OBJECTIVES)
+    arch: str = spec("vit", "architecture (the image tower of a CLIP model)", type=str,
+                     choices=ARCHS + CLIP_CONFIGS)
     width: tuple = spec((), "vit: embedding width (a sweep axis)", type=int, axis=True, min=8)
     depth: int = spec(2, "vit: transformer blocks", type=int, min=1)
     heads: int = spec(2, "vit: attention heads (must divide every width)", type=int, min=1)
     patch_size: int = spec(2, "vit: patch size in pixels", type=int, min=1)
     mlp_ratio: float = spec(2.0, "vit: MLP hidden size / width", type=float, min=0.5)
+    embed_dim: int = spec(32, "clip, arch vit: joint embedding width (its text tower mirrors "
+                          "the image tower)", type=int, min=1)
+    context_length: int = spec(77, "clip: caption tokens (longer captions are cut)", type=int,
+                               min=4, max=77)
 
 
 @dataclass(frozen=True)
@@ -187,6 +220,9 @@ class EvaluateSection:
                       type=dict)
     workers: int = spec(2, "image decoding processes per evaluation (does not change results)",
                         type=int, min=0)
+    zero_shot_templates: tuple = spec(ZERO_SHOT_TEMPLATES, "clip: template sets that turn class "
+                                      "names into zero-shot classifiers", type=str, axis=True,
+                                      choices=ZERO_SHOT_TEMPLATES)
 
 
 @dataclass(frozen=True)

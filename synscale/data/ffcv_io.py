@@ -16,44 +16,12 @@ from synscale.plan import state
 
 
 class _Rows:
-    """The indexed-dataset protocol FFCV's writer reads."""
+    """The indexed-dataset protocol FFCV's writer reads: (image, label) or,
+    for packs with captions, (image, label, row) so that a batch can look
+    its captions up."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.images[i], int(self.labels[i])
-
-
-def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: int = 1) -> dict:
-    """Write `data.beton` and `index.json` into `folder`, both atomically."""
-    from ffcv.fields import IntField, NDArrayField
-    from ffcv.writer import DatasetWriter
-
-    order = np.argsort(labels, kind="stable")  # keeps each class's index order
-    images, labels = np.ascontiguousarray(images[order], dtype=np.float32), labels[order]
-    counts = np.bincount(labels)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    target = Path(folder) / "data.beton"
-    with state.atomic_path(target) as tmp:
-        fields = {"image": NDArrayField(shape=images.shape[1:], dtype=np.dtype("float32")),
-                  "label": IntField()}
-        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(
-            _Rows(images, labels))
-    index = {"rows": int(len(labels)), "shape": list(images.shape[1:]),
-             "class_counts": counts.tolist(), "class_offsets": offsets.tolist()}
-    state.write_json(Path(folder) / "index.json", index)
-    return index
-
-
-class _RGBRows:
-    """Rows of RGB images: uint8 HWC arrays, or image files read when written."""
-
-    def __init__(self, items, labels: np.ndarray):
-        self.items, self.labels = items, labels
+    def __init__(self, items, labels: np.ndarray, with_row: bool):
+        self.items, self.labels, self.with_row = items, labels, with_row
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,33 +32,67 @@ class _RGBRows:
             from PIL import Image
             with Image.open(item) as im:
                 item = np.asarray(im.convert("RGB"))
-        return item, int(self.labels[i])
+        return (item, int(self.labels[i])) + ((i,) if self.with_row else ())
+
+
+def _write(folder: Path, fields: dict, items, labels: np.ndarray, captions, workers: int,
+           index: dict) -> dict:
+    """data.beton, captions.json (a list of captions per row) and index.json,
+    each atomically, index.json last: a pack is readable once it exists."""
+    from ffcv.fields import IntField
+    from ffcv.writer import DatasetWriter
+
+    counts = np.bincount(labels)
+    if captions is not None:
+        if len(captions) != len(labels):
+            raise ValueError(f"{len(captions)} caption lists for {len(labels)} rows")
+        fields["row"] = IntField()
+    with state.atomic_path(Path(folder) / "data.beton") as tmp:
+        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(
+            _Rows(items, labels, captions is not None))
+    if captions is not None:
+        state.write_json(Path(folder) / "captions.json", [list(c) for c in captions])
+        index["captions"] = "captions.json"
+    index = {"rows": int(len(labels)), **index, "class_counts": counts.tolist(),
+             "class_offsets": np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()}
+    state.write_json(Path(folder) / "index.json", index)
+    return index
+
+
+def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: int = 1,
+                captions=None) -> dict:
+    """Float arrays (the digits) as rows, sorted by class (stable: each
+    class keeps its index order), with their captions (one list per row)."""
+    from ffcv.fields import IntField, NDArrayField
+
+    order = np.argsort(labels, kind="stable")
+    images, labels = np.ascontiguousarray(images[order], dtype=np.float32), labels[order]
+    captions = None if captions is None else [captions[i] for i in order]
+    fields = {"image": NDArrayField(shape=images.shape[1:], dtype=np.dtype("float32")),
+              "label": IntField()}
+    return _write(folder, fields, images, labels, captions, workers,
+                  {"shape": list(images.shape[1:])})
 
 
 def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
-                    workers: int = 1) -> dict:
+                    workers: int = 1, captions=None) -> dict:
     """RGB images (uint8 HWC arrays or file paths) as JPEG rows, the longest
     side at most resolution / 0.875 so that training crops `resolution` from
     them; labels must already be sorted (class order, index order within)."""
     from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
 
+    fields = {"image": RGBImageField(write_mode="jpg", jpeg_quality=90,
+                                     max_resolution=int(round(resolution / 0.875))),
+              "label": IntField()}
+    return _write(folder, fields, items, _sorted(labels), captions, workers,
+                  {"kind": "rgb", "shape": [3, resolution, resolution]})
+
+
+def _sorted(labels) -> np.ndarray:
     labels = np.asarray(labels)
     if np.any(np.diff(labels) < 0):
         raise ValueError("rows must come sorted by class")
-    counts = np.bincount(labels)
-    target = Path(folder) / "data.beton"
-    with state.atomic_path(target) as tmp:
-        fields = {"image": RGBImageField(write_mode="jpg", jpeg_quality=90,
-                                         max_resolution=int(round(resolution / 0.875))),
-                  "label": IntField()}
-        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(
-            _RGBRows(items, labels))
-    index = {"rows": int(len(labels)), "kind": "rgb", "shape": [3, resolution, resolution],
-             "class_counts": counts.tolist(),
-             "class_offsets": np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()}
-    state.write_json(Path(folder) / "index.json", index)
-    return index
+    return labels
 
 
 def prefix_indices(index: dict, per_class: int) -> np.ndarray:
@@ -103,9 +105,12 @@ def prefix_indices(index: dict, per_class: int) -> np.ndarray:
 
 
 def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, workers: int = 1,
-           train: bool = True, distributed: bool = False, normalize: bool = True):
+           train: bool = True, distributed: bool = False, normalize: bool = True,
+           rows: bool = False):
     """An FFCV Loader over chosen rows: random order per epoch for training;
-    `distributed` gives each torch.distributed rank its own share."""
+    `distributed` gives each torch.distributed rank its own share. Batches
+    are (images, labels), and the row numbers third with `rows` (packs with
+    captions)."""
     from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor
@@ -113,11 +118,15 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
     index = state.read_json(Path(folder) / "index.json")
     image = _rgb_pipeline(index["shape"][1], train, normalize) if index.get("kind") == "rgb" else \
         [NDArrayDecoder(), ToTensor()]
+    pipelines = {"image": image, "label": [IntDecoder(), ToTensor(), Squeeze(1)]}
+    if rows and not index.get("captions"):
+        raise ValueError(f"{folder}: this pack has no captions (packed for a classifier study)")
+    if index.get("captions"):
+        pipelines["row"] = [IntDecoder(), ToTensor(), Squeeze(1)] if rows else None
     return Loader(str(Path(folder) / "data.beton"), batch_size=batch_size, num_workers=workers,
                   order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
                   indices=np.asarray(indices).tolist(), seed=seed, drop_last=False,
-                  os_cache=True, distributed=distributed,
-                  pipelines={"image": image, "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
+                  os_cache=True, distributed=distributed, pipelines=pipelines)
 
 
 def _rgb_pipeline(size: int, train: bool, normalize: bool = True) -> list:

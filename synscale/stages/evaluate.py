@@ -1,10 +1,13 @@
-"""Evaluate: a trained classifier on a real evaluation set.
+"""Evaluate: a trained classifier, or a CLIP model zero-shot, on a real
+evaluation set.
 
 Its own stage, so adding an evaluation set never retrains. Writes
 metrics.json in one schema for every (train stage, eval set), which the
 analysis reads: loss (cross-entropy, no smoothing), top-1, top-5, per-class
 top-1 (None for classes the set lacks), the classes scored (ImageNet-R and
 -A: their 200, the logits masked to them) and the training size behind it.
+A CLIP model's logits are its scaled cosine similarities to each class's
+text embedding, averaged over a template set (7 or 80 CLIP templates).
 """
 from __future__ import annotations
 
@@ -33,24 +36,42 @@ def _batches(spec: dict, image_shape):
     return loader, class_mask(name, classes)
 
 
-def run(ctx) -> dict:
-    import torch
+def _scorer(spec: dict, trained: dict, train_dir):
+    """images -> logits over the class list."""
     from safetensors.torch import load_file
 
-    from synscale.models.vit import build_classifier
+    if trained.get("objective") != "clip":
+        from synscale.models.vit import build_classifier
+        model = build_classifier(trained["model"], trained["num_classes"],
+                                 tuple(trained["image_shape"]))
+        model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
+        return model.eval()
+    from synscale.models.clip import build_clip, tokenizer, zero_shot_weights
+    from synscale.prompts.classes import of_data
+    from synscale.prompts.strategies import templates
+
+    model = build_clip(trained["model"], trained["image_shape"])
+    model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
+    model.eval()
+    count = int(spec["zero_shot_templates"].rsplit("-", 1)[1])  # clip-templates-80 -> 80
+    classifier = zero_shot_weights(model, of_data(spec["data"]), templates(count),
+                                   tokenizer(trained["model"]["context_length"]))
+    scale = model.logit_scale.exp().item()
+    return lambda x: scale * model.encode_image(x).float() @ classifier.T
+
+
+def run(ctx) -> dict:
+    import torch
 
     spec = ctx.spec
     (train_dir,) = ctx.inputs.values()
     trained = state.read_json(train_dir / "manifest.json")
-    model = build_classifier(trained["model"], trained["num_classes"],
-                             tuple(trained["image_shape"]))
-    model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
-    model.eval()
+    score = _scorer(spec, trained, train_dir)
     batches, mask = _batches(spec, trained["image_shape"])
     logits, labels = [], []
     with torch.inference_mode():
         for x, y in batches:
-            logits.append(model(x).float())
+            logits.append(score(x).float())
             labels.append(y)
     logits, labels = torch.cat(logits), torch.cat(labels).long()
     if mask is not None:
@@ -68,5 +89,7 @@ def run(ctx) -> dict:
                "per_class_top1": per_class, "classes_scored": scored,
                "images_per_class": trained["images_per_class"], "images": trained["images"],
                "steps": trained["steps"]}
+    if "zero_shot_templates" in spec:
+        metrics["zero_shot_templates"] = spec["zero_shot_templates"]
     state.write_json(ctx.dir / "metrics.json", metrics)
     return {"loss": loss, "top1": metrics["top1"]}

@@ -2,6 +2,9 @@
 config), plus how recognizable and diverse generated images are.
 
 Sizes are not packed separately: train selects per-class prefixes by index.
+For CLIP studies a pack also holds each row's captions: a generated image's
+prompt; a real image's captions from the study's pairs file, or one caption
+picked by (seed, class, index) from a prompt strategy on its class name.
 """
 from __future__ import annotations
 
@@ -25,8 +28,12 @@ def run(ctx) -> dict:
     spec = ctx.spec
     split = _real_pool(spec["data"])
     quality = {}
+    captions = None
     if spec["source"] == "real":
-        images, labels = split.train_x, split.train_y
+        order = np.argsort(split.train_y, kind="stable")  # the order write_beton keeps
+        images, labels = split.train_x[order], split.train_y[order]
+        if spec.get("captions"):
+            captions = _real_captions(spec, labels)
     else:
         from synscale.models.reference import diversity, fit_reference, recognizability
         from synscale.stages.generate import read_shards
@@ -34,6 +41,8 @@ def run(ctx) -> dict:
         parts = [read_shards(ctx.inputs[i]) for i in ctx.stage.inputs]
         images = np.concatenate([p["images"] for p in parts])
         labels = np.concatenate([p["labels"] for p in parts])
+        if spec.get("captions"):
+            captions = [[str(p)] for part in parts for p in part["prompts"]]
         # Scored by a classifier of the real pool: how often a generated image
         # is recognized as its class, and how spread out each class is.
         ref = fit_reference(split.train_x, split.train_y, seed=spec["data"]["split_seed"])
@@ -42,7 +51,7 @@ def run(ctx) -> dict:
                    "real_test_accuracy": recognizability(ref, split.test_x, split.test_y),
                    "real_pool_diversity": diversity(ref, split.train_x, split.train_y)}
         state.write_json(ctx.dir / "quality.json", quality)
-    index = write_beton(ctx.dir, images, labels)
+    index = write_beton(ctx.dir, images, labels, captions=captions)
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], **quality}
 
@@ -53,7 +62,7 @@ def _run_rgb(ctx) -> dict:
     from synscale.data.ffcv_io import write_rgb_beton
 
     spec = ctx.spec
-    quality = {}
+    quality, captions = {}, None
     if spec["source"] == "real":
         from synscale.data.folders import class_key, images_of
         from synscale.prompts.classes import of_data
@@ -64,6 +73,8 @@ def _run_rgb(ctx) -> dict:
             items += files
             labels += [c.index] * len(files)
         labels = np.array(labels)
+        if spec.get("captions"):
+            captions = _real_captions(spec, labels, items)
     else:
         from synscale.stages.generate import read_shards
 
@@ -72,13 +83,32 @@ def _run_rgb(ctx) -> dict:
         labels = np.concatenate([p["labels"] for p in parts])
         order = np.argsort(labels, kind="stable")
         items, labels = items[order], labels[order]
+        if spec.get("captions"):
+            prompts = np.concatenate([p["prompts"] for p in parts])[order]
+            captions = [[str(p)] for p in prompts]
         quality = _mean_scores(ctx)
         if quality:
             state.write_json(ctx.dir / "quality.json", quality)
     index = write_rgb_beton(ctx.dir, items, labels, spec["resolution"],
-                            workers=spec.get("workers", 1))
+                            workers=spec.get("workers", 1), captions=captions)
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], **quality}
+
+
+def _real_captions(spec: dict, labels: np.ndarray, files=None) -> list[list[str]]:
+    """Captions of real rows sorted by class: every caption the pairs file
+    gives an image, or one picked from the prompt strategy's pool."""
+    c = spec["captions"]
+    if c["pairs"]:
+        from synscale.data.captions import read_pairs
+        return read_pairs(c["pairs"], spec["data"]["train_dir"], files)
+    from synscale.prompts import PromptOptions, build_pools, pick
+    from synscale.prompts.classes import of_data
+
+    pools = build_pools(c["prompts"], list(of_data(spec["data"])), PromptOptions(), c["seed"])
+    first = {int(k): int(np.argmax(labels == k)) for k in np.unique(labels)}
+    return [[pick(pools.prompts[int(k)], c["seed"], int(k), i - first[int(k)])]
+            for i, k in enumerate(labels)]
 
 
 def _mean_scores(ctx) -> dict:

@@ -1,5 +1,7 @@
-"""Train: a timm ViT classifier on a per-class prefix of one pack, through
-DeepSpeed (a torch AdamW handed to deepspeed.initialize, gloo on the CPU).
+"""Train: a timm ViT classifier or a CLIP model (models/objectives.py) on a
+per-class prefix of one pack, or of two packs at a fixed share (a mixture),
+through DeepSpeed (a torch AdamW handed to deepspeed.initialize, gloo on the
+CPU).
 
 How many steps a data size gets is a rule of the study (epochs over the
 subset, clamped to [min_steps, max_steps]); the rule and its outcome land in
@@ -11,6 +13,7 @@ import math
 
 from synscale.backends import preemption
 from synscale.plan import state
+from synscale.study.schema import mixture_split
 
 VERSION = "1"
 
@@ -29,22 +32,42 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _parts(ctx, micro: int) -> tuple[list, dict, int]:
+    """The packs this training reads as stream parts, the first pack's
+    index, and how many images the training set holds. A mixture reads
+    (real, synthetic) and splits every micro batch by the study's share."""
+    from synscale.data.ffcv_io import prefix_indices
+    from synscale.data.stream import Part
+
+    spec = ctx.spec
+    folders = [ctx.inputs[i] for i in ctx.stage.inputs]
+    indexes = [state.read_json(f / "index.json") for f in folders]
+    share = spec.get("synthetic_share")
+    if share is None:
+        rows = prefix_indices(indexes[0], spec["images_per_class"])
+        return [Part(folders[0], rows, micro)], indexes[0], len(rows)
+    synthetic_micro = micro * share
+    if abs(synthetic_micro - round(synthetic_micro)) > 1e-9:
+        raise ValueError(f"sweep.synthetic_shares = {share}: a micro batch of {micro} images "
+                         f"cannot hold that share of generated images; choose train.batch_size "
+                         f"(or micro_batch_size) so that {share} * micro batch is whole")
+    sizes = mixture_split(spec["images_per_class"], share)
+    micros = (micro - int(round(synthetic_micro)), int(round(synthetic_micro)))
+    parts = [Part(f, prefix_indices(ix, n), m)
+             for f, ix, n, m in zip(folders, indexes, sizes, micros) if n]
+    return parts, indexes[0], sum(len(p.rows) for p in parts)
+
+
 def run(ctx) -> dict:
     import deepspeed
     import torch
     from safetensors.torch import save_file
 
     from synscale.backends.distributed import ensure_initialized
-    from synscale.data.augment import BatchAugment
-    from synscale.data.ffcv_io import loader, prefix_indices
-    from synscale.models.vit import build_classifier
+    from synscale.data.stream import Stream
+    from synscale.models.objectives import objective_for
 
     spec, recipe = ctx.spec, ctx.spec["recipe"]
-    (pack_dir,) = ctx.inputs.values()
-    index = state.read_json(pack_dir / "index.json")
-    rows = prefix_indices(index, spec["images_per_class"])
-    steps = step_count(recipe, len(rows))
-
     world = ensure_initialized()
     if recipe["batch_size"] % world["world_size"]:
         raise ValueError(f"train.batch_size = {recipe['batch_size']} cannot be split evenly over "
@@ -55,9 +78,11 @@ def run(ctx) -> dict:
         raise ValueError(f"train.micro_batch_size = {micro} must divide the {per_task} images "
                          f"each of {world['world_size']} tasks computes per step")
     accumulate = per_task // micro  # the global batch stays batch_size whatever the tasks
+    parts, index, set_size = _parts(ctx, micro)
+    steps = step_count(recipe, set_size)
     torch.manual_seed(spec["seed"])
-    model = build_classifier(spec["model"], spec["num_classes"], tuple(index["shape"]))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
+    objective = objective_for(spec, index["shape"], world, index)
+    optimizer = torch.optim.AdamW(objective.model.parameters(), lr=recipe["lr"],
                                   weight_decay=recipe["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, recipe["warmup_fraction"]))
@@ -67,18 +92,11 @@ def run(ctx) -> dict:
               "zero_optimization": {"stage": recipe["zero_stage"]},
               "bf16": {"enabled": recipe["precision"] == "bf16"},
               "steps_per_print": 10**9}
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
+    engine, _, _, _ = deepspeed.initialize(model=objective.model, optimizer=optimizer,
                                            lr_scheduler=schedule, config=config)
-    augment = BatchAugment(recipe, spec["num_classes"], spec["seed"] * 1000 + world["rank"])
-    if augment.randaugment and index.get("kind") != "rgb":
-        raise ValueError("train.randaugment works on image folders' RGB images, not the digits")
-    data = loader(pack_dir, rows, micro, seed=spec["seed"], workers=recipe["loader_workers"],
-                  distributed=world["world_size"] > 1, normalize=not augment.randaugment)
-    if augment.soft_targets:  # mixup's targets already carry the label smoothing
-        from timm.loss import SoftTargetCrossEntropy
-        criterion = SoftTargetCrossEntropy()
-    else:
-        criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+    stream = Stream(parts, seed=spec["seed"], workers=recipe["loader_workers"],
+                    distributed=world["world_size"] > 1, normalize=objective.normalize,
+                    captions=objective.captions)
     progress = {"step": 0, "curve": [], "resumed_at": []}
     checkpoint = ctx.dir / "checkpoint.pt"
     if checkpoint.exists():
@@ -91,39 +109,33 @@ def run(ctx) -> dict:
             _save(checkpoint, engine, optimizer, schedule, progress)
 
     preemption.register(save)
-    per_epoch = len(data)  # micro batches
-    # The epoch's order comes from (seed, epoch): resume at the same epoch and
-    # skip the micro batches already trained on, so the data order is exact.
-    # A checkpoint holds whole optimizer steps: a half-accumulated step is redone.
-    done_micro = progress["step"] * accumulate
-    data.next_epoch = done_micro // per_epoch
-    skip = done_micro % per_epoch
+    # Each epoch's order comes from (seed, epoch): the stream restarts at the
+    # micro batch after the last whole optimizer step the checkpoint holds
+    # (a half-accumulated step is redone), so the data order is exact.
     engine.train()
     pieces = []
-    while progress["step"] < steps:
-        for images, labels in data:
-            if skip:
-                skip -= 1
+    for images, labels, captions in stream.batches(progress["step"] * accumulate):
+        if progress["step"] >= steps:
+            break
+        with preemption.deferred():
+            micro_step = progress["step"] * accumulate + len(pieces)
+            loss = objective.loss(engine, images, labels, captions, micro_step)
+            engine.backward(loss)
+            engine.step()
+            pieces.append(loss.item())
+            if len(pieces) < accumulate:
                 continue
-            if progress["step"] >= steps:
-                break
-            with preemption.deferred():
-                micro_step = progress["step"] * accumulate + len(pieces)
-                images, labels = augment(images, labels, micro_step)
-                pieces.append(_train_step(engine, criterion, images, labels,
-                                          recipe["precision"]))
-                if len(pieces) < accumulate:
-                    continue
-                loss, pieces = sum(pieces) / accumulate, []
-                progress["step"] += 1
-                step = progress["step"]
-                if step % recipe["log_every"] == 0 or step == steps:
-                    progress["curve"].append([step, round(loss, 5)])
-                    ctx.log.info("step %d/%d loss %.4f", step, steps, loss)
-            if step % recipe["checkpoint_every"] == 0 and step < steps:
-                save()
+            objective.after_step(engine)
+            loss, pieces = sum(pieces) / accumulate, []
+            progress["step"] += 1
+            step = progress["step"]
+            if step % recipe["log_every"] == 0 or step == steps:
+                progress["curve"].append([step, round(loss, 5)])
+                ctx.log.info("step %d/%d loss %.4f", step, steps, loss)
+        if step % recipe["checkpoint_every"] == 0 and step < steps:
+            save()
     preemption.register(None)
-    curve, epochs = progress["curve"], -(-steps * accumulate // per_epoch)
+    curve = progress["curve"]
 
     # Where each rank ran, for the manifest (and for checking multi-node runs).
     ranks = [None] * world["world_size"]
@@ -134,9 +146,11 @@ def run(ctx) -> dict:
     weights = {k: v.detach().float().contiguous() for k, v in engine.module.state_dict().items()}
     with state.atomic_path(ctx.dir / "model.safetensors") as tmp:
         save_file(weights, str(tmp))
-    manifest = {"model": spec["model"], "num_classes": spec["num_classes"],
+    manifest = {"model": spec["model"], "objective": spec["model"].get("objective", "classifier"),
+                "num_classes": spec["num_classes"],
                 "image_shape": index["shape"], "images_per_class": spec["images_per_class"],
-                "images": int(len(rows)), "steps": steps, "epochs_seen": epochs,
+                "images": int(set_size), "steps": steps,
+                "epochs_seen": round(steps * recipe["batch_size"] / set_size, 3),
                 "images_seen": steps * recipe["batch_size"],
                 "step_rule": f"clamp(ceil({recipe['epochs']} * images / {recipe['batch_size']}), "
                              f"{recipe['min_steps']}, {recipe['max_steps']})",
@@ -145,21 +159,15 @@ def run(ctx) -> dict:
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}
+    if "synthetic_share" in spec:
+        manifest["mixture"] = {
+            "synthetic_share": spec["synthetic_share"],
+            "real_synthetic_per_class": list(mixture_split(spec["images_per_class"],
+                                                            spec["synthetic_share"])),
+            "real_synthetic_per_micro_batch": [p.micro for p in parts]}
     state.write_json(ctx.dir / "manifest.json", manifest)
     checkpoint.unlink(missing_ok=True)  # the weights above supersede it
     return {"steps": steps, "final_train_loss": curve[-1][1]}
-
-
-def _train_step(engine, criterion, images, labels, precision: str) -> float:
-    import torch
-
-    images = images.to(engine.device)
-    if precision == "bf16":
-        images = images.to(torch.bfloat16)
-    loss = criterion(engine(images).float(), labels.to(engine.device))
-    engine.backward(loss)
-    engine.step()
-    return loss.item()
 
 
 def _save(path, engine, optimizer, schedule, progress: dict) -> None:

@@ -1,0 +1,77 @@
+"""What a training step minimizes: one class per model.objective.
+
+The training loop (stages/train.py) is the same for both; an objective
+builds the model and turns a micro batch into a loss.
+"""
+from __future__ import annotations
+
+import math
+
+
+class Classifier:
+    """Cross-entropy of a timm ViT on the class labels, with the recipe's
+    label smoothing, mixup/cutmix and RandAugment."""
+    captions = False
+
+    def __init__(self, spec: dict, image_shape, world: dict, index: dict):
+        import torch
+
+        from synscale.data.augment import BatchAugment
+        from synscale.models.vit import build_classifier
+
+        recipe = spec["recipe"]
+        self.model = build_classifier(spec["model"], spec["num_classes"], tuple(image_shape))
+        self.augment = BatchAugment(recipe, spec["num_classes"], spec["seed"] * 1000 + world["rank"])
+        if self.augment.randaugment and index.get("kind") != "rgb":
+            raise ValueError("train.randaugment works on image folders' RGB images, not the digits")
+        if self.augment.soft_targets:  # mixup's targets already carry the label smoothing
+            from timm.loss import SoftTargetCrossEntropy
+            self.criterion = SoftTargetCrossEntropy()
+        else:
+            self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+
+    @property
+    def normalize(self) -> bool:
+        return not self.augment.randaugment  # RandAugment reads uint8 and normalizes itself
+
+    def loss(self, engine, images, labels, captions, micro_step: int):
+        images, labels = self.augment(images, labels, micro_step)
+        images = images.to(engine.device, next(engine.module.parameters()).dtype)
+        return self.criterion(engine(images).float(), labels.to(engine.device))
+
+    def after_step(self, engine) -> None:
+        pass
+
+
+class Contrastive:
+    """CLIP's symmetric contrastive loss between images and their captions,
+    negatives from the whole global micro batch."""
+    captions = True
+    normalize = True
+
+    def __init__(self, spec: dict, image_shape, world: dict, index: dict):
+        from synscale.models.clip import build_clip, clip_loss, tokenizer
+
+        self.model = build_clip(spec["model"], image_shape)
+        self.tokenize = tokenizer(spec["model"]["context_length"])
+        self.criterion = clip_loss(world)
+
+    def loss(self, engine, images, labels, captions, micro_step: int):
+        images = images.to(engine.device, next(engine.module.parameters()).dtype)
+        tokens = self.tokenize(captions).to(engine.device)
+        image_features, text_features, scale = engine(images, tokens)
+        return self.criterion(image_features.float(), text_features.float(), scale.float())
+
+    def after_step(self, engine) -> None:
+        import torch
+        # CLIP's clamp: a temperature below 1/100 makes training unstable
+        with torch.no_grad():
+            engine.module.logit_scale.clamp_(0, math.log(100))
+
+
+OBJECTIVES = {"classifier": Classifier, "clip": Contrastive}
+
+
+def objective_for(spec: dict, image_shape, world: dict, index: dict):
+    kind = spec["model"].get("objective", "classifier")
+    return OBJECTIVES[kind](spec, image_shape, world, index)

@@ -47,11 +47,17 @@ def _print_plan(console: Console, study, plan: Plan, done: set[str], run: RunDir
     axes.add_column("axis")
     axes.add_column("values")
     sw, g, m = study.sweep, study.generate, study.model
-    rows = [("sources", sw.sources), ("real images/class", sw.real_images_per_class),
-            ("synthetic images/class", sw.synthetic_images_per_class)]
-    if "synthetic" in sw.sources:
+    rows = [("sources", sw.sources)]
+    rows += [(f"{source} images/class", getattr(sw, f"{source}_images_per_class"))
+             for source in ("real", "synthetic", "mixture") if source in sw.sources]
+    if "mixture" in sw.sources:
+        rows.append(("synthetic shares", sw.synthetic_shares))
+    if {"synthetic", "mixture"} & set(sw.sources):
         rows += [("generators", g.generators), ("prompts", g.prompts), ("guidance", g.guidance)]
-    rows += [("model", (m.arch,)), ("width", m.width), ("eval sets", study.evaluate.sets)]
+    rows += [("model", (m.arch if m.objective == "classifier" else f"CLIP, {m.arch}",)),
+             ("width", m.width), ("eval sets", study.evaluate.sets)]
+    if m.objective == "clip":
+        rows.append(("zero-shot templates", study.evaluate.zero_shot_templates))
     for name, values in rows:
         if values:
             axes.add_row(name, ", ".join(str(v) for v in values))

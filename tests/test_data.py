@@ -1,5 +1,6 @@
 """The digits split and nested subsets read from one FFCV file by index."""
 import numpy as np
+import pytest
 
 from synscale.data.digits import NUM_CLASSES, load_split
 from synscale.data.ffcv_io import loader, prefix_indices, write_beton
@@ -45,3 +46,48 @@ def test_asking_beyond_a_class_is_an_error(tmp_path):
         assert "classes [1]" in str(e) and "only 3" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def _pack(folder, split, tag):
+    captions = [[f"{tag} {y} {i}"] for i, y in enumerate(split.train_y)]
+    return write_beton(folder, split.train_x, split.train_y, captions=captions)
+
+
+def test_a_mixture_stream_holds_its_share_in_every_batch_and_resumes_anywhere(tmp_path):
+    from synscale.data.stream import Part, Stream
+
+    split = load_split(0, 45)
+    packs = {}
+    for tag in ("real", "synthetic"):
+        (tmp_path / tag).mkdir()
+        packs[tag] = _pack(tmp_path / tag, split, tag)
+    parts = [Part(tmp_path / "real", prefix_indices(packs["real"], 6), 3),
+             Part(tmp_path / "synthetic", prefix_indices(packs["synthetic"], 2), 1)]
+    stream = Stream(parts, seed=0, workers=1, distributed=False, captions=True)
+    first = []
+    for k, (x, y, captions) in zip(range(50), stream.batches()):
+        assert x.shape[0] == len(y) == len(captions) == 4
+        # three real images then one generated, each with its own pack's caption of its class
+        assert [c.split()[0] for c in captions] == ["real"] * 3 + ["synthetic"]
+        assert all(int(c.split()[1]) == label for c, label in zip(captions, y.tolist()))
+        first.append((x.numpy(), captions))
+    # 20 real micro batches per epoch, 20 generated ones: 50 cross both epoch ends
+    for start in (7, 20, 33):
+        for (x, _, captions), (x0, c0) in zip(stream.batches(start), first[start:start + 5]):
+            assert np.array_equal(x.numpy(), x0) and captions == c0
+
+
+def test_real_pairs_give_every_packed_image_its_captions(tmp_path):
+    from synscale.data.captions import read_pairs
+    from synscale.data.stream import _pick
+
+    root = tmp_path / "train"
+    files = [root / "n01/a.jpg", root / "n01/b.jpg"]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("image\tcaption\nn01/a.jpg\ta fish\nn01/a.jpg\ta tench\nn01/b.jpg\tfins\n")
+    assert read_pairs(pairs, root, files) == [["a fish", "a tench"], ["fins"]]
+    # an image with several captions shows another one in some epoch
+    assert {_pick(["a fish", "a tench"], 0, 0, epoch) for epoch in range(8)} == {"a fish",
+                                                                                   "a tench"}
+    with pytest.raises(ValueError, match=r"1 of the 3 packed .*first: n01/c.jpg"):
+        read_pairs(pairs, root, files + [root / "n01/c.jpg"])

@@ -95,3 +95,46 @@ def test_missing_class_folders_stop_the_launch(tmp_path):
     assert r.returncode == 2
     assert "no folder for 1 of 3 classes, e.g. n01484850" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_clip_on_real_caption_pairs_mixed_with_generated_images(tmp_path):
+    """A CLIP study on image folders: real images with the captions a pairs
+    file gives them, generated ones with their prompts, half and half in
+    every batch, scored zero-shot on the validation folder."""
+    class_folders(tmp_path / "train", WNIDS, 4)
+    class_folders(tmp_path / "val", WNIDS, 3, seed=1)
+    (tmp_path / "classes.txt").write_text("\n".join(WNIDS) + "\n")
+    pairs = ["image\tcaption"] + [f"{w}/{w}_{i}.JPEG\tphoto {i} of class {w}"
+                                  for w in WNIDS for i in range(4)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(pairs) + "\n")
+    sd = tiny.stable_diffusion(tmp_path / "sd")
+    text = (STUDY.format(root=tmp_path, sd=sd)
+            .replace("real_images_per_class = [2, 3, 4]\nsynthetic_images_per_class = [2, 3, 4]",
+                     'sources = ["mixture"]\nmixture_images_per_class = [4]\n'
+                     "synthetic_shares = [0.5]")
+            .replace("resolution = 32", f'resolution = 32\ncaption_pairs = "{tmp_path}/pairs.tsv"')
+            .replace("[model]", '[model]\nobjective = "clip"\nembed_dim = 16\ncontext_length = 12')
+            .replace("mixup = 0.8\ncutmix = 1.0\nrandaugment = 9", "")
+            .replace('sets = ["imagenet-val", "imagenet-v2"]',
+                     'sets = ["imagenet-val"]\nzero_shot_templates = ["clip-templates-7"]')
+            .replace('[evaluate.dirs]\nimagenet-v2 = "{root}/v2"'.format(root=tmp_path), ""))
+    study = tmp_path / "clip.toml"
+    study.write_text(text)
+    r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["stages"] == {"generate": 1, "pack": 2, "train": 1, "evaluate": 1}
+    run = tmp_path / "runs/folders"
+    captions = [state.read_json(p) for p in run.glob("stages/pack/*/captions.json")]
+    assert len(captions) == 2
+    real = next(c for c in captions if c[0][0].startswith("photo"))
+    # the first real images of each class (2 of 4 in a half-and-half mixture of 4)
+    assert real == [[f"photo {i} of class {w}"] for w in WNIDS for i in range(2)]
+    generated = next(c for c in captions if c is not real)
+    assert len(generated) == 6 and all(len(c) == 1 and not c[0].startswith("photo")
+                                       for c in generated)
+    (manifest,) = run.glob("stages/train/*/manifest.json")
+    m = state.read_json(manifest)
+    assert m["objective"] == "clip" and m["mixture"]["real_synthetic_per_micro_batch"] == [3, 3]
+    (metrics,) = [state.read_json(p) for p in run.glob("stages/evaluate/*/metrics.json")]
+    assert metrics["zero_shot_templates"] == "clip-templates-7"
+    assert metrics["classes_scored"] == 3 and metrics["n"] == 9 and 0 <= metrics["top1"] <= 1

@@ -195,6 +195,29 @@ def test_training_on_two_nodes_through_srun(small_study, tmp_path):
     assert acct and set(acct.values()) == {"COMPLETED"}, acct
 
 
+def test_clip_trains_on_two_nodes_with_negatives_from_both(tmp_path):
+    """Two DeepSpeed tasks (gloo) train one CLIP: each gathers the other's
+    features for its contrastive loss, and the model still works zero-shot."""
+    from test_clip import clip_study
+
+    cluster("on")
+    study = clip_study(tmp_path, "clip2", **{
+        'sources = ["real", "synthetic"]': 'sources = ["real"]',
+        "[backend]": "[resources.train]\nnodes = 2\ntasks_per_node = 1\n\n[backend]"})
+    r = run_module("synscale.launch", study, "--root", tmp_path, "--backend", "slurm", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = wait_until(tmp_path / "clip2", 1 + 1 + 2)
+    assert not info["failures"], info["failures"]
+    (manifest,) = (tmp_path / "clip2/stages/train").glob("*/manifest.json")
+    m = state.read_json(manifest)
+    assert m["objective"] == "clip" and m["world_size"] == 2 and m["micro_batch_size"] == 16
+    assert {x["node"] for x in m["ranks"]} == {"node1", "node2"}
+    metrics = [state.read_json(p) for p in (tmp_path / "clip2").glob("stages/evaluate/*/metrics.json")]
+    assert sorted(x["zero_shot_templates"] for x in metrics) == ["clip-templates-7",
+                                                                 "clip-templates-80"]
+    assert all(x["top1"] > 0.3 for x in metrics), [x["top1"] for x in metrics]
+
+
 def test_cancelled_task_alone_runs_again(small_study, tmp_path):
     cluster("off")  # the relaunch must tell what to resubmit without sacct
     study = small_study("cancel", **{'sources = ["real", "synthetic"]': 'sources = ["real"]',

@@ -147,3 +147,23 @@ def test_out_of_distribution_sets_need_their_folders(tmp_path):
     found = problems_of(tmp_path, text)
     assert any("evaluate.dirs.imagenet-a: missing" in p for p in found)
     assert any("evaluate.dirs.imagenet-val: not an out-of-distribution set" in p for p in found)
+
+
+def test_clip_and_mixture_keys_are_checked_against_the_objective(tmp_path):
+    s = load_study(ROOT / "studies/digits_clip.toml")
+    assert s.model.objective == "clip" and "mixture" in s.sweep.sources
+    found = problems_of(tmp_path, BASE.replace("[model]", '[model]\narch = "ViT-B-16"') +
+                        '[data]\ncaption_pairs = "pairs.tsv"\n')
+    assert any("model.arch = 'ViT-B-16'" in p and "vit_base_patch16_224" in p for p in found)
+    assert any("data.caption_pairs" in p and "objective" in p for p in found)
+    found = problems_of(tmp_path, BASE.replace("[model]", '[model]\nobjective = "clip"') +
+                        '[train]\nmixup = 0.8\n[data]\ncaption_prompts = "classnames+hypernyms"\n')
+    assert any("train.mixup = 0.8" in p and "'clip'" in p for p in found)
+    assert any("caption_prompts = 'classnames+hypernyms'" in p and "WordNet" in p for p in found)
+    found = problems_of(tmp_path, BASE.replace(
+        "[sweep]", '[sweep]\nsources = ["mixture"]\nmixture_images_per_class = [200]\n'
+                   'synthetic_shares = [0.1, 0.5]'))
+    # 200 images at a 10% share read 180 real ones per class; the pool has fewer
+    assert any("mixture_images_per_class = [200]" in p and "180 real" in p for p in found)
+    found = problems_of(tmp_path, BASE.replace("[sweep]", '[sweep]\nsources = ["mixture"]'))
+    assert any("sweep.mixture_images_per_class = []" in p for p in found)

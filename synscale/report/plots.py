@@ -104,7 +104,8 @@ def _legend_labels(fits: Sequence[SeriesFit], real: str, source_axes: Sequence[s
     synthetic = [f for f in fits if f.source != real]
     keys = [{a: f.key.get(a) for a in source_axes if a != "source"} for f in synthetic]
     varying = {a for a in (keys[0] if keys else {}) if len({str(k[a]) for k in keys}) > 1}
-    short = iter(", ".join(f"{a}={k[a]}" for a in k if a in varying) for k in keys)
+    short = iter(", ".join(f"{a}={k[a]}" for a in k if a in varying and k[a] is not None)
+                 for k in keys)
     return [real if f.source == real else " ".join(filter(None, (f.source, next(short))))
             for f in fits]
 

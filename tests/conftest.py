@@ -62,6 +62,14 @@ def run_module(module, *args, timeout=900, **kw):
                           text=True, timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))
 
 
+def run_tool(script, *args, timeout=900):
+    """A script under tools/, run as a user runs it."""
+    import subprocess
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
 def at_second_shard(action: str) -> str:
     """Python source that patches os.replace so that, when a process commits
     its second .npz shard (written whole under its temporary name, not yet

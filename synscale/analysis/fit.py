@@ -150,8 +150,9 @@ def fit_power(x, y) -> PowerFit:
     return _finish("power", xs, ys, A=math.exp(lr.intercept), k=-lr.slope, E=0.0)
 
 
-def fit_power_offset(x, y) -> PowerFit:
-    """L = E + A * x^-k with 0 <= E < min(L), on log loss, best of a grid of starts.
+def fit_power_offset(x, y, start: Mapping[str, float] | None = None) -> PowerFit:
+    """L = E + A * x^-k with 0 <= E < min(L), on log loss, best of a grid of
+    starts (or from `start`, parameters near the answer, as a bootstrap refit).
 
     Sizes are divided by the smallest one inside the optimizer so that A stays
     near the losses whatever the units (per class or total images); the
@@ -168,26 +169,32 @@ def fit_power_offset(x, y) -> PowerFit:
         with np.errstate(over="ignore", under="ignore"):
             return np.log(E + np.exp(log_a) * u ** -k) - logy
 
+    if start is not None:
+        k0 = min(max(start["k"], 0.0), K_MAX)
+        starts = [(min(max(start["E"], 0.0), e_hi), math.log(start["A"] * x0 ** -k0), k0)]
+    else:
+        starts = []
+        for e_frac in (0.0, 0.5, 0.9):
+            for k0 in (0.1, 0.3, 1.0, 3.0):
+                E0 = e_frac * ys.min()
+                a0 = float(np.median(ys - E0))  # ys > E0, and u^-k is 1 at the smallest size
+                starts.append((E0, math.log(a0), k0))
     best = None
-    for e_frac in (0.0, 0.5, 0.9):
-        for k0 in (0.1, 0.3, 1.0, 3.0):
-            E0 = e_frac * ys.min()
-            a0 = float(np.median(ys - E0))  # ys > E0, and u^-k is 1 at the smallest size
-            try:
-                r = optimize.least_squares(resid, [E0, math.log(a0), k0],
-                                           bounds=([0.0, -np.inf, 0.0], [e_hi, np.inf, K_MAX]),
-                                           x_scale=[ys.min(), 1.0, 1.0], method="trf")
-            except (ValueError, FloatingPointError, np.linalg.LinAlgError):
-                continue
-            if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
-                best = r
+    for p0 in starts:
+        try:
+            r = optimize.least_squares(resid, p0, bounds=([0.0, -np.inf, 0.0], [e_hi, np.inf, K_MAX]),
+                                       x_scale=[ys.min(), 1.0, 1.0], method="trf")
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
+            best = r
     if best is None:
-        raise FitError("law 'power+offset' did not converge from any of 12 starts")
+        raise FitError(f"law 'power+offset' did not converge from any of {len(starts)} starts")
     E, log_a, k = best.x
     return _finish("power+offset", xs, ys, A=math.exp(log_a) * x0 ** k, k=k, E=E)
 
 
-FITTERS = {"power": fit_power, "power+offset": fit_power_offset}
+FITTERS = {"power": fit_power, "power+offset": lambda x, y: fit_power_offset(x, y)}
 
 
 def fit_law(x, y, law: str = "power") -> PowerFit:
@@ -197,12 +204,42 @@ def fit_law(x, y, law: str = "power") -> PowerFit:
 
 
 @dataclass(frozen=True)
+class LawFit:
+    """One law fitted to one series: the fit or why there is none, and its
+    bootstrap interval when one was asked for."""
+    law: str
+    fit: PowerFit | None
+    error: str | None = None
+    interval: Any = None  # bootstrap.Interval
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.fit is None:
+            return {"law": self.law, "error": self.error}
+        out = self.fit.to_dict()
+        if self.interval is not None:
+            out["bootstrap"] = self.interval.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
 class SeriesFit:
     key: dict[str, Any]      # axis column -> value ("" and None both read as None)
     x: tuple[float, ...]     # sizes, ascending; a size repeats when several runs measured it
     y: tuple[float, ...]     # metric at each size (NaN where a row had none)
-    fit: PowerFit | None     # None when the points could not be fitted
-    error: str | None = None  # why `fit` is None
+    laws: dict[str, LawFit]  # every law fitted, by name
+    lead: str = "power"      # the law the tables and comparisons read
+
+    @property
+    def fit(self) -> PowerFit | None:
+        return self.laws[self.lead].fit
+
+    @property
+    def error(self) -> str | None:
+        return self.laws[self.lead].error
+
+    @property
+    def interval(self):
+        return self.laws[self.lead].interval
 
     @property
     def source(self) -> Any:
@@ -210,7 +247,7 @@ class SeriesFit:
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": dict(self.key), "x": list(self.x), "y": [_json_num(v) for v in self.y],
-                "fit": self.fit.to_dict() if self.fit else None, "error": self.error}
+                "lead_law": self.lead, "fits": {k: v.to_dict() for k, v in self.laws.items()}}
 
 
 def _norm(v: Any) -> Any:
@@ -250,19 +287,44 @@ def sort_key(key: Mapping[str, Any]) -> tuple:
     return tuple(out)
 
 
+def _law_fit(law: str, xs, ys, bootstrap: int, seed: int, progress) -> LawFit:
+    try:
+        fit = fit_law(xs, ys, law)
+    except FitError as e:
+        return LawFit(law, None, str(e))
+    interval = None
+    # Resampling a series of barely more points than parameters gives back
+    # the same few fits, an interval of zero width that looks like certainty.
+    if bootstrap and len(xs) >= MIN_SIZES[law] + 2:
+        from synscale.analysis.bootstrap import bootstrap as resample
+        xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        refit = (lambda i: fit_power(xa[i], ya[i]).params) if law == "power" else \
+            (lambda i: fit_power_offset(xa[i], ya[i], start=fit.params).params)
+        interval = resample(refit, len(xa), bootstrap, seed, progress)
+    return LawFit(law, fit, None, interval)
+
+
 def fit_series(rows: Sequence[Mapping[str, Any]], x: str = "images_per_class", y: str = "loss",
-               axes: Sequence[str] | None = None, law: str = "power") -> list[SeriesFit]:
-    """Group metric rows into series by `axes` and fit `y` against `x` in each.
+               axes: Sequence[str] | None = None, law: str = "power",
+               laws: Sequence[str] | None = None, bootstrap: int = 0, seed: int = 0,
+               progress=None) -> list[SeriesFit]:
+    """Group metric rows into series by `axes` and fit `y` against `x` in each,
+    with every law in `laws` (default: all), `law` leading.
 
     Rows may come from memory or from metrics.csv (values as strings). Without
     `axes`, the DEFAULT_AXES the rows have (a table from before an axis
     existed still fits). A series whose points cannot be fitted gets
     `fit=None` and the reason in `error`; a mistake that concerns the whole
     table (unknown law, a column no row has, a row missing an axis) raises
-    ValueError.
+    ValueError. `bootstrap` resamples per fit (seeded) give each parameter a
+    standard error and a 95% interval; `progress()` is called after each.
     """
-    if law not in FITTERS:
-        raise ValueError(f"unknown law {law!r}; allowed: {', '.join(LAWS)}")
+    laws = list(laws) if laws is not None else list(LAWS)
+    for name in {law, *laws}:
+        if name not in FITTERS:
+            raise ValueError(f"unknown law {name!r}; allowed: {', '.join(LAWS)}")
+    if law not in laws:
+        laws.insert(0, law)
     rows = list(rows)
     axes = list(axes) if axes is not None else [a for a in DEFAULT_AXES
                                                 if any(a in r for r in rows)]
@@ -287,11 +349,8 @@ def fit_series(rows: Sequence[Mapping[str, Any]], x: str = "images_per_class", y
         pts = sorted(groups[values], key=lambda p: (math.isnan(p[0]), p[0]))
         xs = tuple(p[0] for p in pts)
         ys = tuple(p[1] for p in pts)
-        try:
-            fit, err = fit_law(xs, ys, law), None
-        except FitError as e:
-            fit, err = None, str(e)
-        out.append(SeriesFit(dict(zip(axes, values)), xs, ys, fit, err))
+        fits = {name: _law_fit(name, xs, ys, bootstrap, seed, progress) for name in laws}
+        out.append(SeriesFit(dict(zip(axes, values)), xs, ys, fits, law))
     return out
 
 

@@ -1,7 +1,8 @@
 """Gather: every finished evaluation of a run into one tidy table.
 
 One row per (train stage, eval set): the sweep coordinates from the plan plus
-the metrics the evaluate stage wrote. Rows of unfinished stages are left out,
+the metrics the evaluate stage wrote, and the model's size and training
+compute from its train manifest. Rows of unfinished stages are left out,
 so a partly finished run still gathers what it has.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from synscale.plan import state
 from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
 
-COLUMNS = ["train_id", *AXES, "images_per_class", "images", "steps", "loss", "top1"]
+COLUMNS = ["train_id", *AXES, "images_per_class", "images", "steps", "parameters",
+           "train_flops", "loss", "top1"]
 
 
 def gather(run_root: Path) -> list[dict]:
@@ -26,10 +28,16 @@ def gather(run_root: Path) -> list[dict]:
         if not state.is_done(folder):
             continue
         m = state.read_json(folder / "metrics.json")
+        trained = state.read_json(run.stage("train", s.inputs[0]) / "manifest.json")
         rows.append({"train_id": s.inputs[0], **{a: s.axes.get(a, "") for a in AXES},
                      "images_per_class": m["images_per_class"], "images": m["images"],
-                     "steps": m["steps"], "loss": m["loss"], "top1": m["top1"],
-                     "per_class_top1": m["per_class_top1"]})
+                     "steps": m["steps"],
+                     # models trained before these were recorded have none
+                     "parameters": trained.get("parameters"),
+                     "train_flops": trained.get("train_flops"),
+                     "loss": m["loss"], "top1": m["top1"],
+                     "per_class_top1": m["per_class_top1"],
+                     "per_class_loss": m.get("per_class_loss")})
     rows.sort(key=lambda r: tuple(str(r[a]) for a in AXES) + (r["images_per_class"],))
     return rows
 

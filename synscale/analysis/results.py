@@ -13,20 +13,37 @@ import csv
 import json
 from pathlib import Path
 
-from synscale.analysis.fit import fit_series, synthetic_equivalence
+from synscale.analysis.fit import DEFAULT_AXES, LAWS, _norm, fit_series, synthetic_equivalence
 from synscale.analysis.gather import gather, generation_quality, write_csv
+from synscale.analysis.model_size import model_size_fits
+from synscale.analysis.per_class import Criteria, classify, summarize
 from synscale.plan import state
+from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
+from synscale.study.schema import AnalysisSection
 
-FITS_SCHEMA = 1
+FITS_SCHEMA = 2
 
 
-def _lead_law(run: RunDir) -> str:
+def _settings(run: RunDir):
+    """The study's [analysis] section and its step rule (None for a study
+    frozen by a version this one cannot read: defaults then)."""
+    from synscale.analysis.model_size import StepRule
     from synscale.study.load import load_study
+    from synscale.study.schema import AnalysisSection
     try:
-        return load_study(run.study_file).analysis.law
+        study = load_study(run.study_file)
     except Exception:  # a study frozen by an older version still gathers
-        return "power"
+        return AnalysisSection(), None
+    t = study.train
+    return study.analysis, StepRule(t.epochs, t.batch_size, t.min_steps, t.max_steps)
+
+
+def _class_names(run: RunDir) -> list[str]:
+    from synscale.prompts.classes import of_data
+    plan = Plan.from_json(run.plan_file.read_text())
+    evaluations = plan.of_kind("evaluate")
+    return [c.name for c in of_data(evaluations[0].spec["data"])] if evaluations else []
 
 
 def _quality_table(quality: list[dict]):
@@ -53,38 +70,88 @@ def _write_quality_csv(quality: list[dict], path: Path) -> None:
             w.writerows(quality)
 
 
-def analyze_rows(rows: list[dict], results: Path, law: str = "power", console=None,
-                 quality: list[dict] = ()) -> dict:
-    from synscale.report.plots import plot_scaling
-    from synscale.report.tables import (print_equivalence_tables, print_series_table,
+def _per_class(rows: list[dict], fits, names: list[str], criteria: Criteria) -> list[dict]:
+    """Verdicts per series that has per-class metrics at three sizes or more."""
+    out = []
+    for f in fits:
+        members = [r for r in rows if all(_norm(r.get(a)) == v for a, v in f.key.items())]
+        if not names or len({r["images_per_class"] for r in members}) < 3 or \
+                not all(r.get("per_class_top1") and r.get("per_class_loss") for r in members):
+            continue
+        verdicts = classify(members, names, criteria)
+        out.append({"key": dict(f.key), **summarize(verdicts),
+                    "per_class": [v.to_dict() for v in verdicts]})
+    return out
+
+
+def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, console=None,
+                 quality: list[dict] = (), class_names: list[str] = ()) -> dict:
+    from synscale.report.plots import plot_per_class, plot_scaling
+    from synscale.report.tables import (print_equivalence_tables, print_model_size_tables,
+                                        print_per_class_table, print_series_table,
                                         summary_markdown)
 
-    fits = fit_series(rows, law=law)
+    a = settings or AnalysisSection()
+    bar, tick = _progress(console, len({tuple(_norm(r.get(x)) for x in DEFAULT_AXES)
+                                        for r in rows}) * len(LAWS) * a.bootstrap)
+    try:
+        fits = fit_series(rows, law=a.law, bootstrap=a.bootstrap, seed=a.seed, progress=tick)
+        size_axes = [x for x in DEFAULT_AXES if x not in ("arch", "width") and
+                     any(x in r for r in rows)]
+        model_size = model_size_fits(rows, size_axes, rule, a.bootstrap, a.seed)
+    finally:
+        if bar:
+            bar.stop()
     equivalences = synthetic_equivalence(fits)
-    doc = {"schema": FITS_SCHEMA, "law": law, "x": "images_per_class", "y": "loss",
+    criteria = Criteria(a.easy_top1, a.scaling_k)
+    per_class = _per_class(rows, fits, list(class_names), criteria)
+    doc = {"schema": FITS_SCHEMA, "lead_law": a.law, "x": "images_per_class", "y": "loss",
+           "bootstrap": {"resamples": a.bootstrap, "seed": a.seed},
            "series": [f.to_dict() for f in fits],
-           "synthetic_per_real": [e.to_dict() for e in equivalences]}
+           "synthetic_per_real": [e.to_dict() for e in equivalences],
+           "model_size": model_size,
+           "per_class": {"criteria": {"easy_top1": a.easy_top1, "scaling_k": a.scaling_k,
+                                      "rule": criteria.describe()}, "series": per_class}}
     state.write_json(results / "fits.json", doc)
-    md = summary_markdown(fits, equivalences)
+    md = summary_markdown(fits, equivalences, per_class, model_size, criteria)
     if quality:
         md += "\n## Generated images\n\n| generator | prompts | guidance t | recognizability | " \
               "diversity |\n|---|---|---|---|---|\n" + "".join(
                   f"| {q['generator']} | {q['prompts']} | {q['guidance']:g} | "
                   f"{q['recognizability']:.1%} | {q['diversity']:.3f} |\n" for q in quality)
     state.write_text(results / "summary.md", md)
-    plot = plot_scaling(fits, results / "plots" / "scaling.png") if fits else None
+    plots = [plot_scaling(fits, results / "plots" / "scaling.png")] if fits else []
+    if per_class:
+        plots.append(plot_per_class(per_class, criteria, results / "plots" / "per_class.png"))
     if console is not None:
         if quality:
             console.print(_quality_table(quality))
         print_series_table(console, fits)
         print_equivalence_tables(console, equivalences)
-        if plot:
+        print_model_size_tables(console, model_size)
+        print_per_class_table(console, per_class, criteria)
+        for plot in plots:
             console.print(f"plot: {plot}")
     return {"rows": len(rows), "series": len(fits),
-            "fitted": sum(f.fit is not None for f in fits), "plot": str(plot) if plot else None}
+            "fitted": sum(f.fit is not None for f in fits),
+            "plot": str(plots[0]) if plots else None}
 
 
-def analyze_run(run_root: Path, console=None) -> dict:
+def _progress(console, total: int):
+    """A rich progress bar over the bootstrap refits, when someone watches."""
+    if console is None or not total:
+        return None, None
+    from rich.progress import Progress
+    bar = Progress(console=console, transient=True)
+    task = bar.add_task("bootstrap", total=total)
+    bar.start()
+    return bar, lambda: bar.advance(task)
+
+
+def analyze_run(run_root: Path, console=None, bootstrap: int | None = None,
+                seed: int | None = None) -> dict:
+    from dataclasses import replace
+
     run = RunDir(Path(run_root))
     rows = gather(run.root)
     write_csv(rows, run.results / "metrics.csv")
@@ -96,4 +163,9 @@ def analyze_run(run_root: Path, console=None) -> dict:
         state.write_json(run.results / "fits.json", {"schema": FITS_SCHEMA, "series": [],
                                                      "synthetic_per_real": []})
         return {"rows": 0}
-    return analyze_rows(rows, run.results, _lead_law(run), console, quality)
+    settings, rule = _settings(run)
+    if bootstrap is not None:
+        settings = replace(settings, bootstrap=bootstrap)
+    if seed is not None:
+        settings = replace(settings, seed=seed)
+    return analyze_rows(rows, run.results, settings, rule, console, quality, _class_names(run))

@@ -1,11 +1,24 @@
 """What a training step minimizes: one class per model.objective.
 
 The training loop (stages/train.py) is the same for both; an objective
-builds the model and turns a micro batch into a loss.
+builds the model, turns a micro batch into a loss, and measures what one
+sample costs (forward FLOPs, for compute-optimal analyses).
 """
 from __future__ import annotations
 
 import math
+
+
+def forward_flops(model, *inputs) -> int:
+    """FLOPs of one forward pass on these inputs, counted by torch's
+    FlopCounterMode (matrix multiplies and convolutions, 2 per multiply-add)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs)
+    return int(counter.get_total_flops())
 
 
 class Classifier:
@@ -42,6 +55,10 @@ class Classifier:
     def after_step(self, engine) -> None:
         pass
 
+    def sample_flops(self, image_shape) -> int:
+        import torch
+        return forward_flops(self.model, torch.zeros(1, *image_shape))
+
 
 class Contrastive:
     """CLIP's symmetric contrastive loss between images and their captions,
@@ -67,6 +84,12 @@ class Contrastive:
         # CLIP's clamp: a temperature below 1/100 makes training unstable
         with torch.no_grad():
             engine.module.logit_scale.clamp_(0, math.log(100))
+
+    def sample_flops(self, image_shape) -> int:
+        """One image and one caption through their towers."""
+        import torch
+        tokens = self.tokenize(["a"])
+        return forward_flops(self.model, torch.zeros(1, *image_shape), tokens)
 
 
 OBJECTIVES = {"classifier": Classifier, "clip": Contrastive}

@@ -1,4 +1,5 @@
-"""Scaling curves as one PNG: measured points and fitted laws on log-log axes.
+"""Scaling curves as one PNG: measured points and fitted laws on log-log axes,
+with bootstrap bands; and the per-class verdicts as a second one.
 
 One panel per model and eval set (every axis that is not a source axis), so
 curves that are compared share axes. Each synthetic source keeps its colour
@@ -70,8 +71,13 @@ def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
         ax.legend(fontsize=7, loc="lower left")
     for ax in axes[len(order):]:
         ax.set_visible(False)
-    fig.suptitle(f"{y_label} vs {x_label}" + (f" ({common})" if common else ""))
+    fig.suptitle(f"{y_label} vs {x_label}" + (f" ({common})" if common else "")
+                 + ("; bands: bootstrap 95%" if any(f.interval for f in series_fits) else ""))
+    return _save(fig, path)
 
+
+def _save(fig, path: Path) -> Path:
+    """Write to a temporary name, then rename: never half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -125,4 +131,48 @@ def _draw(ax, f: SeriesFit, label: str, colour: str, is_real: bool) -> None:
     grid = np.geomspace(f.fit.x_min, f.fit.x_max, 100)
     ax.plot(grid, f.fit.predict(grid), color=colour, linestyle="--" if is_real else "-",
             linewidth=1.8 if is_real else 1.2, label=f"{label} (k={f.fit.params['k']:.3f})")
+    if f.interval is not None and f.interval.draws:
+        curves = np.array([d["E"] + d["A"] * grid ** -d["k"] for d in f.interval.draws])
+        lo, hi = np.nanpercentile(curves, [2.5, 97.5], axis=0)
+        ax.fill_between(grid, lo, hi, color=colour, alpha=0.15, linewidth=0)
     ax.scatter(x[ok], y[ok], color=colour, marker=marker, s=18)
+
+
+CATEGORY_COLOURS = {"easy": "C2", "scaling": "C0", "poor": "C3"}
+
+
+def plot_per_class(per_class, criteria, path: str | os.PathLike) -> Path:
+    """One panel per series: each class at (top-1 at the smallest size,
+    per-class exponent k), coloured by its category, with the thresholds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    keys = [p["key"] for p in per_class]
+    titles = series_labels(keys)
+    ncols = min(MAX_COLUMNS, len(per_class))
+    nrows = math.ceil(len(per_class) / ncols)
+    fig = Figure(figsize=(PANEL_WIDTH * ncols, PANEL_HEIGHT * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, p, title in zip(axes, per_class, titles):
+        for category, colour in CATEGORY_COLOURS.items():
+            pts = [(c["top1_at_smallest"], c["k"]) for c in p["per_class"]
+                   if c["category"] == category and c["k"] is not None
+                   and c["top1_at_smallest"] is not None]
+            if pts:
+                ax.scatter(*zip(*pts), s=14, color=colour,
+                           label=f"{category} ({p['counts'][category]})")
+        ax.axvline(criteria.easy_top1, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(criteria.scaling_k, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("top-1 at the smallest size")
+        ax.set_ylabel("per-class k (loss vs size)")
+        ax.set_title(title, fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no per-class fits", ha="center", transform=ax.transAxes)
+    for ax in axes[len(per_class):]:
+        ax.set_visible(False)
+    shared = shared_label(keys)
+    fig.suptitle("classes by how they scale" + (f" ({shared})" if shared else ""))
+    return _save(fig, Path(path))

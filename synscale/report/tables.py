@@ -67,31 +67,75 @@ def _fmt(v: float, spec: str) -> str:
     return format(v, spec) if math.isfinite(v) else MISSING
 
 
+def _with_interval(lf, name: str, spec: str) -> str:
+    """A parameter, with its bootstrap 95% interval when there is one."""
+    v = _fmt(lf.fit.params[name], spec)
+    if lf.interval is None or name not in lf.interval.ci95:
+        return v
+    lo, hi = lf.interval.ci95[name]
+    return f"{v} [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
+
+
 def series_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per class",
                 y_label: str = "loss") -> Grid:
-    """One row per series: law, k, A, E, rmse, then the measured metric per size."""
+    """One row per series: each law's k (and E), their rmse, then the
+    measured metric per size; the law the comparisons read is named."""
     sizes = sorted({s for f in series_fits for s in f.x if math.isfinite(s)})
     labels = series_labels([f.key for f in series_fits])
     shared = shared_label([f.key for f in series_fits])
-    grid = Grid(title=f"Power-law fits: {y_label} vs {x_label}" + (f" ({shared})" if shared else ""),
-                headers=["series", "law", "k", "A", "E", "rmse (log)"] + [fmt_size(s) for s in sizes],
-                rows=[],
-                caption=f"size columns: measured {y_label} at that many {x_label} (mean over repeats)")
+    laws = list(series_fits[0].laws) if series_fits else []
+    lead = series_fits[0].lead if series_fits else ""
+    headers = ["series"]
+    for law in laws:
+        headers += [f"{law}\nk", f"{law}\nA"] + ([f"{law}\nE"] if law != "power" else []) + \
+            [f"{law}\nrmse (log)"]
+    with_ci = any(lf.interval is not None for f in series_fits for lf in f.laws.values())
+    grid = Grid(title=f"Scaling fits: {y_label} vs {x_label}" + (f" ({shared})" if shared else ""),
+                headers=headers + [fmt_size(s) for s in sizes], rows=[],
+                caption=(f"comparisons read the {lead} law; " if len(laws) > 1 else "")
+                + ("[brackets]: bootstrap 95% interval; " if with_ci else "")
+                + f"size columns: measured {y_label} at that many {x_label} (mean over repeats)")
     for f, label in zip(series_fits, labels):
-        if f.fit is None:
-            params = ["failed", MISSING, MISSING, MISSING, MISSING]
-            grid.notes.append(f"{label}: {f.error}")
-        else:
-            p = f.fit.params
-            params = [f.fit.law, _fmt(p["k"], ".3f"), _fmt(p["A"], ".4g"),
-                      _fmt(p["E"], ".4g") if f.fit.law != "power" else MISSING,
-                      _fmt(f.fit.rmse, ".4f")]
-        measured = []
+        cells = [label]
+        for law in laws:
+            lf = f.laws[law]
+            width = 4 if law != "power" else 3
+            if lf.fit is None:
+                cells += ["failed"] + [MISSING] * (width - 1)
+                grid.notes.append(f"{label} ({law}): {lf.error}")
+                continue
+            cells += [_with_interval(lf, "k", ".3f"), _fmt(lf.fit.params["A"], ".4g")]
+            if law != "power":
+                cells.append(_with_interval(lf, "E", ".4g"))
+            cells.append(_fmt(lf.fit.rmse, ".4f"))
         for s in sizes:
             ys = [y for x, y in zip(f.x, f.y) if x == s and math.isfinite(y)]
-            measured.append(f"{sum(ys) / len(ys):.4f}" if ys else "")
-        grid.rows.append([label] + params + measured)
+            cells.append(f"{sum(ys) / len(ys):.4f}" if ys else "")
+        grid.rows.append(cells)
     return grid
+
+
+def points_table(fits: Sequence[Mapping[str, Any]], source: str) -> Table:
+    """tools/fit_curves.py on a CSV: one row per group, each parameter with
+    its standard error and 95% interval when bootstrapped."""
+    names = next((list(f["params"]) for f in fits if "params" in f), [])
+    table = Table(title=f"fits of {source}")
+    for col in ("group", "law", "points", *names, "rmse (log)"):
+        table.add_column(col, justify="left" if col in ("group", "law") else "right")
+    for f in fits:
+        group = ", ".join(f"{k}={v}" for k, v in f["group"].items()) or "(all)"
+        if "params" not in f:
+            table.add_row(group, f["law"], str(f["n_points"]), f"[red]{f['error']}[/]")
+            continue
+        cells = []
+        for name in names:
+            cell = f"{f['params'][name]:.4g}"
+            if "se" in f:
+                lo, hi = f["ci95"][name]
+                cell += f" ± {f['se'][name]:.2g}\n[{lo:.4g}, {hi:.4g}]"
+            cells.append(cell)
+        table.add_row(group, f["law"], str(f["n_points"]), *cells, f"{f['rmse']:.4f}")
+    return table
 
 
 def equivalence_grids(equivalences: Sequence[Equivalence],
@@ -189,13 +233,34 @@ def to_markdown(grid: Grid, level: int = 2) -> str:
 
 
 def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Equivalence] = (),
+                     per_class: Sequence[Mapping[str, Any]] = (),
+                     model_size: Sequence[Mapping[str, Any]] = (), criteria=None,
                      title: str = "Scaling-law fits", x_label: str = "images per class",
                      y_label: str = "loss") -> str:
-    """results/summary.md: the series table, then one equivalence table per real series."""
+    """results/summary.md: the series table, one equivalence table per real
+    series, then L(N, D) fits and per-class verdicts where there are some."""
+    from synscale.report.extra_grids import model_size_grids, per_class_grid
+
     parts = [f"# {title}\n", to_markdown(series_grid(series_fits, x_label, y_label))]
     grids = equivalence_grids(equivalences, x_label)
     if grids:
         parts += [to_markdown(g) for g in grids]
     else:
         parts.append("No synthetic series matches a fitted real series; nothing to compare.\n")
+    parts += [to_markdown(g) for g in model_size_grids(model_size)]
+    if per_class:
+        parts.append(to_markdown(per_class_grid(per_class, criteria.describe() if criteria else "")))
     return "\n".join(parts)
+
+
+def print_model_size_tables(console: Console, model_size: Sequence[Mapping[str, Any]]) -> None:
+    from synscale.report.extra_grids import model_size_grids
+    for grid in model_size_grids(model_size):
+        print_grid(console, grid)
+
+
+def print_per_class_table(console: Console, per_class: Sequence[Mapping[str, Any]],
+                          criteria) -> None:
+    from synscale.report.extra_grids import per_class_grid
+    if per_class:
+        print_grid(console, per_class_grid(per_class, criteria.describe()))

@@ -4,7 +4,7 @@ evaluation set.
 Its own stage, so adding an evaluation set never retrains. Writes
 metrics.json in one schema for every (train stage, eval set), which the
 analysis reads: loss (cross-entropy, no smoothing), top-1, top-5, per-class
-top-1 (None for classes the set lacks), the classes scored (ImageNet-R and
+top-1 and loss (None for classes the set lacks), the classes scored (ImageNet-R and
 -A: their 200, the logits masked to them) and the training size behind it.
 A CLIP model's logits are its scaled cosine similarities to each class's
 text embedding, averaged over a template set (7 or 80 CLIP templates).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from synscale.plan import state
 
-VERSION = "2"  # 2: top-5, image-folder sets, class masks
+VERSION = "3"  # 2: top-5, image-folder sets, class masks; 3: per-class loss
 
 
 def _batches(spec: dict, image_shape):
@@ -83,10 +83,14 @@ def run(ctx) -> dict:
     pred = top[:, 0].numpy()
     per_class = [float((pred[y == c] == c).mean()) if (y == c).any() else None
                  for c in range(trained["num_classes"])]
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none").numpy()
+    per_class_loss = [float(losses[y == c].mean()) if (y == c).any() else None
+                      for c in range(trained["num_classes"])]
     metrics = {"eval_set": spec["eval_set"], "n": int(len(y)), "loss": loss,
                "top1": float((pred == y).mean()),
                "top5": float((top == labels[:, None]).any(1).float().mean()),
-               "per_class_top1": per_class, "classes_scored": scored,
+               "per_class_top1": per_class, "per_class_loss": per_class_loss,
+               "classes_scored": scored,
                "images_per_class": trained["images_per_class"], "images": trained["images"],
                "steps": trained["steps"]}
     if "zero_shot_templates" in spec:

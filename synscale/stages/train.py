@@ -82,6 +82,9 @@ def run(ctx) -> dict:
     steps = step_count(recipe, set_size)
     torch.manual_seed(spec["seed"])
     objective = objective_for(spec, index["shape"], world, index)
+    # what the model costs, for compute-optimal analyses: before DeepSpeed wraps it
+    size = {"parameters": sum(p.numel() for p in objective.model.parameters()),
+            "forward_flops_per_sample": objective.sample_flops(index["shape"])}
     optimizer = torch.optim.AdamW(objective.model.parameters(), lr=recipe["lr"],
                                   weight_decay=recipe["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -154,7 +157,9 @@ def run(ctx) -> dict:
                 "images_seen": steps * recipe["batch_size"],
                 "step_rule": f"clamp(ceil({recipe['epochs']} * images / {recipe['batch_size']}), "
                              f"{recipe['min_steps']}, {recipe['max_steps']})",
-                "final_train_loss": curve[-1][1], "loss_curve": curve,
+                "final_train_loss": curve[-1][1], "loss_curve": curve, **size,
+                # forward + backward (2x forward) over every image seen
+                "train_flops": 3 * size["forward_flops_per_sample"] * steps * recipe["batch_size"],
                 "world_size": world["world_size"], "micro_batch_size": micro,
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,

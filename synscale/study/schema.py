@@ -229,6 +229,14 @@ class EvaluateSection:
 class AnalysisSection:
     law: str = spec("power", "law the summary leads with: L = A*D^-k or L = E + A*D^-k", type=str,
                     choices=LAWS)
+    bootstrap: int = spec(200, "bootstrap resamples per fit for standard errors and 95% "
+                          "intervals (0: none)", type=int, min=0)
+    seed: int = spec(0, "seed of the bootstrap resampling", type=int)
+    easy_top1: float = spec(0.9, "per class: 'easy' when its top-1 at the smallest size is at "
+                            "least this", type=float, min=0.0, max=1.0)
+    scaling_k: float = spec(0.3, "per class: 'scaling' (when not easy) when its loss falls with "
+                            "size at least this fast (power-law k); 'poor' otherwise", type=float,
+                            min=0.0)
 
 
 @dataclass(frozen=True)

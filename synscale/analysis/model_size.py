@@ -103,8 +103,9 @@ def model_size_fits(rows: Sequence[Mapping[str, Any]], group_axes: Sequence[str]
         if len({(r.get("arch"), r.get("width")) for r in members}) < 2:
             continue  # one model: nothing to fit across N
         if any(r.get("parameters") in (None, "") for r in members):
-            out.append({"group": key, "law": "chinchilla", "error": "model sizes unknown (trained "
-                        "before synscale recorded parameter counts); relaunch to retrain"})
+            out.append({"group": key, "law": "chinchilla", "error": "model sizes unknown: these "
+                        "models were trained before synscale recorded parameter counts (launch "
+                        "into a new --root to retrain them with it)"})
             continue
         n = np.array([float(r["parameters"]) for r in members])
         d = np.array([float(r["images"]) for r in members])

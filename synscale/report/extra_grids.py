@@ -30,38 +30,45 @@ def _sci(v: float) -> str:
 
 
 def model_size_grids(fits: Sequence[Mapping[str, Any]]) -> list[Grid]:
-    """One grid per L(N, D) fit: its parameters, then the best split per budget."""
-    grids = []
-    for f in fits:
-        context = ", ".join(f"{k}={v}" for k, v in f["group"].items() if v is not None)
-        title = "L(N, D) = E + A/N^alpha + B/D^beta" + (f" ({context})" if context else "")
+    """The L(N, D) fits in one grid (a row per group of series that differ
+    in model size), then each fit's compute-optimal split."""
+    if not fits:
+        return []
+    keys = [f["group"] for f in fits]
+    labels, shared = series_labels(keys), shared_label(keys)
+    with_se = any("se" in f for f in fits)
+    grid = Grid(title="L(N, D) = E + A/N^alpha + B/D^beta" + (f" ({shared})" if shared else ""),
+                headers=["series", "E", "A", "alpha", "B", "beta", "rmse (log)", "N", "D"],
+                rows=[], caption=("± bootstrap standard error; " if with_se else "")
+                + "N: parameters, D: training images (measured ranges)")
+    grids = [grid]
+    for f, label in zip(fits, labels):
         if "params" not in f:
-            grids.append(Grid(title=title, headers=["fit"], rows=[["failed"]],
-                              notes=[f["error"]]))
+            grid.rows.append([label, "failed"] + [MISSING] * 7)
+            grid.notes.append(f"{label}: {f['error']}")
             continue
         p = f["params"]
-        cells = [f"{p[k]:.4g}" + (f" ± {f['se'][k]:.2g}" if "se" in f else "")
-                 for k in ("E", "A", "alpha", "B", "beta")]
-        grid = Grid(title=title, headers=["E", "A", "alpha", "B", "beta", "rmse (log)"],
-                    rows=[cells + [f"{f['rmse']:.4f}"]],
-                    caption=("± bootstrap standard error; " if "se" in f else "")
-                    + f"N: parameters {fmt_size(f['n_range'][0])}..{fmt_size(f['n_range'][1])}, "
-                      f"D: training images {fmt_size(f['d_range'][0])}..{fmt_size(f['d_range'][1])}")
-        grids.append(grid)
-        optimal = f.get("compute_optimal")
-        if not optimal:
-            if f.get("compute_optimal_error"):
-                grid.notes.append(f"compute-optimal split: {f['compute_optimal_error']}")
-            continue
-        table = Grid(title="Compute-optimal split" + (f" ({context})" if context else ""),
-                     headers=["training FLOPs", "parameters N", "images D", "loss", "note"],
-                     rows=[], caption="argmin L(N, D) subject to 3 * forward FLOPs(N) * "
-                                      "samples seen(D) = budget, under the study's step rule")
-        for o in optimal:
-            if "parameters" not in o:
-                table.rows.append([_sci(o["budget_flops"]), MISSING, MISSING, MISSING, o["note"]])
-                continue
-            table.rows.append([_sci(o["budget_flops"]), _sci(o["parameters"]),
-                               fmt_size(o["images"]), f"{o['loss']:.4f}", o["note"]])
-        grids.append(table)
+        grid.rows.append([label] + [f"{p[k]:.4g}" + (f" ± {f['se'][k]:.2g}" if "se" in f else "")
+                                    for k in ("E", "A", "alpha", "B", "beta")]
+                         + [f"{f['rmse']:.4f}",
+                            f"{_sci(f['n_range'][0])}..{_sci(f['n_range'][1])}",
+                            f"{fmt_size(f['d_range'][0])}..{fmt_size(f['d_range'][1])}"])
+        if f.get("compute_optimal_error"):
+            grid.notes.append(f"{label}: no compute-optimal split: {f['compute_optimal_error']}")
+        if f.get("compute_optimal"):
+            grids.append(_optimal_grid(f["compute_optimal"], label))
     return grids
+
+
+def _optimal_grid(optimal: Sequence[Mapping[str, Any]], label: str) -> Grid:
+    grid = Grid(title=f"Compute-optimal split ({label})",
+                headers=["training FLOPs", "parameters N", "images D", "loss", "note"], rows=[],
+                caption="argmin L(N, D) subject to 3 * forward FLOPs(N) * samples seen(D) = "
+                        "budget, under the study's step rule")
+    for o in optimal:
+        if "parameters" not in o:
+            grid.rows.append([_sci(o["budget_flops"]), MISSING, MISSING, MISSING, o["note"]])
+        else:
+            grid.rows.append([_sci(o["budget_flops"]), _sci(o["parameters"]),
+                              fmt_size(o["images"]), f"{o['loss']:.4f}", o["note"]])
+    return grid

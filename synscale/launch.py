@@ -58,6 +58,11 @@ def _print_plan(console: Console, study, plan: Plan, done: set[str], run: RunDir
              ("width", m.width), ("eval sets", study.evaluate.sets)]
     if m.objective == "clip":
         rows.append(("zero-shot templates", study.evaluate.zero_shot_templates))
+    from synscale.study.curation import quality_rules
+    c = study.curate
+    rows += [("filters", [label for _, label in quality_rules(c)]),
+             ("snapshots", [f"year<={y}" for y in c.snapshots]),
+             ("blends", list(c.blends)), ("leave one out", c.leave_one_out)]
     for name, values in rows:
         if values:
             axes.add_row(name, ", ".join(str(v) for v in values))

@@ -26,10 +26,10 @@ from scipy import optimize, stats
 # Axis columns of the metrics table; rows sharing all of them form a series.
 # templates: the zero-shot template set of a CLIP evaluation.
 DEFAULT_AXES = ("eval_set", "templates", "source", "generator", "prompts", "guidance",
-                "synthetic_share", "arch", "width")
+                "synthetic_share", "curation", "arch", "width")
 # Axes that say where the training data came from. Two series that differ
 # only in these are the same model on the same eval set, so comparable.
-SOURCE_AXES = ("source", "generator", "prompts", "guidance", "synthetic_share")
+SOURCE_AXES = ("source", "generator", "prompts", "guidance", "synthetic_share", "curation")
 LAWS = ("power", "power+offset")
 # Distinct sizes each law needs: more than its parameter count, so that the
 # fit is tested by at least one point rather than passing through all of them.

@@ -15,7 +15,7 @@ from synscale.plan import state
 from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
 
-COLUMNS = ["train_id", *AXES, "images_per_class", "images", "steps", "parameters",
+COLUMNS = ["train_id", *AXES, "images_per_class", "images", "kept_share", "steps", "parameters",
            "train_flops", "loss", "top1"]
 
 
@@ -31,6 +31,9 @@ def gather(run_root: Path) -> list[dict]:
         trained = state.read_json(run.stage("train", s.inputs[0]) / "manifest.json")
         rows.append({"train_id": s.inputs[0], **{a: s.axes.get(a, "") for a in AXES},
                      "images_per_class": m["images_per_class"], "images": m["images"],
+                     # a curated set's images over the budget it was drawn from
+                     "kept_share": m["images"] / (m["images_per_class"]
+                                                  * trained["num_classes"]),
                      "steps": m["steps"],
                      # models trained before these were recorded have none
                      "parameters": trained.get("parameters"),

@@ -13,6 +13,7 @@ import csv
 import json
 from pathlib import Path
 
+from synscale.analysis.curation import curation_deltas
 from synscale.analysis.fit import DEFAULT_AXES, LAWS, _norm, fit_series, synthetic_equivalence
 from synscale.analysis.gather import gather, generation_quality, write_csv
 from synscale.analysis.model_size import model_size_fits
@@ -87,9 +88,9 @@ def _per_class(rows: list[dict], fits, names: list[str], criteria: Criteria) -> 
 def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, console=None,
                  quality: list[dict] = (), class_names: list[str] = ()) -> dict:
     from synscale.report.plots import plot_per_class, plot_scaling
-    from synscale.report.tables import (print_equivalence_tables, print_model_size_tables,
-                                        print_per_class_table, print_series_table,
-                                        summary_markdown)
+    from synscale.report.tables import (print_curation_table, print_equivalence_tables,
+                                        print_model_size_tables, print_per_class_table,
+                                        print_series_table, summary_markdown)
 
     a = settings or AnalysisSection()
     bar, tick = _progress(console, len({tuple(_norm(r.get(x)) for x in DEFAULT_AXES)
@@ -105,15 +106,16 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
     equivalences = synthetic_equivalence(fits)
     criteria = Criteria(a.easy_top1, a.scaling_k)
     per_class = _per_class(rows, fits, list(class_names), criteria)
+    curation = curation_deltas(rows)
     doc = {"schema": FITS_SCHEMA, "lead_law": a.law, "x": "images_per_class", "y": "loss",
            "bootstrap": {"resamples": a.bootstrap, "seed": a.seed},
            "series": [f.to_dict() for f in fits],
            "synthetic_per_real": [e.to_dict() for e in equivalences],
-           "model_size": model_size,
+           "model_size": model_size, "curation": curation,
            "per_class": {"criteria": {"easy_top1": a.easy_top1, "scaling_k": a.scaling_k,
                                       "rule": criteria.describe()}, "series": per_class}}
     state.write_json(results / "fits.json", doc)
-    md = summary_markdown(fits, equivalences, per_class, model_size, criteria)
+    md = summary_markdown(fits, equivalences, per_class, model_size, criteria, curation)
     if quality:
         md += "\n## Generated images\n\n| generator | prompts | guidance t | recognizability | " \
               "diversity |\n|---|---|---|---|---|\n" + "".join(
@@ -130,6 +132,7 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
         print_equivalence_tables(console, equivalences)
         print_model_size_tables(console, model_size)
         print_per_class_table(console, per_class, criteria)
+        print_curation_table(console, curation)
         for plot in plots:
             console.print(f"plot: {plot}")
     return {"rows": len(rows), "series": len(fits),

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 # In data-flow order: caption (real images -> captions, for IN-Captions prompts)
 # feeds generate.
-KINDS = ("caption", "generate", "pack", "train", "evaluate")
+KINDS = ("caption", "generate", "pack", "curate", "train", "evaluate")
 
 
 @dataclass(frozen=True)

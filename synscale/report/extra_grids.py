@@ -72,3 +72,39 @@ def _optimal_grid(optimal: Sequence[Mapping[str, Any]], label: str) -> Grid:
             grid.rows.append([_sci(o["budget_flops"]), _sci(o["parameters"]),
                               fmt_size(o["images"]), f"{o['loss']:.4f}", o["note"]])
     return grid
+
+
+def curation_grid(deltas: Sequence[Mapping[str, Any]]) -> Grid | None:
+    """Each curation setting at the largest size it was trained at: the
+    change in loss (top-1 below it) per eval set against its baseline, the
+    share kept, and the mean over eval sets."""
+    if not deltas:
+        return None
+    largest: dict[tuple, Mapping] = {}
+    for d in deltas:
+        key = tuple((a, d[a]) for a in d if a not in ("images_per_class", "eval_sets",
+                                                      "kept_share", "mean_delta_loss",
+                                                      "mean_delta_top1"))
+        if key not in largest or float(d["images_per_class"]) > float(largest[key]["images_per_class"]):
+            largest[key] = d
+    shown = list(largest.values())
+    sets = sorted({e for d in shown for e in d["eval_sets"]}, key=str)
+    context = [{a: d[a] for a in ("source", "generator", "prompts", "guidance",
+                                  "synthetic_share", "arch", "width")} for d in shown]
+    labels = series_labels(context)
+    grid = Grid(title="Curation: change against the unfiltered set (largest size of each)",
+                headers=["setting", "images/class", "kept"] + [f"{e}\nΔloss (Δtop-1)" for e in sets]
+                + ["mean\nΔloss (Δtop-1)"], rows=[],
+                caption="Δ: curated minus its baseline (the same source, model and size "
+                        "unfiltered; a leave-one-out set against its whole pool); "
+                        "negative Δloss: curation helped")
+    for d, label in zip(shown, labels):
+        cells = [f"{d['curation']} ({label})" if label != "(all)" else d["curation"],
+                 fmt_size(float(d["images_per_class"])),
+                 f"{d['kept_share']:.0%}" if d["kept_share"] == d["kept_share"] else MISSING]
+        for e in sets:
+            x = d["eval_sets"].get(e)
+            cells.append(f"{x['delta_loss']:+.4f} ({x['delta_top1']:+.1%})" if x else MISSING)
+        cells.append(f"{d['mean_delta_loss']:+.4f} ({d['mean_delta_top1']:+.1%})")
+        grid.rows.append(cells)
+    return grid

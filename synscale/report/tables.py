@@ -235,11 +235,12 @@ def to_markdown(grid: Grid, level: int = 2) -> str:
 def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Equivalence] = (),
                      per_class: Sequence[Mapping[str, Any]] = (),
                      model_size: Sequence[Mapping[str, Any]] = (), criteria=None,
-                     title: str = "Scaling-law fits", x_label: str = "images per class",
+                     curation: Sequence[Mapping[str, Any]] = (), title: str = "Scaling-law fits",
+                     x_label: str = "images per class",
                      y_label: str = "loss") -> str:
     """results/summary.md: the series table, one equivalence table per real
     series, then L(N, D) fits and per-class verdicts where there are some."""
-    from synscale.report.extra_grids import model_size_grids, per_class_grid
+    from synscale.report.extra_grids import curation_grid, model_size_grids, per_class_grid
 
     parts = [f"# {title}\n", to_markdown(series_grid(series_fits, x_label, y_label))]
     grids = equivalence_grids(equivalences, x_label)
@@ -250,6 +251,8 @@ def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Eq
     parts += [to_markdown(g) for g in model_size_grids(model_size)]
     if per_class:
         parts.append(to_markdown(per_class_grid(per_class, criteria.describe() if criteria else "")))
+    if (grid := curation_grid(curation)) is not None:
+        parts.append(to_markdown(grid))
     return "\n".join(parts)
 
 
@@ -264,3 +267,9 @@ def print_per_class_table(console: Console, per_class: Sequence[Mapping[str, Any
     from synscale.report.extra_grids import per_class_grid
     if per_class:
         print_grid(console, per_class_grid(per_class, criteria.describe()))
+
+
+def print_curation_table(console: Console, curation: Sequence[Mapping[str, Any]]) -> None:
+    from synscale.report.extra_grids import curation_grid
+    if (grid := curation_grid(curation)) is not None:
+        print_grid(console, grid)

@@ -5,6 +5,13 @@ Sizes are not packed separately: train selects per-class prefixes by index.
 For CLIP studies a pack also holds each row's captions: a generated image's
 prompt; a real image's captions from the study's pairs file, or one caption
 picked by (seed, class, index) from a prompt strategy on its class name.
+
+`scores.npz` holds per-row values a curation rule can select on, aligned
+with the rows: recognizability (digits: the probability the real-pool
+reference classifier gives the intended class; image folders: the generate
+stage's score when the study asked for it), clip_score and nsfw (the safety
+checker's flag) when generation recorded them, and year for real images
+whose metadata file dates them.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import numpy as np
 
 from synscale.plan import state
 
-VERSION = "1"  # image folders are new outputs; the digits ones did not change
+VERSION = "2"  # 2: per-row scores (scores.npz) for curation
 
 
 def _real_pool(data: dict):
@@ -46,6 +53,7 @@ def run(ctx) -> dict:
         # Scored by a classifier of the real pool: how often a generated image
         # is recognized as its class, and how spread out each class is.
         ref = fit_reference(split.train_x, split.train_y, seed=spec["data"]["split_seed"])
+        write_scores(ctx.dir, {"recognizability": ref.proba_of(images, labels)})
         quality = {"recognizability": recognizability(ref, images, labels),
                    "diversity": diversity(ref, images, labels),
                    "real_test_accuracy": recognizability(ref, split.test_x, split.test_y),
@@ -75,6 +83,10 @@ def _run_rgb(ctx) -> dict:
         labels = np.array(labels)
         if spec.get("captions"):
             captions = _real_captions(spec, labels, items)
+        if spec["data"].get("metadata"):
+            from synscale.data.metadata import years_of
+            write_scores(ctx.dir, {"year": years_of(spec["data"]["metadata"],
+                                                    spec["data"]["train_dir"], items)})
     else:
         from synscale.stages.generate import read_shards
 
@@ -86,7 +98,11 @@ def _run_rgb(ctx) -> dict:
         if spec.get("captions"):
             prompts = np.concatenate([p["prompts"] for p in parts])[order]
             captions = [[str(p)] for p in prompts]
-        quality = _mean_scores(ctx)
+        rows = _row_scores(ctx)
+        if rows:
+            write_scores(ctx.dir, {k: v[order] for k, v in rows.items()})
+        quality = {("flagged_fraction" if k == "nsfw" else k): float(np.mean(v))
+                   for k, v in rows.items()}
         if quality:
             state.write_json(ctx.dir / "quality.json", quality)
     index = write_rgb_beton(ctx.dir, items, labels, spec["resolution"],
@@ -111,13 +127,21 @@ def _real_captions(spec: dict, labels: np.ndarray, files=None) -> list[list[str]
             for i, k in enumerate(labels)]
 
 
-def _mean_scores(ctx) -> dict:
-    """Means of the per-image scores the generate stages stored, if any."""
-    sums: dict[str, list] = {}
+def _row_scores(ctx) -> dict[str, np.ndarray]:
+    """The per-image scores the generate stages stored, in their shard order."""
+    found: dict[str, list] = {}
     for i in ctx.stage.inputs:
-        for shard in sorted(ctx.inputs[i].glob("shard-*.npz")):
-            with np.load(shard) as z:
+        manifest = state.read_json(ctx.inputs[i] / "manifest.json")
+        for name in manifest["shards"]:
+            with np.load(ctx.inputs[i] / name) as z:
                 for key in ("recognizability", "clip_score", "nsfw"):
                     if key in z.files:
-                        sums.setdefault(key, []).extend(z[key].astype(float).tolist())
-    return {("flagged_fraction" if k == "nsfw" else k): float(np.mean(v)) for k, v in sums.items()}
+                        found.setdefault(key, []).append(z[key].astype(float))
+    return {k: np.concatenate(v) for k, v in found.items()}
+
+
+def write_scores(folder, scores: dict[str, np.ndarray]) -> None:
+    """scores.npz: one array per score, aligned with the packed rows."""
+    with state.atomic_path(folder / "scores.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v, dtype=float) for k, v in scores.items()})

@@ -13,7 +13,7 @@ import math
 
 from synscale.backends import preemption
 from synscale.plan import state
-from synscale.study.schema import mixture_split
+from synscale.study.schema import split_counts
 
 VERSION = "1"
 
@@ -32,30 +32,45 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _parts(ctx, micro: int) -> tuple[list, dict, int]:
+def _parts(ctx, micro: int) -> tuple[list, dict, list[dict]]:
     """The packs this training reads as stream parts, the first pack's
-    index, and how many images the training set holds. A mixture reads
-    (real, synthetic) and splits every micro batch by the study's share."""
+    index, and what each part holds. Inputs are packs, each optionally
+    followed by the curate stage that filters it; spec["shares"] (one per
+    pack, default [1]) splits every set and every micro batch among them."""
     from synscale.data.ffcv_io import prefix_indices
     from synscale.data.stream import Part
+    from synscale.stages.curate import load_mask
 
     spec = ctx.spec
-    folders = [ctx.inputs[i] for i in ctx.stage.inputs]
-    indexes = [state.read_json(f / "index.json") for f in folders]
-    share = spec.get("synthetic_share")
-    if share is None:
-        rows = prefix_indices(indexes[0], spec["images_per_class"])
-        return [Part(folders[0], rows, micro)], indexes[0], len(rows)
-    synthetic_micro = micro * share
-    if abs(synthetic_micro - round(synthetic_micro)) > 1e-9:
-        raise ValueError(f"sweep.synthetic_shares = {share}: a micro batch of {micro} images "
-                         f"cannot hold that share of generated images; choose train.batch_size "
-                         f"(or micro_batch_size) so that {share} * micro batch is whole")
-    sizes = mixture_split(spec["images_per_class"], share)
-    micros = (micro - int(round(synthetic_micro)), int(round(synthetic_micro)))
-    parts = [Part(f, prefix_indices(ix, n), m)
-             for f, ix, n, m in zip(folders, indexes, sizes, micros) if n]
-    return parts, indexes[0], sum(len(p.rows) for p in parts)
+    packs: list[list] = []  # [folder, index, mask or None, pack id]
+    for i in ctx.stage.inputs:
+        if ctx.input_kinds[i] == "curate":
+            packs[-1][2] = load_mask(ctx.inputs[i])
+        else:
+            packs.append([ctx.inputs[i], state.read_json(ctx.inputs[i] / "index.json"), None, i])
+    shares = spec.get("shares", [1.0])
+    per_micro = [micro * s for s in shares]
+    if any(abs(m - round(m)) > 1e-9 for m in per_micro):
+        raise ValueError(f"shares {shares}: a micro batch of {micro} images cannot hold them in "
+                         "whole images; choose train.batch_size (or micro_batch_size) so that "
+                         "every share * micro batch is whole")
+    parts, info = [], []
+    counts = split_counts(spec["images_per_class"], shares)
+    for (folder, index, mask, pack_id), share, n, m in zip(packs, shares, counts, per_micro):
+        if not n:
+            continue
+        rows = prefix_indices(index, n)
+        if mask is not None:
+            rows = rows[mask[rows]]
+            if rows.size == 0:
+                raise ValueError(f"the curation rule keeps none of the first {n} images per "
+                                 f"class of pack {pack_id}; nothing to train on")
+        parts.append(Part(folder, rows, int(round(m))))
+        info.append({"pack": pack_id, "share": share,
+                     "images_per_class": n, "images": int(rows.size),
+                     "kept_share": float(rows.size / (n * len(index["class_counts"]))),
+                     "micro_batch": int(round(m))})
+    return parts, packs[0][1], info
 
 
 def run(ctx) -> dict:
@@ -78,7 +93,8 @@ def run(ctx) -> dict:
         raise ValueError(f"train.micro_batch_size = {micro} must divide the {per_task} images "
                          f"each of {world['world_size']} tasks computes per step")
     accumulate = per_task // micro  # the global batch stays batch_size whatever the tasks
-    parts, index, set_size = _parts(ctx, micro)
+    parts, index, part_info = _parts(ctx, micro)
+    set_size = sum(len(p.rows) for p in parts)
     steps = step_count(recipe, set_size)
     torch.manual_seed(spec["seed"])
     objective = objective_for(spec, index["shape"], world, index)
@@ -164,12 +180,8 @@ def run(ctx) -> dict:
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}
-    if "synthetic_share" in spec:
-        manifest["mixture"] = {
-            "synthetic_share": spec["synthetic_share"],
-            "real_synthetic_per_class": list(mixture_split(spec["images_per_class"],
-                                                            spec["synthetic_share"])),
-            "real_synthetic_per_micro_batch": [p.micro for p in parts]}
+    if len(part_info) > 1 or any(p["kept_share"] < 1 for p in part_info):
+        manifest["parts"] = part_info  # mixtures, blends, curated sets: what each pack gave
     state.write_json(ctx.dir / "manifest.json", manifest)
     checkpoint.unlink(missing_ok=True)  # the weights above supersede it
     return {"steps": steps, "final_train_loss": curve[-1][1]}

@@ -12,7 +12,8 @@ from dataclasses import asdict
 from synscale.plan.graph import Plan, Stage
 from synscale.plan.hashing import stage_id
 from synscale.stages import runner_versions
-from synscale.study.schema import Study, mixture_split
+from synscale.study.curation import Source, curated
+from synscale.study.schema import Study, split_counts
 
 
 def _stage(kind: str, spec: dict, inputs: tuple = (), axes: dict | None = None) -> Stage:
@@ -88,18 +89,24 @@ def _captions(s: Study, source: str) -> dict:
 def _real_pack(s: Study, real: dict) -> Stage:
     from synscale.study.load import real_needed
     sizes = s.sweep.real_images_per_class if "real" in s.sweep.sources else ()
+    pooled = s.sweep.mixture_images_per_class if "real" in s.curate.leave_one_out else ()
     rgb = {} if s.data.dataset == "digits" else {
-        "resolution": s.data.resolution, "per_class": max((*sizes, real_needed(s.sweep)))}
-    return _stage("pack", {"source": "real", "data": real, **rgb, **_captions(s, "real")})
+        "resolution": s.data.resolution,
+        "per_class": max((*sizes, *pooled, real_needed(s.sweep)))}
+    dated = {"metadata": s.data.metadata} if s.data.metadata else {}
+    return _stage("pack", {"source": "real", "data": {**real, **dated}, **rgb,
+                           **_captions(s, "real")})
 
 
 def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict]]:
     """(pack, the stages it reads, axes) per generation config."""
     g = s.generate
     n_classes = _num_classes(s)
-    largest = max((*s.sweep.synthetic_images_per_class,
-                   *(mixture_split(n, share)[1] for n in s.sweep.mixture_images_per_class
-                     for share in s.sweep.synthetic_shares)))
+    sw, c = s.sweep, s.curate
+    mixed = sw.mixture_images_per_class if (c.blends or c.leave_one_out) else ()
+    largest = max((*sw.synthetic_images_per_class, *mixed,
+                   *(split_counts(n, [1 - share, share])[1] for n in sw.mixture_images_per_class
+                     for share in sw.synthetic_shares)))
     ranges = [[lo, min(lo + g.classes_per_task, n_classes)]
               for lo in range(0, n_classes, g.classes_per_task)]
     captions = _caption_stages(s, real, ranges)
@@ -127,27 +134,30 @@ def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dic
     return out
 
 
-def _sources(s: Study, real: dict) -> list[tuple[list[Stage], tuple, dict, tuple, dict]]:
-    """Per training source: (stages it needs, packs a training reads, axes,
-    sizes, what the training spec adds). A mixture reads (real, synthetic)."""
-    sw, out = s.sweep, []
-    real_pack = _real_pack(s, real) if {"real", "mixture"} & set(sw.sources) else None
-    no_gen = {"generator": "", "prompts": "", "guidance": "", "synthetic_share": ""}
+def _sources(s: Study, real: dict) -> list[Source]:
+    """Every training source: the plain ones of [sweep] (a mixture reads
+    (real, synthetic)), then the curated ones of [curate]."""
+    sw, c, out = s.sweep, s.curate, []
+    wants_real = {"real", "mixture"} & set(sw.sources) or "real" in c.leave_one_out
+    real_pack = _real_pack(s, real) if wants_real else None
+    wants_synthetic = ({"synthetic", "mixture"} & set(sw.sources) or c.blends
+                       or set(c.leave_one_out) - {"real"})
+    synthetic = _synthetic_packs(s, real) if wants_synthetic else []
+    plain = {"curation": ""}
+    no_gen = {"generator": "", "prompts": "", "guidance": "", "synthetic_share": "", **plain}
     if "real" in sw.sources:
-        out.append(([real_pack], (real_pack,), {"source": "real", **no_gen},
-                    sw.real_images_per_class, {}))
-    if not {"synthetic", "mixture"} & set(sw.sources):
-        return out
-    for pack, gens, gen_axes in _synthetic_packs(s, real):
+        out.append(Source((real_pack,), (real_pack,), {"source": "real", **no_gen},
+                          sw.real_images_per_class))
+    for pack, gens, gen_axes in synthetic:
         if "synthetic" in sw.sources:
-            out.append(([*gens, pack], (pack,),
-                        {"source": "synthetic", **gen_axes, "synthetic_share": ""},
-                        sw.synthetic_images_per_class, {}))
+            out.append(Source((*gens, pack), (pack,),
+                              {"source": "synthetic", **gen_axes, "synthetic_share": "", **plain},
+                              sw.synthetic_images_per_class))
         for share in (sw.synthetic_shares if "mixture" in sw.sources else ()):
-            out.append(([real_pack, *gens, pack], (real_pack, pack),
-                        {"source": "mixture", **gen_axes, "synthetic_share": share},
-                        sw.mixture_images_per_class, {"synthetic_share": share}))
-    return out
+            out.append(Source((real_pack, *gens, pack), (real_pack, pack),
+                              {"source": "mixture", **gen_axes, "synthetic_share": share, **plain},
+                              sw.mixture_images_per_class, {"shares": [1 - share, share]}))
+    return out + curated(s, out, real_pack, synthetic, _stage)
 
 
 def _caption_stages(s: Study, real: dict, ranges: list) -> dict[int, Stage]:
@@ -192,18 +202,18 @@ def expand(s: Study) -> Plan:
     recipe = asdict(s.train)
     stages: list[Stage] = []
     seen: set[str] = set()
-    for needs, packs, source_axes, sizes, adds in _sources(s, real):
+    for src in _sources(s, real):
         # packs and caption stages are shared by several sources: plan each once
-        stages += [x for x in needs if x.id not in seen]
-        seen.update(x.id for x in needs)
+        stages += [x for x in src.needs if x.id not in seen]
+        seen.update(x.id for x in src.needs)
         for model in _models(s):
-            for n in sizes:
-                axes = {**source_axes, "arch": model["arch"], "width": model.get("width", ""),
+            for n in src.sizes:
+                axes = {**src.axes, "arch": model["arch"], "width": model.get("width", ""),
                         "images_per_class": n}
                 train = _stage("train", {"model": model, "recipe": recipe, "images_per_class": n,
                                          "num_classes": _num_classes(s), "seed": s.study.seed,
-                                         **adds},
-                               tuple(p.id for p in packs), axes)
+                                         **src.adds},
+                               tuple(x.id for x in src.reads), axes)
                 stages.append(train)
                 for spec, eval_axes in _evaluations(s, real):
                     stages.append(_stage("evaluate", spec, (train.id,), {**axes, **eval_axes}))

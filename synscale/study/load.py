@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
 from synscale.study.schema import (ARCHS, CLIP_CONFIGS, RESOURCE_KINDS, SECTIONS, Resources,
-                                   RetryPolicy, Study, mixture_split)
+                                   RetryPolicy, Study, split_counts)
 
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
               dict: "a table"}
@@ -134,6 +134,7 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
             problems.append(f"{file}: sweep.{key} = []: sweep.sources includes {source!r}, "
                             "so it needs at least one size")
     _objective_checks(s, file, problems)
+    _curate_checks(s, file, problems)
     m = s.model
     if m.arch == "vit":
         if not m.width:
@@ -201,9 +202,69 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
                         f"train.max_steps = {s.train.max_steps}")
 
 
+def _curate_checks(s: Study, file: str, problems: list[str]) -> None:
+    """[curate] against the rest of the study: what each setting needs."""
+    from synscale.study.curation import select
+
+    c, sw, d = s.curate, s.sweep, s.data
+    if (c.thresholds or c.safety) and not set(c.applies_to) & set(sw.sources):
+        problems.append(f"{file}: curate.applies_to = {list(c.applies_to)}: none of "
+                        f"sweep.sources {list(sw.sources)}; the filters would curate nothing")
+    if c.thresholds and d.dataset != "digits" and \
+            {"recognizability": "recognizability", "clip_score": "clip"}[c.score] \
+            not in s.generate.scores:
+        problems.append(f"{file}: curate.score = {c.score!r}: generated images carry it only "
+                        "when generate.scores asks for it")
+    if c.snapshots and not d.metadata:
+        problems.append(f"{file}: curate.snapshots = {list(c.snapshots)}: needs data.metadata, "
+                        "a file dating each real training image")
+    if c.snapshots and "real" not in sw.sources:
+        problems.append(f"{file}: curate.snapshots: snapshots curate real training sets; "
+                        "sweep.sources has no 'real'")
+    if (c.blends or c.leave_one_out) and not sw.mixture_images_per_class:
+        problems.append(f"{file}: sweep.mixture_images_per_class = []: curate.blends and "
+                        "curate.leave_one_out train at those sizes; give at least one")
+    configs = [{"generator": g, "prompts": p, "guidance": t} for g in s.generate.generators
+               for p in s.generate.prompts for t in s.generate.guidance]
+    share_sets = [[1 - x, x] for x in sw.synthetic_shares] if "mixture" in sw.sources else []
+    for name, parts in c.blends.items():
+        if not isinstance(parts, dict) or not parts:
+            problems.append(f"{file}: curate.blends.{name}: expected a table of selector = share")
+            continue
+        for sel, share in parts.items():
+            try:
+                select(sel, configs)
+            except ValueError as e:
+                problems.append(f"{file}: curate.blends.{name}: {e}")
+            if not isinstance(share, (int, float)) or not 0 < share <= 1:
+                problems.append(f"{file}: curate.blends.{name}.{sel} = {share!r}: a share in (0, 1]")
+        shares = [v for v in parts.values() if isinstance(v, (int, float))]
+        if abs(sum(shares) - 1) > 1e-9:
+            problems.append(f"{file}: curate.blends.{name}: shares sum to {sum(shares):g}; they "
+                            "must sum to 1")
+        share_sets.append(shares)
+    for sel in c.leave_one_out:
+        if sel != "real":
+            try:
+                select(sel, configs)
+            except ValueError as e:
+                problems.append(f"{file}: curate.leave_one_out: {e}")
+    if c.leave_one_out:
+        if len(set(c.leave_one_out)) < 2:
+            problems.append(f"{file}: curate.leave_one_out = {list(c.leave_one_out)}: needs at "
+                            "least two distinct sources")
+        k = len(c.leave_one_out)
+        share_sets += [[1 / k] * k, [1 / (k - 1)] * (k - 1)] if k > 1 else []
+    for shares in share_sets:
+        split = [s.train.batch_size * x for x in shares]
+        if any(abs(v - round(v)) > 1e-6 for v in split):
+            problems.append(f"{file}: train.batch_size = {s.train.batch_size}: cannot hold shares "
+                            f"{[round(x, 4) for x in shares]} in whole images per batch")
+
+
 def real_needed(sw) -> int:
     """Real images per class the mixtures read (the rest of each set is generated)."""
-    return max((mixture_split(n, share)[0] for n in sw.mixture_images_per_class
+    return max((split_counts(n, [1 - share, share])[0] for n in sw.mixture_images_per_class
                 for share in sw.synthetic_shares), default=0)
 
 

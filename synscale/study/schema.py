@@ -42,6 +42,7 @@ BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
 GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
 SCORES = ("recognizability", "clip")
+CURATION_SCORES = ("recognizability", "clip_score")
 
 
 def spec(default: Any, doc: str, **rules: Any) -> Any:
@@ -76,6 +77,8 @@ class DataSection:
                         path=True)
     classes: str = spec("", "imagefolder: class list name (imagenet-1k) or a file of class names",
                         type=str)
+    metadata: str = spec("", "imagefolder: when each training image was made (.tsv/.csv with "
+                         "columns image, timestamp), for curate.snapshots", type=str, path=True)
     resolution: int = spec(224, "imagefolder: training and evaluation image side, pixels",
                            type=int, min=8, max=1024)
     caption_pairs: str = spec("", "clip, imagefolder: real image-caption pairs (.tsv/.csv with "
@@ -101,11 +104,15 @@ class SweepSection:
                                    "every batch", type=float, axis=True, min=0.0, max=1.0)
 
 
-def mixture_split(images_per_class: int, synthetic_share: float) -> tuple[int, int]:
-    """(real, generated) images per class of a mixture: the generated count is
-    rounded, the real images fill the rest."""
-    synthetic = int(round(images_per_class * synthetic_share))
-    return images_per_class - synthetic, synthetic
+def split_counts(images_per_class: int, shares) -> list[int]:
+    """Images per class each part of a mixture gets: floors, then the
+    images left over to the largest remainders (the earlier part on a tie)."""
+    exact = [images_per_class * s for s in shares]
+    counts = [int(e) for e in exact]
+    order = sorted(range(len(shares)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[:images_per_class - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,30 @@ class EvaluateSection:
 
 
 @dataclass(frozen=True)
+class CurateSection:
+    score: str = spec("recognizability", "quality filters: the per-image score they threshold",
+                      type=str, choices=CURATION_SCORES)
+    thresholds: tuple = spec((), "quality filters: keep the images scoring at least t; each t "
+                             "adds curated trainings beside the unfiltered ones", type=float,
+                             list=True)
+    inverse: bool = spec(False, "quality filters: also train on each filter's complement "
+                         "(the images scoring below t)", type=bool)
+    safety: bool = spec(False, "also train without the images the safety checker flagged",
+                        type=bool)
+    applies_to: tuple = spec(("synthetic",), "training sources the quality and safety filters "
+                             "curate (in a mixture, its generated part)", type=str, list=True,
+                             choices=("synthetic", "mixture"))
+    snapshots: tuple = spec((), "data age: real training sets keep the images dated up to each "
+                            "year (needs data.metadata)", type=int, list=True)
+    blends: dict = spec({}, "name -> {selector = share}: training sets drawn from several "
+                        "generation configs at these proportions (a selector such as "
+                        "'guidance=1.0' or 'generator=imagen' names one config)", type=dict)
+    leave_one_out: tuple = spec((), "sources ('real' or a selector) ablated one at a time: each "
+                                "set leaves one out, the rest in equal shares; the whole pool "
+                                "is the baseline", type=str, list=True)
+
+
+@dataclass(frozen=True)
 class AnalysisSection:
     law: str = spec("power", "law the summary leads with: L = A*D^-k or L = E + A*D^-k", type=str,
                     choices=LAWS)
@@ -273,6 +304,7 @@ class Study:
     model: ModelSection
     train: TrainSection
     evaluate: EvaluateSection
+    curate: CurateSection
     analysis: AnalysisSection
     backend: BackendSection
     resources: dict = field(default_factory=dict)  # stage kind -> Resources
@@ -299,7 +331,8 @@ class RetryPolicy:
 SECTIONS = {
     "study": StudySection, "data": DataSection, "sweep": SweepSection,
     "generate": GenerateSection, "prompts": PromptsSection, "model": ModelSection,
-    "train": TrainSection, "evaluate": EvaluateSection, "analysis": AnalysisSection,
+    "train": TrainSection, "evaluate": EvaluateSection, "curate": CurateSection,
+    "analysis": AnalysisSection,
     "backend": BackendSection,
 }
 # Tables of tables: [resources.<kind>] for each stage kind.

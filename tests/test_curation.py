@@ -180,8 +180,10 @@ def test_reduced_curation_study_reports_deltas_with_the_share_kept(tmp_path):
     study.write_text(CURATED.format(name="cur", workers=2, extra="").replace(
         "guidance = [0.0, 1.0, 4.0]", "guidance = [0.0]").replace(
         "thresholds = [0.99, 0.999]", "thresholds = [0.999]").replace(
-        "real_images_per_class = [4, 8, 16]", "real_images_per_class = [8, 16]").replace(
-        "synthetic_images_per_class = [4, 8, 16]", "synthetic_images_per_class = [16, 32]"))
+        "real_images_per_class = [4, 8, 16]", "real_images_per_class = [16]").replace(
+        "synthetic_images_per_class = [4, 8, 16]", "synthetic_images_per_class = [16, 32]").replace(
+        "mixture_images_per_class = [8, 16]", "mixture_images_per_class = [16]").replace(
+        "synthetic_shares = [0.25, 0.5]", "synthetic_shares = [0.5]"))
     r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     run = tmp_path / "runs/cur"

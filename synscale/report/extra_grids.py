@@ -91,15 +91,18 @@ def curation_grid(deltas: Sequence[Mapping[str, Any]]) -> Grid | None:
     sets = sorted({e for d in shown for e in d["eval_sets"]}, key=str)
     context = [{a: d[a] for a in ("source", "generator", "prompts", "guidance",
                                   "synthetic_share", "arch", "width")} for d in shown]
-    labels = series_labels(context)
-    grid = Grid(title="Curation: change against the unfiltered set (largest size of each)",
+    varies = len({tuple(c.items()) for c in context}) > 1
+    labels = series_labels(context) if varies else [""] * len(context)
+    shared = shared_label(context)
+    grid = Grid(title="Curation: change against the unfiltered set (largest size of each"
+                + (f"; {shared})" if shared else ")"),
                 headers=["setting", "images/class", "kept"] + [f"{e}\nΔloss (Δtop-1)" for e in sets]
                 + ["mean\nΔloss (Δtop-1)"], rows=[],
                 caption="Δ: curated minus its baseline (the same source, model and size "
                         "unfiltered; a leave-one-out set against its whole pool); "
                         "negative Δloss: curation helped")
     for d, label in zip(shown, labels):
-        cells = [f"{d['curation']} ({label})" if label != "(all)" else d["curation"],
+        cells = [f"{d['curation']} ({label})" if label else d["curation"],
                  fmt_size(float(d["images_per_class"])),
                  f"{d['kept_share']:.0%}" if d["kept_share"] == d["kept_share"] else MISSING]
         for e in sets:

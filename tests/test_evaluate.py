@@ -1,5 +1,6 @@
 """The evaluate stage on image folders: ImageNet-style class folders named by
 wnid or by index, and ImageNet-R/-A's 200-class logit mask."""
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -10,8 +11,8 @@ from synscale.plan.graph import Stage
 from synscale.prompts.classes import DATA, imagenet1k
 
 MODEL = {"arch": "vit", "width": 32, "depth": 1, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0}
-KEYS = {"eval_set", "n", "loss", "top1", "top5", "per_class_top1", "classes_scored",
-        "images_per_class", "images", "steps"}
+KEYS = {"eval_set", "n", "loss", "top1", "top5", "per_class_top1", "per_class_loss",
+        "classes_scored", "images_per_class", "images", "steps"}
 
 
 def trained_stage(run, favourite: int):
@@ -55,4 +56,8 @@ def test_imagenet_r_logits_are_masked_to_its_200_classes(tmp_path):
     index = {c.wnid: c.index for c in imagenet1k()}
     scored = [i for i, v in enumerate(r["per_class_top1"]) if v is not None]
     assert scored == sorted(index[w] for w in r_wnids[:3])
+    # per-class losses exist where the set has images; with 2 images a class they average to the loss
+    losses = [(v, r["per_class_top1"][i]) for i, v in enumerate(r["per_class_loss"])]
+    assert [i for i, (v, _) in enumerate(losses) if v is not None] == scored
+    assert sum(v for v, _ in losses if v is not None) / len(scored) == pytest.approx(r["loss"])
     assert [i for i, v in enumerate(v2["per_class_top1"]) if v is not None] == [1, 2, 3]

@@ -202,3 +202,32 @@ def test_reduced_curation_study_reports_deltas_with_the_share_kept(tmp_path):
         syn["recognizability<0.999"]["kept_share"] == pytest.approx(1.0)
     summary = (run / "results/summary.md").read_text()
     assert "Curation: change against the unfiltered set" in summary
+
+
+def test_a_snapshot_keeps_the_real_images_dated_up_to_its_year(tmp_path):
+    """Data age: the real pack dates each image from the metadata file, and a
+    snapshot keeps those up to its year."""
+    from conftest import class_folders
+    from synscale.stages import pack
+
+    wnids = ("n01440764", "n01443537")
+    class_folders(tmp_path / "train", wnids, 3)
+    (tmp_path / "classes.txt").write_text("\n".join(wnids) + "\n")
+    years = {f"{w}/{w}_{i}.JPEG": 2010 + 3 * i + k for k, w in enumerate(wnids) for i in range(3)}
+    (tmp_path / "meta.csv").write_text("image,timestamp\n" + "".join(
+        f"{k},{y}-06-30T12:00:00\n" for k, y in years.items()))
+    data = {"dataset": "imagefolder", "train_dir": str(tmp_path / "train"), "val_dir": "",
+            "classes": str(tmp_path / "classes.txt"), "metadata": str(tmp_path / "meta.csv")}
+    stage = Stage("real", "pack", {"source": "real", "data": data, "resolution": 16,
+                                   "per_class": 3}, ())
+    (tmp_path / "real").mkdir()
+    pack.run(StageContext(stage, tmp_path / "real", {}, {}, logging.getLogger("pack")))
+    kept, m = _curate(tmp_path, tmp_path / "real", {"kind": "snapshot", "year": 2014}, "snap")
+    # rows in class order, files in name order: 2010, 2013, 2016 | 2011, 2014, 2017
+    assert kept.tolist() == [True, True, False, True, True, False]
+    assert m["kept_per_class"] == [2, 2] and m["share_kept"] == pytest.approx(4 / 6)
+    # a metadata file that misses an image names it
+    (tmp_path / "meta.csv").write_text("image,timestamp\n" + f"{wnids[0]}/{wnids[0]}_0.JPEG,2010\n")
+    (tmp_path / "real2").mkdir()
+    with pytest.raises(ValueError, match=r"5 of the 6 packed .* no timestamp"):
+        pack.run(StageContext(stage, tmp_path / "real2", {}, {}, logging.getLogger("pack")))

@@ -77,10 +77,12 @@ def test_recovers_a_known_law_from_noisy_points(noise):
 
 def test_degenerate_points_say_what_is_wrong():
     n, d = np.array([1e8] * 8), np.geomspace(1e9, 1e11, 8)
-    with pytest.raises(FitError, match="at least 2 model sizes"):
+    with pytest.raises(FitError, match="at least 3 model sizes and 3 data sizes .* got 1 model"):
         fit_chinchilla(n, d, np.linspace(3, 2, 8))
     with pytest.raises(FitError, match="loss must be finite and > 0; 1 point"):
         fit_chinchilla(np.geomspace(1e7, 1e9, 8), d, [3, 2.9, np.nan, 2.7, 2.6, 2.5, 2.4, 2.3])
+    with pytest.raises(FitError, match="got 2 model and 4 data sizes"):
+        fit_chinchilla([1e7, 1e8] * 4, np.repeat([1e9, 1e10, 1e11, 1e12], 2), np.linspace(3, 2, 8))
     with pytest.raises(FitError, match="need at least 6"):
         fit_chinchilla([1e7, 1e8, 1e9], [1e9, 1e10, 1e11], [3, 2.5, 2.2])
 
@@ -109,3 +111,15 @@ def test_compute_optimal_split_matches_its_closed_form():
     assert "parameters" not in o and "cap" in o["note"]
     (o,) = compute_optimal(fit, (c, 1.0), rule, [1e25])
     assert "outside the measured" in o["note"]
+
+
+def test_a_law_without_a_floor_fits_and_bootstraps():
+    """Losses with no irreducible term drive E towards 0 (e^e underflows):
+    the fit, its refits and the interval still work."""
+    from synscale.analysis.points import fit_chinchilla_group
+
+    n, d = (v.ravel() for v in np.meshgrid(np.geomspace(1e4, 1e6, 3), np.geomspace(40, 1280, 6)))
+    loss = 30 * n ** -0.3 + 8 * d ** -0.5
+    entry, fit = fit_chinchilla_group({}, n, d, loss, bootstrap=20, seed=0)
+    assert fit is not None and fit.params["E"] < 1e-3 and entry["bootstrap"]["resamples"] > 0
+    assert fit.params["alpha"] == pytest.approx(0.3, abs=0.02)

@@ -47,6 +47,7 @@ class ChinchillaFit:
     n_points: int
     n_range: tuple[float, float]  # measured model sizes
     d_range: tuple[float, float]  # measured data sizes
+    theta: tuple = ()             # (a, b, e, alpha, beta) as optimized: E = e^e may underflow to 0
 
     def predict(self, n, d):
         p = self.params
@@ -73,9 +74,12 @@ def _points(n, d, loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 if (bad := ~(np.isfinite(v) & (v > 0))).any()]
     if problems:
         raise FitError("; ".join(problems))
-    if np.unique(n).size < 2 or np.unique(d).size < 2:
-        raise FitError(f"L(N, D) needs at least 2 model sizes and 2 data sizes; got "
-                       f"{np.unique(n).size} and {np.unique(d).size}")
+    # Two sizes give one difference per axis, which cannot separate a term's
+    # scale from its exponent and the floor E: the fit would be any of many.
+    if np.unique(n).size < 3 or np.unique(d).size < 3:
+        raise FitError(f"L(N, D) needs at least 3 model sizes and 3 data sizes to tell A, "
+                       f"alpha, B, beta and E apart; got {np.unique(n).size} model and "
+                       f"{np.unique(d).size} data sizes")
     if n.size < 6:
         raise FitError(f"L(N, D) has 5 parameters; {n.size} points cannot test a fit of them "
                        "(need at least 6)")
@@ -122,10 +126,10 @@ def fit_chinchilla(n, d, loss, x0=None, grid: dict | None = None, refine: int = 
     res = log_l - np.log(fit.predict(n, d))
     return ChinchillaFit(params, fit.objective, tuple(float(v) for v in res),
                          float(np.sqrt(np.mean(res ** 2))), fit.n_points, fit.n_range,
-                         fit.d_range)
+                         fit.d_range, tuple(float(v) for v in best.x))
 
 
 def log_params(fit: ChinchillaFit) -> tuple[float, ...]:
-    """(a, b, e, alpha, beta): a start for refits near this one."""
-    p = fit.params
-    return (math.log(p["A"]), math.log(p["B"]), math.log(p["E"]), p["alpha"], p["beta"])
+    """(a, b, e, alpha, beta): a start for refits near this one (the
+    optimizer's own values: a fitted E of 0 has no logarithm)."""
+    return fit.theta

@@ -113,3 +113,23 @@ def test_tiny_clip_on_captioned_digits_classifies_zero_shot_above_chance(tmp_pat
     for (_, a), (_, b) in zip(resumed["loss_curve"], whole["loss_curve"]):
         assert a == pytest.approx(b, abs=1e-4)
     assert len(done_files(root / "clip")) == 1 + 1 + 1  # pack, train, one evaluation
+
+
+@pytest.mark.parametrize("arch,embed", [("ViT-S-32", 384), ("vit_tiny_patch16_224", 512)])
+def test_named_clip_models_build_at_the_study_resolution(arch, embed):
+    """open_clip configurations by name, and a timm image tower with
+    open_clip's ViT-B-16 text tower, at 64 px and 16-token captions."""
+    import torch
+
+    from synscale.models.clip import build_clip, tokenizer, zero_shot_weights
+    from synscale.prompts.classes import digits
+
+    model = build_clip({"arch": arch, "context_length": 16}, (3, 64, 64))
+    tokens = tokenizer(16)(["a photo of a digit 3", "a sketch of a digit 4"])
+    assert tokens.shape == (2, 16)
+    with torch.no_grad():
+        image, text, scale = model(torch.randn(2, 3, 64, 64), tokens)
+    assert image.shape == text.shape == (2, embed)
+    assert torch.allclose(image.norm(dim=1), torch.ones(2), atol=1e-5)  # normalized features
+    weights = zero_shot_weights(model.eval(), digits()[:3], ["a photo of a {}."], tokenizer(16))
+    assert weights.shape == (3, embed)

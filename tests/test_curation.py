@@ -111,10 +111,14 @@ def test_leave_one_out_expands_to_the_pool_and_each_ablation(tmp_path):
     # a batch of 48 splits into thirds and halves (the pool and its ablations)
     plan = expand(_study(tmp_path, extra='leave_one_out = ["real", "guidance=0.0", "guidance=4.0"]',
                          **{"batch_size = 32": "batch_size = 48"}))
-    pools = [t for t in plan.of_kind("train") if t.axes["source"] == "pool"]
+    # a pool without one generated source is the 50% mixture of the other: one
+    # training, planned once, that reports under both (Stage.also)
     by_label = {}
-    for t in pools:
-        by_label.setdefault(t.axes["curation"], []).append(t)
+    for t in plan.of_kind("train"):
+        for axes in (t.axes, *t.also):
+            if axes["source"] == "pool":
+                by_label.setdefault(axes["curation"], []).append(t)
+    assert len({s.id for s in plan.stages}) == len(plan.stages)
     assert set(by_label) == {"all", "without real", "without guidance=0.0", "without guidance=4.0"}
     packs = {p.id: p for p in plan.of_kind("pack")}
     generation = {g.id: g.spec["guidance"] for g in plan.of_kind("generate")}
@@ -128,7 +132,7 @@ def test_leave_one_out_expands_to_the_pool_and_each_ablation(tmp_path):
         return out
 
     for label, trains in by_label.items():
-        assert {t.axes["images_per_class"] for t in trains} == {8, 16}
+        assert {t.spec["images_per_class"] for t in trains} == {8, 16}
         for t in trains:
             expected = [s for s in ("real", "guidance=0.0", "guidance=4.0")
                         if label != f"without {s}"]
@@ -140,6 +144,15 @@ def test_leave_one_out_expands_to_the_pool_and_each_ablation(tmp_path):
                    .replace("batch_size = 32", "batch_size = 48"))
     r = run_module("synscale.launch", bad, "--dry-run", "--root", tmp_path / "runs")
     assert r.returncode == 2 and "'guidance=2.0' matches 0 generation configs" in r.stderr
+    # a blend that is one of the pools is one training, reported under both names
+    plan = expand(_study(tmp_path, "same", extra=(
+        'leave_one_out = ["real", "guidance=0.0", "guidance=4.0"]\n[curate.blends]\n'
+        'half = { "guidance=0.0" = 0.5, "guidance=4.0" = 0.5 }'),
+        **{"batch_size = 32": "batch_size = 48"}))
+    assert len({s.id for s in plan.stages}) == len(plan.stages)
+    (blend,) = [t for t in plan.of_kind("train") if t.axes["curation"] == "blend:half"
+                and t.axes["images_per_class"] == 16]
+    assert [a["curation"] for a in blend.also] == ["without real"]
 
 
 def _threshold_of(stage):

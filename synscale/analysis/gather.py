@@ -29,18 +29,19 @@ def gather(run_root: Path) -> list[dict]:
             continue
         m = state.read_json(folder / "metrics.json")
         trained = state.read_json(run.stage("train", s.inputs[0]) / "manifest.json")
-        rows.append({"train_id": s.inputs[0], **{a: s.axes.get(a, "") for a in AXES},
-                     "images_per_class": m["images_per_class"], "images": m["images"],
-                     # a curated set's images over the budget it was drawn from
-                     "kept_share": m["images"] / (m["images_per_class"]
-                                                  * trained["num_classes"]),
-                     "steps": m["steps"],
-                     # models trained before these were recorded have none
-                     "parameters": trained.get("parameters"),
-                     "train_flops": trained.get("train_flops"),
-                     "loss": m["loss"], "top1": m["top1"],
-                     "per_class_top1": m["per_class_top1"],
-                     "per_class_loss": m.get("per_class_loss")})
+        for axes in (s.axes, *s.also):  # one row per question the model answers
+            rows.append({"train_id": s.inputs[0], **{a: axes.get(a, "") for a in AXES},
+                         "images_per_class": m["images_per_class"], "images": m["images"],
+                         # a curated set's images over the budget it was drawn from
+                         "kept_share": m["images"] / (m["images_per_class"]
+                                                      * trained["num_classes"]),
+                         "steps": m["steps"],
+                         # models trained before these were recorded have none
+                         "parameters": trained.get("parameters"),
+                         "train_flops": trained.get("train_flops"),
+                         "loss": m["loss"], "top1": m["top1"],
+                         "per_class_top1": m["per_class_top1"],
+                         "per_class_loss": m.get("per_class_loss")})
     rows.sort(key=lambda r: tuple(str(r[a]) for a in AXES) + (r["images_per_class"],))
     return rows
 

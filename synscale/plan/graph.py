@@ -16,6 +16,9 @@ class Stage:
     spec: dict               # everything the runner needs besides its inputs
     inputs: tuple = ()       # ids of the stages whose folders it reads
     axes: dict = field(default_factory=dict)  # sweep coordinates, for gathering results
+    # further coordinates the same work answers: a curated set can be, say, both a blend
+    # and a leave-one-out pool; it is planned (and run) once and reported under each
+    also: tuple = ()
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Plan:
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         raw = json.loads(text)
-        stages = [Stage(s["id"], s["kind"], s["spec"], tuple(s["inputs"]), s.get("axes", {}))
+        stages = [Stage(s["id"], s["kind"], s["spec"], tuple(s["inputs"]), s.get("axes", {}),
+                        tuple(s.get("also", ())))
                   for s in raw["stages"]]
         return cls(raw["study"], stages)

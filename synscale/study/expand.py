@@ -7,7 +7,7 @@ prefix of it, so nested sizes never re-render or re-pack anything.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from synscale.plan.graph import Plan, Stage
 from synscale.plan.hashing import stage_id
@@ -202,6 +202,17 @@ def expand(s: Study) -> Plan:
     recipe = asdict(s.train)
     stages: list[Stage] = []
     seen: set[str] = set()
+    position: dict[str, int] = {}  # train/evaluate id -> index in stages
+
+    def add(stage: Stage) -> None:
+        """Plan a stage once; the same work asked again adds its coordinates."""
+        if stage.id in position:
+            i = position[stage.id]
+            stages[i] = replace(stages[i], also=(*stages[i].also, stage.axes))
+        else:
+            position[stage.id] = len(stages)
+            stages.append(stage)
+
     for src in _sources(s, real):
         # packs and caption stages are shared by several sources: plan each once
         stages += [x for x in src.needs if x.id not in seen]
@@ -214,7 +225,7 @@ def expand(s: Study) -> Plan:
                                          "num_classes": _num_classes(s), "seed": s.study.seed,
                                          **src.adds},
                                tuple(x.id for x in src.reads), axes)
-                stages.append(train)
+                add(train)
                 for spec, eval_axes in _evaluations(s, real):
-                    stages.append(_stage("evaluate", spec, (train.id,), {**axes, **eval_axes}))
+                    add(_stage("evaluate", spec, (train.id,), {**axes, **eval_axes}))
     return Plan(s.study.name, stages)

@@ -77,8 +77,8 @@ def test_tiny_clip_on_captioned_digits_classifies_zero_shot_above_chance(tmp_pat
     (mixture,) = [t for t in plan.of_kind("train") if t.axes["source"] == "mixture"]
     m = state.read_json(run / "stages/train" / mixture.id / "manifest.json")
     assert mixture.inputs == (real_pack.id, synthetic_pack.id)
-    assert m["mixture"] == {"synthetic_share": 0.25, "real_synthetic_per_class": [12, 4],
-                            "real_synthetic_per_micro_batch": [24, 8]}
+    assert [(p["pack"], p["share"], p["images_per_class"], p["micro_batch"])
+            for p in m["parts"]] == [(real_pack.id, 0.75, 12, 24), (synthetic_pack.id, 0.25, 4, 8)]
     assert m["objective"] == "clip" and m["images"] == 160
     # the analysis keeps the template sets and the share apart
     with open(run / "results/metrics.csv") as f:

@@ -134,7 +134,7 @@ def test_clip_on_real_caption_pairs_mixed_with_generated_images(tmp_path):
                                        for c in generated)
     (manifest,) = run.glob("stages/train/*/manifest.json")
     m = state.read_json(manifest)
-    assert m["objective"] == "clip" and m["mixture"]["real_synthetic_per_micro_batch"] == [3, 3]
+    assert m["objective"] == "clip" and [p["micro_batch"] for p in m["parts"]] == [3, 3]
     (metrics,) = [state.read_json(p) for p in run.glob("stages/evaluate/*/metrics.json")]
     assert metrics["zero_shot_templates"] == "clip-templates-7"
     assert metrics["classes_scored"] == 3 and metrics["n"] == 9 and 0 <= metrics["top1"] <= 1

@@ -67,47 +67,64 @@ def _fmt(v: float, spec: str) -> str:
     return format(v, spec) if math.isfinite(v) else MISSING
 
 
-def _with_interval(lf, name: str, spec: str) -> str:
+def _fmt_param(name: str, v: float) -> str:
+    if name == "E" and math.isfinite(v) and abs(v) < 5e-5:
+        return "0"  # a floor the optimizer drove to its bound, printed as what it is
+    return _fmt(v, ".3f" if name == "k" else ".4g")
+
+
+def _with_interval(lf, name: str) -> str:
     """A parameter, with its bootstrap 95% interval when there is one."""
-    v = _fmt(lf.fit.params[name], spec)
+    v = _fmt_param(name, lf.fit.params[name])
     if lf.interval is None or name not in lf.interval.ci95:
         return v
     lo, hi = lf.interval.ci95[name]
-    return f"{v} [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
+    return f"{v} ({_fmt_param(name, lo)}-{_fmt_param(name, hi)})"
 
 
 def series_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per class",
                 y_label: str = "loss") -> Grid:
-    """One row per series: each law's k (and E), their rmse, then the
-    measured metric per size; the law the comparisons read is named."""
-    sizes = sorted({s for f in series_fits for s in f.x if math.isfinite(s)})
+    """One row per series: each law's k (and E) with its interval, and its
+    rmse; the law the comparisons read is named."""
     labels = series_labels([f.key for f in series_fits])
     shared = shared_label([f.key for f in series_fits])
     laws = list(series_fits[0].laws) if series_fits else []
     lead = series_fits[0].lead if series_fits else ""
     headers = ["series"]
     for law in laws:
-        headers += [f"{law}\nk", f"{law}\nA"] + ([f"{law}\nE"] if law != "power" else []) + \
+        headers += [f"{law}\nk"] + ([f"{law}\nE"] if law != "power" else []) + \
             [f"{law}\nrmse (log)"]
     with_ci = any(lf.interval is not None for f in series_fits for lf in f.laws.values())
     grid = Grid(title=f"Scaling fits: {y_label} vs {x_label}" + (f" ({shared})" if shared else ""),
-                headers=headers + [fmt_size(s) for s in sizes], rows=[],
+                headers=headers, rows=[],
                 caption=(f"comparisons read the {lead} law; " if len(laws) > 1 else "")
-                + ("[brackets]: bootstrap 95% interval; " if with_ci else "")
-                + f"size columns: measured {y_label} at that many {x_label} (mean over repeats)")
+                + ("(lo-hi): bootstrap 95% interval; " if with_ci else "")
+                + "A and every residual: results/fits.json")
     for f, label in zip(series_fits, labels):
         cells = [label]
         for law in laws:
             lf = f.laws[law]
-            width = 4 if law != "power" else 3
+            names = ["k", "E"] if law != "power" else ["k"]
             if lf.fit is None:
-                cells += ["failed"] + [MISSING] * (width - 1)
+                cells += ["failed"] + [MISSING] * len(names)
                 grid.notes.append(f"{label} ({law}): {lf.error}")
                 continue
-            cells += [_with_interval(lf, "k", ".3f"), _fmt(lf.fit.params["A"], ".4g")]
-            if law != "power":
-                cells.append(_with_interval(lf, "E", ".4g"))
-            cells.append(_fmt(lf.fit.rmse, ".4f"))
+            cells += [_with_interval(lf, n) for n in names] + [_fmt(lf.fit.rmse, ".4f")]
+        grid.rows.append(cells)
+    return grid
+
+
+def measured_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per class",
+                  y_label: str = "loss") -> Grid:
+    """The points behind the fits: the metric per series and size."""
+    sizes = sorted({s for f in series_fits for s in f.x if math.isfinite(s)})
+    labels = series_labels([f.key for f in series_fits])
+    shared = shared_label([f.key for f in series_fits])
+    grid = Grid(title=f"Measured {y_label} per {x_label}" + (f" ({shared})" if shared else ""),
+                headers=["series"] + [fmt_size(s) for s in sizes], rows=[],
+                caption="mean over repeats of a size")
+    for f, label in zip(series_fits, labels):
+        cells = [label]
         for s in sizes:
             ys = [y for x, y in zip(f.x, f.y) if x == s and math.isfinite(y)]
             cells.append(f"{sum(ys) / len(ys):.4f}" if ys else "")
@@ -185,6 +202,10 @@ def equivalence_grids(equivalences: Sequence[Equivalence],
 
 
 def to_rich(grid: Grid) -> Table:
+    from rich.markup import escape  # cells are plain text: "[...]" is not a style tag here
+
+    grid = Grid(escape(grid.title), [escape(h) for h in grid.headers],
+                [[escape(c) for c in row] for row in grid.rows], escape(grid.caption), grid.notes)
     table = Table(title=grid.title, caption=grid.caption or None, caption_justify="left")
     # The label column wraps rather than shrinking to nothing in a narrow terminal.
     label_width = min(24, max((len(r[0]) for r in grid.rows), default=8))
@@ -205,6 +226,7 @@ def print_grid(console: Console, grid: Grid) -> None:
 def print_series_table(console: Console, series_fits: Sequence[SeriesFit],
                        x_label: str = "images per class", y_label: str = "loss") -> None:
     print_grid(console, series_grid(series_fits, x_label, y_label))
+    print_grid(console, measured_grid(series_fits, x_label, y_label))
 
 
 def print_equivalence_tables(console: Console, equivalences: Sequence[Equivalence],
@@ -242,7 +264,8 @@ def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Eq
     series, then L(N, D) fits and per-class verdicts where there are some."""
     from synscale.report.extra_grids import curation_grid, model_size_grids, per_class_grid
 
-    parts = [f"# {title}\n", to_markdown(series_grid(series_fits, x_label, y_label))]
+    parts = [f"# {title}\n", to_markdown(series_grid(series_fits, x_label, y_label)),
+             to_markdown(measured_grid(series_fits, x_label, y_label))]
     grids = equivalence_grids(equivalences, x_label)
     if grids:
         parts += [to_markdown(g) for g in grids]

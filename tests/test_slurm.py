@@ -170,15 +170,24 @@ def test_status_classifies_each_way_a_job_ends(tmp_path, mode):
     subprocess.run(["scancel", jobs["queued"]])
 
 
+# real data only, every training on two nodes with one task each
+TWO_NODES = {'sources = ["real", "synthetic"]': 'sources = ["real"]',
+             "[backend]": "[resources.train]\nnodes = 2\ntasks_per_node = 1\n\n[backend]"}
+
+
+def run_on_slurm(study, root, stages: int) -> dict:
+    """Launch on the local cluster and wait for `stages` to finish without a failure."""
+    r = run_module("synscale.launch", study, "--root", root, "--backend", "slurm", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = wait_until(root / study.stem, stages)
+    assert not info["failures"], info["failures"]
+    return info
+
+
 def test_training_on_two_nodes_through_srun(small_study, tmp_path):
     cluster("on")
-    study = small_study("twonodes", **{
-        'sources = ["real", "synthetic"]': 'sources = ["real"]',
-        "[backend]": "[resources.train]\nnodes = 2\ntasks_per_node = 1\n\n[backend]"})
-    r = run_module("synscale.launch", study, "--root", tmp_path, "--backend", "slurm", "--json")
-    assert r.returncode == 0, r.stderr[-2000:]
-    info = wait_until(tmp_path / "twonodes", 1 + 3 + 3)
-    assert not info["failures"], info["failures"]
+    study = small_study("twonodes", **TWO_NODES)
+    run_on_slurm(study, tmp_path, 1 + 3 + 3)
     for manifest in (tmp_path / "twonodes/stages/train").glob("*/manifest.json"):
         m = state.read_json(manifest)
         assert m["world_size"] == 2 and m["micro_batch_size"] == 16
@@ -201,13 +210,8 @@ def test_clip_trains_on_two_nodes_with_negatives_from_both(tmp_path):
     from test_clip import clip_study
 
     cluster("on")
-    study = clip_study(tmp_path, "clip2", **{
-        'sources = ["real", "synthetic"]': 'sources = ["real"]',
-        "[backend]": "[resources.train]\nnodes = 2\ntasks_per_node = 1\n\n[backend]"})
-    r = run_module("synscale.launch", study, "--root", tmp_path, "--backend", "slurm", "--json")
-    assert r.returncode == 0, r.stderr[-2000:]
-    info = wait_until(tmp_path / "clip2", 1 + 1 + 2)
-    assert not info["failures"], info["failures"]
+    study = clip_study(tmp_path, "clip2", **TWO_NODES)
+    run_on_slurm(study, tmp_path, 1 + 1 + 2)
     (manifest,) = (tmp_path / "clip2/stages/train").glob("*/manifest.json")
     m = state.read_json(manifest)
     assert m["objective"] == "clip" and m["world_size"] == 2 and m["micro_batch_size"] == 16

@@ -36,16 +36,6 @@ def _args(argv):
     return p, p.parse_args(argv)
 
 
-def _progress(total: int, quiet: bool):
-    """A rich progress bar over bootstrap refits, or nothing."""
-    if quiet or not total:
-        return None, None
-    from rich.progress import Progress
-    bar = Progress(transient=True)
-    task = bar.add_task("bootstrap", total=total)
-    return bar, lambda: bar.advance(task)
-
-
 def _fit_csv(p, args) -> int:
     from synscale.analysis.points import fit_points, read_csv
 
@@ -58,23 +48,20 @@ def _fit_csv(p, args) -> int:
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {args.source}: {e}", file=sys.stderr)
         return 2
-    bar, tick = _progress(groups * (args.bootstrap or 0), args.json)
+    from rich.console import Console
+
+    from synscale.analysis.bootstrap import progress_bar
     try:
-        if bar:
-            bar.start()
-        fits = fit_points(rows, args.law, args.x, args.y, args.n, args.group,
-                          args.bootstrap or 0, args.seed, tick)
+        with progress_bar(None if args.json else Console(stderr=True),
+                          groups * (args.bootstrap or 0)) as tick:
+            fits = fit_points(rows, args.law, args.x, args.y, args.n, args.group,
+                              args.bootstrap or 0, args.seed, tick)
     except ValueError as e:
         print(f"error: {args.source}: {e}", file=sys.stderr)
         return 2
-    finally:
-        if bar:
-            bar.stop()
     if args.json:
         print(json.dumps({"fits": fits}, indent=1))
     else:
-        from rich.console import Console
-
         from synscale.report.tables import points_table
         Console().print(points_table(fits, str(args.source)))
     return 0

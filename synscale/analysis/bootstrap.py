@@ -6,8 +6,9 @@ counted, not retried: the count says how much the interval rests on.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -49,3 +50,16 @@ def bootstrap(refit: Callable[[np.ndarray], dict[str, float]], n_points: int, co
     return Interval({k: float(np.std(v, ddof=1)) for k, v in values.items()},
                     {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
                      for k, v in values.items()}, len(draws), failed, seed, tuple(draws))
+
+
+@contextmanager
+def progress_bar(console, total: int) -> Iterator[Callable[[], None] | None]:
+    """A transient rich bar over `total` refits, advanced by the callable it
+    yields; None (no bar) without a console or without refits."""
+    if console is None or not total:
+        yield None
+        return
+    from rich.progress import Progress
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("bootstrap", total=total)
+        yield lambda: bar.advance(task)

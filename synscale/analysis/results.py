@@ -13,6 +13,7 @@ import csv
 import json
 from pathlib import Path
 
+from synscale.analysis.bootstrap import progress_bar
 from synscale.analysis.curation import curation_deltas
 from synscale.analysis.fit import DEFAULT_AXES, LAWS, _norm, fit_series, synthetic_equivalence
 from synscale.analysis.gather import gather, generation_quality, write_csv
@@ -93,16 +94,12 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
                                         print_series_table, summary_markdown)
 
     a = settings or AnalysisSection()
-    bar, tick = _progress(console, len({tuple(_norm(r.get(x)) for x in DEFAULT_AXES)
-                                        for r in rows}) * len(LAWS) * a.bootstrap)
-    try:
+    series = len({tuple(_norm(r.get(x)) for x in DEFAULT_AXES) for r in rows})
+    with progress_bar(console, series * len(LAWS) * a.bootstrap) as tick:
         fits = fit_series(rows, law=a.law, bootstrap=a.bootstrap, seed=a.seed, progress=tick)
         size_axes = [x for x in DEFAULT_AXES if x not in ("arch", "width") and
                      any(x in r for r in rows)]
         model_size = model_size_fits(rows, size_axes, rule, a.bootstrap, a.seed)
-    finally:
-        if bar:
-            bar.stop()
     equivalences = synthetic_equivalence(fits)
     criteria = Criteria(a.easy_top1, a.scaling_k)
     per_class = _per_class(rows, fits, list(class_names), criteria)
@@ -138,17 +135,6 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
     return {"rows": len(rows), "series": len(fits),
             "fitted": sum(f.fit is not None for f in fits),
             "plot": str(plots[0]) if plots else None}
-
-
-def _progress(console, total: int):
-    """A rich progress bar over the bootstrap refits, when someone watches."""
-    if console is None or not total:
-        return None, None
-    from rich.progress import Progress
-    bar = Progress(console=console, transient=True)
-    task = bar.add_task("bootstrap", total=total)
-    bar.start()
-    return bar, lambda: bar.advance(task)
 
 
 def analyze_run(run_root: Path, console=None, bootstrap: int | None = None,

@@ -7,10 +7,10 @@ several captions (COCO has five); training then draws one per epoch.
 """
 from __future__ import annotations
 
-import csv
 import json
-from collections import defaultdict
 from pathlib import Path
+
+from synscale.data.tables import grouped
 
 
 def read(path: str | Path) -> dict[str, list[str]]:
@@ -23,15 +23,7 @@ def read(path: str | Path) -> dict[str, list[str]]:
         return {str(k): [str(c) for c in (v if isinstance(v, list) else [v])]
                 for k, v in data.items()}
     if path.suffix in (".tsv", ".csv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-            if not {"image", "caption"} <= set(rows.fieldnames or ()):
-                raise ValueError(f"{path}: needs the columns 'image' and 'caption'; has "
-                                 f"{rows.fieldnames}")
-            out = defaultdict(list)
-            for row in rows:
-                out[row["image"].strip()].append(row["caption"].strip())
-            return dict(out)
+        return grouped(path, "image", "caption")
     raise ValueError(f"{path}: pairs file must end in .tsv, .csv or .json")
 
 

@@ -6,11 +6,12 @@ time such as 2014-06-30 or 2014-06-30T12:00:00; only the year is kept).
 """
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 import numpy as np
+
+from synscale.data.tables import grouped
 
 _YEAR = re.compile(r"^\s*(\d{4})(?:\b|-|$)")
 
@@ -19,18 +20,14 @@ def read_years(path: str | Path) -> dict[str, int]:
     path = Path(path)
     if path.suffix not in (".tsv", ".csv"):
         raise ValueError(f"{path}: metadata file must end in .tsv or .csv")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-        if not {"image", "timestamp"} <= set(rows.fieldnames or ()):
-            raise ValueError(f"{path}: needs the columns 'image' and 'timestamp'; has "
-                             f"{rows.fieldnames}")
-        out, bad = {}, []
-        for line, row in enumerate(rows, start=2):
-            m = _YEAR.match(row["timestamp"] or "")
+    out, bad = {}, []
+    for image, stamps in grouped(path, "image", "timestamp").items():
+        for stamp in stamps:
+            m = _YEAR.match(stamp)
             if m is None:
-                bad.append(f"line {line}: {row['timestamp']!r}")
-                continue
-            out[row["image"].strip()] = int(m.group(1))
+                bad.append(f"{image}: {stamp!r}")
+            else:
+                out[image] = int(m.group(1))
     if bad:
         raise ValueError(f"{path}: timestamps must start with a year (2014, 2014-06-30, "
                          f"2014-06-30T12:00:00); {len(bad)} do not: {', '.join(bad[:3])}")

@@ -8,9 +8,7 @@ index) to its list of captions; or TSV/CSV with the columns `class` and
 """
 from __future__ import annotations
 
-import csv
 import json
-from collections import defaultdict
 from pathlib import Path
 
 from synscale.prompts.classes import ClassInfo
@@ -25,15 +23,8 @@ def read(path: Path) -> dict[str, list[str]]:
             raise ValueError(f"{path}: expected an object mapping each class to a list of captions")
         return {str(k): [str(c) for c in v] for k, v in data.items()}
     if path.suffix in (".tsv", ".csv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-            if not {"class", "caption"} <= set(rows.fieldnames or ()):
-                raise ValueError(f"{path}: needs the columns 'class' and 'caption'; has "
-                                 f"{rows.fieldnames}")
-            out = defaultdict(list)
-            for row in rows:
-                out[row["class"].strip()].append(row["caption"].strip())
-            return dict(out)
+        from synscale.data.tables import grouped
+        return grouped(path, "class", "caption")
     raise ValueError(f"{path}: captions file must end in .json, .tsv or .csv")
 
 

@@ -1,7 +1,7 @@
 """`python -m synscale.status RUN_DIR [--json] [--watch]`: where a run stands.
 
-Per stage kind: done, running, pending, failed (with its class) and not
-submitted, from the run directory and, for a slurm run, one squeue and at
+Per stage kind: done, running, pending, blocked (behind a failed input),
+failed (with its class) and not submitted, from the run directory and, for a slurm run, one squeue and at
 most one sacct call per refresh (backends/failures.py says how).
 """
 from __future__ import annotations
@@ -13,12 +13,11 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from synscale.backends.failures import classify
+from synscale.backends.failures import STATES, classify
 from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 
-STATES = ("done", "running", "pending", "failed", "not submitted")
 TAIL_LINES = 5
 
 
@@ -67,7 +66,7 @@ def collect(run: RunDir) -> dict:
     counts = {k: Counter() for k in KINDS}
     spans = defaultdict(list)
     now = time.time()
-    failures = []
+    failures, requeued = [], []
     for s in plan.stages:
         folder = run.stage(s.kind, s.id)
         job = jobs.get(s.id)
@@ -77,6 +76,9 @@ def collect(run: RunDir) -> dict:
         span = _span(folder, verdict.state, now)
         if span:
             spans[s.kind].append(span)
+        if verdict.note:  # requeued by Slurm or at USR2: still live, but say so
+            requeued.append({"kind": s.kind, "id": s.id, "job": job, "state": verdict.state,
+                             "note": verdict.note})
         if verdict.state == "failed":
             # The job's Slurm output holds the traceback and Slurm's own
             # words; the stage log, where there is no job, its progress.
@@ -91,7 +93,7 @@ def collect(run: RunDir) -> dict:
                           "elapsed_s": round(max(e for _, e in spans[k]) -
                                              min(b for b, _ in spans[k]), 1) if spans[k] else None}
                       for k, c in counts.items() if c},
-            "failures": failures}
+            "failures": failures, "requeued": requeued}
 
 
 def render(info: dict):
@@ -113,6 +115,15 @@ def render(info: dict):
                            f" ({f['class']}): {f['error']}\n  log: {f['log']}",
                            *((f"\n  | {line}", "dim") for line in f["tail"]))
              for f in info["failures"]]
+    requeued = info.get("requeued", [])
+    lines += [Text(f"{r['state']} {r['kind']}/{r['id']} [{r['job']}]: {r['note']}", "yellow")
+              for r in requeued[:TAIL_LINES * 4]]
+    if len(requeued) > TAIL_LINES * 4:
+        lines.append(Text(f"... and {len(requeued) - TAIL_LINES * 4} more requeued stages"))
+    if any(c["blocked"] for c in info["kinds"].values()):
+        lines.append(Text("blocked: waiting on an input that failed or was cancelled; it will "
+                          "never run. Launch again to resubmit the input and what reads it.",
+                          "yellow"))
     return Group(table, *lines)
 
 

@@ -201,7 +201,7 @@ def test_training_on_two_nodes_through_srun(small_study, tmp_path):
     from synscale.backends.slurm import accounting_states
     jobs = state.read_json(tmp_path / "twonodes/slurm/submissions.json")
     acct = accounting_states([a["job_id"] for a in jobs["arrays"] if a["kind"] == "train"])
-    assert acct and set(acct.values()) == {"COMPLETED"}, acct
+    assert acct and {a.state for a in acct.values()} == {"COMPLETED"}, acct
 
 
 def test_clip_trains_on_two_nodes_with_negatives_from_both(tmp_path):
@@ -242,7 +242,7 @@ def test_cancelled_task_alone_runs_again(small_study, tmp_path):
     plan = Plan.from_json((run / "plan.json").read_text())
     queue = queue_states()
     victim_stage, victim = next((s.id, jobs[s.id]) for s in plan.of_kind("train")
-                                if queue.get(jobs[s.id]) == "RUNNING")
+                                if jobs[s.id] in queue and queue[jobs[s.id]].state == "RUNNING")
     subprocess.run(["scancel", victim], check=True)
     # The other trainings finish, and their evaluations run as each does
     # (aftercorr): only the cancelled one's evaluation is left waiting.

@@ -1,29 +1,46 @@
 """What became of a submitted stage, from Slurm's answers and its own folder.
 
-The run directory is the truth for done (DONE) and for Python exceptions
-(error.json, with the traceback's last line); squeue tells queued from
-running. How a job that left the queue ended comes, in this order, from the
-line slurmstepd writes into the job's log when it kills it (the only place
-that says "memory" where no cgroup enforces it: sacct then says FAILED or
-CANCELLED), from sacct where accounting runs, and from the exit record the
-worker writes on SIGTERM. Status and the retry policy both read stages
-through `classify`.
+The run directory is the truth for done (DONE) and for failures the stage
+saw itself (error.json: a Python exception, or a class the worker knew, such
+as a rendezvous that could not bind); squeue tells queued from running and
+from blocked. How a job that left the queue ended comes, in this order, from
+the lines slurmstepd and srun write into the job's log (the only place that
+says "memory" where no cgroup enforces it, and that names the signal of a
+killed task), from sacct where accounting runs, and without it from the
+records the worker leaves (exit.json on SIGTERM) or their absence (a job
+cancelled before it started leaves no log at all). Status and the retry
+policy both read stages through `classify`.
+
+States: done, running, pending, blocked (waiting on an input that failed or
+was cancelled: it will never run), failed, not submitted. Failure classes
+are exactly `CLASSES` (the README lists them); "killed" and "exited" carry
+the signal or the exit code in their name.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import signal
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from synscale.plan import state
 
+STATES = ("done", "running", "pending", "blocked", "failed", "not submitted")
+CLASSES = ("python exception", "out of memory", "timeout", "preemption", "node failure",
+           "cancelled", "infrastructure", "killed (signal N)", "exited (code N)", "unknown")
+# What a relaunch may resubmit without being asked: the cluster's doing, not the stage's.
+RETRIED = {"out of memory", "timeout", "preemption", "node failure", "cancelled",
+           "infrastructure", "killed", "unknown"}
+
 # squeue lists live jobs only; of those, these have started.
-RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
-# sacct states that end a job without DONE, and the failure class each means.
+RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
+# sacct states that end a job without DONE, and the failure class each means
+# (FAILED alone says only "non-zero exit": the exit code or the log says more).
 FAILURE_CLASSES = {"OUT_OF_MEMORY": "out of memory", "TIMEOUT": "timeout",
                    "DEADLINE": "timeout", "NODE_FAIL": "node failure",
                    "BOOT_FAIL": "node failure", "PREEMPTED": "preemption",
-                   "CANCELLED": "cancelled", "FAILED": "failed"}
+                   "CANCELLED": "cancelled", "REVOKED": "cancelled"}
 # slurmstepd's own words in the job's log, most specific first.
 KILL_MESSAGES = [
     (re.compile(r"exceeded (job )?memory limit|oom[-_ ]kill", re.I), "out of memory"),
@@ -33,20 +50,42 @@ KILL_MESSAGES = [
     (re.compile(r"\*\*\* (JOB|STEP) \S+ ON \S+ CANCELLED AT \S+( \*\*\*| DUE TO JOB REQUEUE)"),
      "cancelled"),
 ]
+# srun's report of a task that did not exit 0: "srun: error: node1: task 0: Killed"
+SRUN_TASK = re.compile(r"srun: error: \S+: tasks? [\d\-,]+: (.+)$")
+SIGNAL_NAMES = {signal.strsignal(s): int(s) for s in signal.Signals if signal.strsignal(s)}
+
+
+class Queued(NamedTuple):
+    """One squeue line."""
+    state: str          # PENDING, RUNNING, ...; NEVER when its dependency can never be met
+    restarts: int = 0   # times Slurm or submitit requeued it
+
+
+class Accounted(NamedTuple):
+    """One job (array task) in sacct: its current state and what came before."""
+    state: str                  # COMPLETED, FAILED, NODE_FAIL, ... ("CANCELLED by 0" -> CANCELLED)
+    exit_code: int = 0
+    signal: int = 0
+    earlier: tuple = ()         # states of earlier attempts (requeues), oldest first
 
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str          # done, running, pending, failed, not submitted
-    klass: str = ""     # for failed: python exception, out of memory, timeout, ...
-    message: str = ""   # the traceback's last line, or Slurm's state
+    state: str          # one of STATES
+    klass: str = ""     # for failed: one of CLASSES, N filled in
+    message: str = ""   # the traceback's last line, Slurm's words, or why it is blocked
+    note: str = ""      # for a live stage: how often and why it was requeued
+
+
+def retried_by_default(klass: str) -> bool:
+    return klass.split(" (")[0] in RETRIED
 
 
 def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | None,
              log: Path | None = None) -> Verdict:
-    """`queue`: squeue states by job id (None: not a Slurm run); `acct`: sacct
-    states by job id, or None where accounting is off; `log`: the job's
-    Slurm output file."""
+    """`queue`: squeue by job id, `Queued` or a bare state (None: not a Slurm
+    run); `acct`: sacct by job id (`Accounted` or a bare state), or None where
+    accounting is off; `log`: the job's Slurm output file."""
     if state.is_done(folder):
         return Verdict("done")
     error = folder / "error.json"
@@ -55,51 +94,170 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
                                            and not error.exists()):
             return Verdict("running")
         if error.exists():
-            return Verdict("failed", "python exception", state.read_json(error)["error"])
+            return _from_error(error)
         return Verdict("pending" if queue is None else "not submitted")
     live = queue.get(job)
-    if live in RUNNING:
-        return Verdict("running")
-    if live is not None:  # queued, held, or waiting on a dead dependency (NEVER)
-        return Verdict("pending")
+    if live is not None:
+        live = live if isinstance(live, Queued) else Queued(live)
+        note = _requeue_note(live.restarts, _accounted(acct, job), log)
+        if live.state == "NEVER":
+            return Verdict("blocked", message="waits on an input that failed or was cancelled; "
+                                              "a relaunch resubmits both", note=note)
+        return Verdict("running" if live.state in RUNNING else "pending", note=note)
+    # It left the queue without DONE: its process is gone, whatever its last heartbeat.
     if error.exists():
-        return Verdict("failed", "python exception", state.read_json(error)["error"])
-    killed = kill_message(log)
-    if killed:  # Slurm says it ended it, whatever its last heartbeat says
-        return Verdict("failed", *killed)
-    if state.heartbeat_fresh(folder) and not (folder / "exit.json").exists():
-        return Verdict("running")  # left squeue but still beating: finishing up
-    if acct is None:  # left the queue without DONE: the worker's exit record says why
-        return _from_exit_record(folder)
-    slurm_state = acct.get(job)
-    if slurm_state is None:  # submitted moments ago, not yet in the database
-        return Verdict("pending")
-    return Verdict("failed", FAILURE_CLASSES.get(slurm_state, "unknown"), slurm_state)
+        return _from_error(error)
+    from_log = log_verdict(log)
+    if from_log:
+        return from_log
+    acct_entry = _accounted(acct, job)
+    if acct is not None and acct_entry is None:
+        return Verdict("pending")  # submitted moments ago, not yet in the database
+    if acct_entry is not None:
+        return _from_accounting(acct_entry)
+    if log is not None and not log.exists() and not (folder / "attempt.json").exists():
+        # Without accounting: no log means no attempt ever started, so it was
+        # cancelled while pending (by scancel, or with a dead dependency).
+        return Verdict("failed", "cancelled", "left the queue before it started")
+    return _from_exit_record(folder)
+
+
+def _accounted(acct: dict | None, job: str) -> Accounted | None:
+    """sacct's entry for an array task, or the whole array's (a pending array
+    cancelled at once is one line, '12' or '12_[0-3%2]', expanded on reading)."""
+    if acct is None:
+        return None
+    entry = acct.get(job)
+    if entry is None and "_" in job:
+        entry = acct.get(job.split("_")[0])
+    if entry is None:
+        return None
+    return entry if isinstance(entry, Accounted) else Accounted(entry)
+
+
+def _from_error(path: Path) -> Verdict:
+    rec = state.read_json(path)
+    return Verdict("failed", rec.get("class", "python exception"), rec["error"])
+
+
+def _from_accounting(a: Accounted) -> Verdict:
+    if a.state in FAILURE_CLASSES:
+        return Verdict("failed", FAILURE_CLASSES[a.state], a.state)
+    if a.signal:
+        return Verdict("failed", f"killed (signal {a.signal})", _signal_name(a.signal))
+    if a.exit_code > 128:  # a shell reports a task killed by signal N as 128 + N
+        return Verdict("failed", f"killed (signal {a.exit_code - 128})",
+                       _signal_name(a.exit_code - 128))
+    if a.state == "COMPLETED":
+        # exited 0 without DONE: the worker returned early without finishing
+        return Verdict("failed", "exited (code 0)", "the job completed without marking the "
+                                                    "stage done")
+    return Verdict("failed", f"exited (code {a.exit_code})", a.state)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.strsignal(number) or f"signal {number}"
+    except ValueError:
+        return f"signal {number}"
+
+
+def _requeue_note(restarts: int, acct: Accounted | None, log: Path | None) -> str:
+    if not restarts:
+        return ""
+    why = [FAILURE_CLASSES.get(s, s.lower()) for s in acct.earlier] if acct else []
+    if not why:
+        # submitit logs each requeue it asks for (checkpoint at USR2); the
+        # rest Slurm did itself (a failed node, preemption by another job)
+        asked = _last_attempt(log, whole=True).count("Requeued job ") if log else 0
+        why = ["checkpointed at USR2"] * min(asked, restarts) + \
+            ["by Slurm (node failure or preemption)"] * max(0, restarts - asked)
+    return f"requeued {restarts}x: " + ", ".join(dict.fromkeys(why))
+
+
+def _last_attempt(log: Path | None, whole: bool = False) -> str:
+    """A requeued job appends to the same log; the text after the last line
+    submitit writes when a job starts is the last attempt's."""
+    if log is None or not log.exists():
+        return ""
+    text = log.read_text(errors="replace")
+    if whole:
+        return text
+    return text[max(text.rfind("Starting with JobEnvironment"), 0):]
+
+
+def log_verdict(log: Path | None) -> Verdict | None:
+    """How the job's last attempt ended, where Slurm's tools said so in its log."""
+    text = _last_attempt(log)
+    lines = text.splitlines()
+    stepd = [line for line in lines if "slurmstepd" in line]
+    for pattern, klass in KILL_MESSAGES:
+        for line in stepd:
+            if pattern.search(line):
+                return Verdict("failed", klass, line.split("error:", 1)[-1].strip(" *"))
+    for line in lines:
+        match = SRUN_TASK.search(line)
+        if not match:
+            continue
+        what = match.group(1).strip()
+        code = re.match(r"Exited with exit code (\d+)", what)
+        if code:
+            return Verdict("failed", f"exited (code {code.group(1)})", line.strip())
+        number = SIGNAL_NAMES.get(what.removesuffix(" (core dumped)"))
+        if number:
+            return Verdict("failed", f"killed (signal {number})", line.strip())
+    return None
 
 
 def kill_message(log: Path | None) -> tuple[str, str] | None:
-    """(class, slurmstepd's line) when Slurm killed the job and said so in its log.
-
-    A requeued job appends to the same log, so only the last attempt counts:
-    the text after the last line submitit writes when a job starts."""
-    if log is None or not log.exists():
-        return None
-    text = log.read_text(errors="replace")
-    start = text.rfind("Starting with JobEnvironment")
-    lines = [l for l in text[max(start, 0):].splitlines() if "slurmstepd" in l]
-    for pattern, klass in KILL_MESSAGES:
-        for line in lines:
-            if pattern.search(line):
-                return klass, line.split("error:", 1)[-1].strip(" *")
-    return None
+    """(class, Slurm's line) when Slurm's tools said in the log how the job ended."""
+    v = log_verdict(log)
+    return (v.klass, v.message) if v else None
 
 
 def _from_exit_record(folder: Path) -> Verdict:
     path = folder / "exit.json"
-    if not path.exists():  # SIGKILL leaves no record: out of memory or a lost node
+    if not path.exists():  # SIGKILL leaves no record, and without accounting nothing says why
         return Verdict("failed", "unknown", "left the queue without finishing or a record")
     rec = state.read_json(path)
     end = rec.get("job_end_time") or 0
     if end and rec["time"] >= end - 30:
         return Verdict("failed", "timeout", "SIGTERM at the time limit")
     return Verdict("failed", "cancelled", "SIGTERM before the time limit (scancel)")
+
+
+def parse_sacct(text: str) -> dict[str, Accounted]:
+    """`sacct -n -P -X -D -o JobID,State,ExitCode` -> job id -> Accounted.
+
+    Array ranges ('12_[0-3,7%2]', what sacct prints for tasks that never
+    left the pending array) are expanded to one entry per task; with -D a
+    requeued job has a line per attempt, the last one current."""
+    out: dict[str, Accounted] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 3:
+            continue
+        job, st, code = parts[0], parts[1].split()[0] if parts[1].split() else "", parts[2]
+        exit_code, _, sig = code.partition(":")
+        for one in expand_job_ids(job):
+            before = out.get(one)
+            earlier = (*before.earlier, before.state) if before else ()
+            out[one] = Accounted(st, int(exit_code or 0), int(sig or 0), earlier)
+    return out
+
+
+def expand_job_ids(job: str) -> list[str]:
+    """'12_[0-2,5%2]' -> ['12_0', '12_1', '12_2', '12_5']; other ids unchanged."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job)
+    if not match:
+        return [job]
+    array, spec = match.group(1), match.group(2).split("%")[0]
+    tasks: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        step = 1
+        if ":" in hi:
+            hi, step_text = hi.split(":")
+            step = int(step_text)
+        tasks += range(int(lo), int(hi or lo) + 1, step)
+    return [f"{array}_{t}" for t in tasks]

@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from synscale.backends.failures import classify
+from synscale.backends.failures import (Accounted, Queued, classify, parse_sacct,
+                                        retried_by_default)
 
 from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan, Stage
@@ -44,19 +45,20 @@ def max_array_size() -> int:
     return int(match.group(1)) if match else 1001  # Slurm's documented default
 
 
-def queue_states() -> dict[str, str]:
-    """job id (array tasks as '<array>_<index>') -> state, in one squeue call.
+def queue_states() -> dict[str, Queued]:
+    """job id (array tasks as '<array>_<index>') -> Queued, in one squeue call.
 
     A job pending on a dependency that can never be satisfied (an input was
-    cancelled or failed) will never run: it is reported as NEVER, so that a
-    relaunch replaces it instead of waiting on it forever."""
-    out = _run(["squeue", "--me", "-h", "-r", "-o", "%i|%T|%r"])
+    cancelled or failed) will never run: its state is NEVER, so that status
+    shows it blocked and a relaunch replaces it instead of waiting forever."""
+    out = _run(["squeue", "--me", "-h", "-r", "-O", "JobArrayID:|,State:|,Reason:|,RestartCnt:"])
     if out.returncode != 0:
         raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
     states = {}
     for line in out.stdout.splitlines():
-        job, st, reason = (line.split("|") + ["", ""])[:3]
-        states[job] = "NEVER" if reason == "DependencyNeverSatisfied" else st
+        job, st, reason, restarts = ([x.strip() for x in line.split("|")] + ["", "", ""])[:4]
+        states[job] = Queued("NEVER" if reason == "DependencyNeverSatisfied" else st,
+                             int(restarts) if restarts.isdigit() else 0)
     return states
 
 
@@ -65,16 +67,16 @@ def cancel(job_ids: list[str]) -> None:
         _run(["scancel", *job_ids])
 
 
-def accounting_states(arrays: list[str]) -> dict[str, str] | None:
-    """job id -> sacct state, in one call; None where accounting is off."""
+def accounting_states(arrays: list[str]) -> dict[str, Accounted] | None:
+    """job id -> Accounted (state, exit code, signal, earlier attempts), in
+    one call; None where accounting is off."""
     if not arrays:
         return {}
-    out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(arrays), "-o", "JobID,State"])
+    out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
+                "-o", "JobID,State,ExitCode"])
     if out.returncode != 0 or "accounting storage is disabled" in out.stdout + out.stderr:
         return None
-    # "CANCELLED by 0" -> "CANCELLED"
-    return {job: st.split()[0] for job, st in
-            (line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)}
+    return parse_sacct(out.stdout)
 
 
 def records_path(run: RunDir) -> Path:
@@ -96,8 +98,8 @@ def retry_resources(klass: str, attempts: int, resources, policy, profile):
     """(resources for the next job, "") or (None, why the stage stays failed)."""
     if attempts >= policy.attempts:
         return None, f"failed {attempts} time(s); retry.attempts = {policy.attempts}"
-    if klass == "python exception" and not policy.python_exceptions:
-        return None, ("a Python exception is not retried (fix it, or set "
+    if not retried_by_default(klass) and not policy.python_exceptions:
+        return None, (f"a {klass} is usually a bug and is not retried (fix it, or set "
                       "retry.<kind>.python_exceptions = true)")
     if klass == "out of memory":
         cap = min(policy.max_mem_gb, profile.max_mem_gb)
@@ -151,8 +153,20 @@ def batches(stages: list[Stage], size: int, task_of: dict[str, tuple[str, int]],
     return out + [(chunk, None) for chunk in chunks(rest, size)]
 
 
-def _executor(run: RunDir, study, profile, kind: str, r):
+def _executor(run: RunDir, study, profile, kind: str, r, code_dir=None):
+    import shlex
+
     import submitit
+
+    from synscale.backends.code import snapshot
+
+    # The job imports the copy of synscale made at submission, not the
+    # checkout as it is when the job starts (backends/code.py): tasks start in
+    # it (python -m puts the cwd first on sys.path) and it leads PYTHONPATH.
+    # A `cd` rather than sbatch --chdir: update_parameters(additional_parameters=)
+    # (hold) replaces that dict, and srun starts its tasks in the batch cwd.
+    pinned = shlex.quote(str(code_dir or snapshot(run.root).folder))
+    pin = [f"cd {pinned}", f"export PYTHONPATH={pinned}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
     ex = submitit.SlurmExecutor(folder=run.root / "slurm" / "%j", max_num_timeout=3)
     # USR2 (checkpoint, requeue) comes this long before the time limit:
@@ -161,7 +175,7 @@ def _executor(run: RunDir, study, profile, kind: str, r):
     params = dict(signal_delay_s=min(90, r.time_min * 15), job_name=f"{study.study.name}-{kind}",
                   time=r.time_min, nodes=r.nodes, ntasks_per_node=r.tasks_per_node,
                   cpus_per_task=r.cpus, mem=f"{int(r.mem_gb * 1024)}M",
-                  array_parallelism=r.max_parallel, setup=list(profile.setup),
+                  array_parallelism=r.max_parallel, setup=list(profile.setup) + pin,
                   stderr_to_stdout=True)
     if r.gpus:
         params["gpus_per_node"] = r.gpus
@@ -172,9 +186,11 @@ def _executor(run: RunDir, study, profile, kind: str, r):
     return ex
 
 
-def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> Submission:
+def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
+                code_dir: Path | None = None) -> Submission:
     """Submit every stage that is neither done nor queued. `hold` submits the
-    jobs held (sbatch --hold), for benchmarks that must not run them."""
+    jobs held (sbatch --hold), for benchmarks that must not run them. The jobs
+    import synscale from `code_dir` (code.snapshot; made here when None)."""
     from synscale.backends.worker import StageTask
 
     records = load_records(run)
@@ -197,7 +213,7 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
             continue
         # A queued stage stays queued, unless an input of it is submitted
         # again: its job waits on the old input job, which will never run.
-        if job in live and live[job] != "NEVER" and not any(i in todo_ids for i in s.inputs):
+        if job in live and live[job].state != "NEVER" and not any(i in todo_ids for i in s.inputs):
             out.skipped_live.append(s.id)
             job_of[s.id] = job
             continue
@@ -233,13 +249,15 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False) -> 
             else:
                 deps, how = sorted({task_of[i][0] if i in task_of else job_of[i] for s in chunk
                                     for i in s.inputs if i in task_of or i in job_of}), "afterok"
-            ex = _executor(run, study, profile, kind, resources)
+            ex = _executor(run, study, profile, kind, resources, code_dir)
             if deps:
                 ex.update_parameters(dependency=f"{how}:" + ":".join(deps))
             if hold:
                 ex.update_parameters(additional_parameters={"hold": True})
             with ex.batch():
-                jobs = [ex.submit(StageTask(str(run.root), s, {i: kinds[i] for i in s.inputs}))
+                # absolute: the job starts in the code folder, not the launch's
+                jobs = [ex.submit(StageTask(str(run.root.resolve()), s,
+                                            {i: kinds[i] for i in s.inputs}))
                         for s in chunk]
             array_id = jobs[0].job_id.split("_")[0]
             array_tasks[array_id] = len(chunk)

@@ -40,9 +40,108 @@ def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
     assert str(tmp_path / "s.toml") in p
 
 
+def launch_fails(tmp_path, text):
+    """Launch a bad study as a user does: exit 2 and nothing written anywhere
+    (a study named '..' would write beside its run root); returns stderr."""
+    here = tmp_path / "launch"
+    here.mkdir()
+    study = here / "bad.toml"
+    study.write_text(text)
+    r = run_module("synscale.launch", study, "--root", here / "root" / "runs")
+    assert r.returncode == 2, r.stderr
+    assert list(here.iterdir()) == [study]
+    return r.stderr
+
+
 def test_unknown_table(tmp_path):
     (p,) = problems_of(tmp_path, BASE + "[trian]\nlr = 1.0\n")
-    assert "[trian]" in p and "[train]" in p
+    assert "s.toml: trian: unknown table; allowed: study, data" in p
+    assert "(did you mean 'train'?)" in p
+    (p,) = problems_of(tmp_path, BASE + "[resources.trian]\ncpus = 2\n")
+    assert "resources.trian: unknown stage kind" in p and "(did you mean 'train'?)" in p
+
+
+# Each way TOML spells an unknown table, and the name its problem gives it;
+# each goes before BASE (a dotted key names a table only before any [table]).
+UNKNOWN_TABLES = {
+    "dotted.key = 1": "dotted: unknown table; allowed: study,",
+    "[foo]\nx = 1": "foo: unknown table; allowed: study,",
+    "[bar.baz]": "bar.baz: unknown table; allowed: study,",
+    "[resources.foo]": "resources.foo: unknown stage kind; allowed: caption,",
+    "[retry.foo.bar]": "retry.foo.bar: unknown stage kind; allowed: caption,",
+    "[train.extra]": "train.extra: unknown key; allowed: batch_size,",
+    '[""]': '"": unknown table; allowed: study,',
+    "[[arr]]": "arr: unknown table; allowed: study,",
+}
+
+
+@pytest.mark.parametrize("table", UNKNOWN_TABLES)
+def test_unknown_tables_are_named_by_their_path(tmp_path, table):
+    (p,) = problems_of(tmp_path, table + "\n" + BASE)
+    assert f"s.toml: {UNKNOWN_TABLES[table]}" in p
+
+
+def test_launch_names_every_unknown_table_at_once(tmp_path):
+    # the launcher prints problems as rich markup, which once ate '[foo]' whole
+    err = launch_fails(tmp_path, "\n".join(UNKNOWN_TABLES) + "\n" + BASE)
+    for named in UNKNOWN_TABLES.values():
+        assert f"bad.toml: {named}" in err
+    assert f"{len(UNKNOWN_TABLES)} problem(s)" in err
+
+
+# TOML reads 1e400 as inf.
+NON_FINITE = {"nan": "nan", "inf": "inf", "-inf": "-inf", "1e400": "inf"}
+NUMBER_KEYS = {  # where a float is read -> (TOML, key path)
+    "axis": ("[generate]\nguidance = [0.0, {}]", "generate.guidance"),
+    "scalar": ("[train]\nlr = {}", "train.lr"),
+    "list": ("[curate]\nthresholds = [0.5, {}]", "curate.thresholds"),
+    "resources": ("[resources.train]\nmem_gb = {}", "resources.train.mem_gb"),
+    "retry": ("[retry.generate]\noom_mem_factor = {}", "retry.generate.oom_mem_factor"),
+    "blend share": ("[curate.blends.half]\n'guidance=0.0' = {}", "curate.blends.half.guidance=0.0"),
+    "generator option": ('[generate]\ngenerators = ["imagen"]\n[generate.options.imagen]\n'
+                         "sr_steps = {}", "generate.options.imagen.sr_steps"),
+}
+
+
+@pytest.mark.parametrize("toml", NON_FINITE)
+@pytest.mark.parametrize("place", NUMBER_KEYS)
+def test_numbers_must_be_finite(tmp_path, place, toml):
+    table, key = NUMBER_KEYS[place]
+    found = problems_of(tmp_path, BASE + table.format(toml) + "\n")
+    assert any(f"{key} = {NON_FINITE[toml]}: must be a finite number" in p for p in found), found
+
+
+def test_launch_stops_at_non_finite_numbers(tmp_path):
+    err = launch_fails(tmp_path, BASE + "".join(
+        NUMBER_KEYS[place][0].format(toml) + "\n"
+        for place, toml in (("axis", "nan"), ("scalar", "inf"), ("list", "-inf"),
+                            ("resources", "1e400"))))
+    for key, shown in (("generate.guidance", "nan"), ("train.lr", "inf"),
+                       ("curate.thresholds", "-inf"), ("resources.train.mem_gb", "inf")):
+        assert f"{key} = {shown}: must be a finite number" in err
+
+
+def test_profile_numbers_must_be_finite(tmp_path):
+    from synscale.backends.profile import load_profile
+    (tmp_path / "p.toml").write_text("max_mem_gb = nan\n")
+    profile, found = load_profile("p.toml", str(tmp_path / "s.toml"))
+    assert profile is None
+    assert found == [f"{tmp_path / 'p.toml'}: max_mem_gb = nan: must be a finite number"]
+
+
+@pytest.mark.parametrize("name", [".", "..", "a\n"])
+def test_study_name_is_one_safe_folder_name(tmp_path, name):
+    text = BASE.replace('name = "t"', f"name = {json.dumps(name)}")
+    (p,) = problems_of(tmp_path, text)
+    assert f"study.name = {name!r}: must be one folder name of letters, digits" in p
+    assert f"study.name = {name!r}" in launch_fails(tmp_path, text)
+
+
+def test_study_name_may_hold_dots(tmp_path):
+    for name in ("v1.2_b-3", "...", ".hidden"):
+        path = tmp_path / "s.toml"
+        path.write_text(BASE.replace('name = "t"', f'name = "{name}"'))
+        assert load_study(path).study.name == name
 
 
 def test_wrong_type_names_value_and_expectation(tmp_path):
@@ -76,12 +175,8 @@ def test_cross_checks(tmp_path):
 
 
 def test_cli_reports_and_writes_nothing(tmp_path):
-    study = tmp_path / "bad.toml"
-    study.write_text(BASE + '[train]\nlr = "x"\nbatchsize = 1\n')
-    r = run_module("synscale.launch", study, "--root", tmp_path / "runs")
-    assert r.returncode == 2
-    assert "train.lr" in r.stderr and "train.batchsize" in r.stderr
-    assert not (tmp_path / "runs").exists()
+    err = launch_fails(tmp_path, BASE + '[train]\nlr = "x"\nbatchsize = 1\n')
+    assert "train.lr" in err and "train.batchsize" in err
 
 
 def test_bad_path_stops_launch_before_writing(tmp_path):

@@ -7,6 +7,7 @@ time.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class Profile:
     max_mem_gb: float = 8.0       # memory a node has
     max_time_min: int = 60        # the partition's time limit
     setup: list = field(default_factory=list)  # shell lines run before the tasks
+    analysis_partition: str = ""  # CPU partition for the job that fits results; empty: partition
     path: str = ""                # where it was read from
 
 
@@ -62,6 +64,9 @@ def load_profile(name: str, study_file: str) -> tuple[Profile | None, list[str]]
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
         if not ok or isinstance(value, bool):
             problems.append(f"{path}: {key} = {value!r}: expected {kind.__name__}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            # a nan limit lets every request through check_resources; 1e400 reads as inf
+            problems.append(f"{path}: {key} = {value!r}: must be a finite number")
     if problems:
         return None, problems
     return Profile(**raw, path=str(path)), []

@@ -7,6 +7,8 @@ a study that fails to load leaves nothing behind.
 from __future__ import annotations
 
 import difflib
+import json
+import math
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -37,6 +39,32 @@ def _show(value: Any) -> str:
         if isinstance(value, bool) else str(value)
 
 
+def _finite(value: Any) -> bool:
+    """A number that bounds can be checked on: nan passes every min and max (it
+    compares false), inf every min and -inf every max (TOML reads 1e400 as inf)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _key(key: str) -> str:
+    """One key as a TOML file spells it, so [""] or ["a.b"] stay visible."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def _unknown(file: str, parent: str, key: str, value: Any, allowed, what: str) -> str:
+    """The problem for a key not in `allowed`, named by the path the file wrote:
+    [a.b.c] nests as {a: {b: {c: {}}}}, so follow lone sub-tables down to it.
+    No [brackets] around names: the launcher prints problems as rich markup."""
+    path = f"{parent}.{_key(key)}" if parent else _key(key)
+    while isinstance(value, dict) and len(value) == 1 \
+            and isinstance(next(iter(value.values())), dict):
+        sub, value = next(iter(value.items()))
+        path += f".{_key(sub)}"
+    hint = difflib.get_close_matches(key, allowed, n=1)
+    return (f"{file}: {path}: unknown {what}; allowed: {', '.join(allowed)}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+
 def _check_scalar(value: Any, meta: dict, where: str, problems: list[str]) -> Any:
     kind = meta["type"]
     # TOML booleans are not numbers, and an integer is a fine float.
@@ -45,6 +73,9 @@ def _check_scalar(value: Any, meta: dict, where: str, problems: list[str]) -> An
         value, ok = float(value), True
     if not ok:
         problems.append(f"{where} = {_show(value)}: expected {TYPE_NAMES[kind]}")
+        return None
+    if kind is float and not _finite(value):
+        problems.append(f"{where} = {_show(value)}: must be a finite number")
         return None
     if "choices" in meta and value not in meta["choices"]:
         hint = difflib.get_close_matches(str(value), [str(c) for c in meta["choices"]], n=1)
@@ -58,9 +89,8 @@ def _check_scalar(value: Any, meta: dict, where: str, problems: list[str]) -> An
     if "max" in meta and value > meta["max"]:
         problems.append(f"{where} = {_show(value)}: must be <= {meta['max']}")
         return None
-    if "pattern" in meta and not re.match(meta["pattern"], value):
-        problems.append(f"{where} = {_show(value)}: must match {meta['pattern']} "
-                        "(letters, digits, '_', '.', '-')")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        problems.append(f"{where} = {_show(value)}: must be {meta['pattern_doc']}")
         return None
     return value
 
@@ -102,16 +132,14 @@ def _check_field(value: Any, meta: dict, where: str, problems: list[str]) -> Any
 
 def _section(cls: type, raw: Any, name: str, file: str, problems: list[str]):
     if not isinstance(raw, dict):
-        problems.append(f"{file}: [{name}] must be a table, got {_show(raw)}")
+        problems.append(f"{file}: {name} = {_show(raw)}: expected a table")
         return None
     known = {f.name: f for f in fields(cls)}
     values = {}
     for key, value in raw.items():
         where = f"{file}: {name}.{key}"
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            problems.append(f"{where}: unknown key; allowed: {', '.join(known)}"
-                            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            problems.append(_unknown(file, name, key, value, known, "key"))
             continue
         checked = _check_field(value, dict(known[key].metadata), where, problems)
         if checked is not None:
@@ -236,9 +264,10 @@ def _curate_checks(s: Study, file: str, problems: list[str]) -> None:
                 select(sel, configs)
             except ValueError as e:
                 problems.append(f"{file}: curate.blends.{name}: {e}")
-            if not isinstance(share, (int, float)) or not 0 < share <= 1:
-                problems.append(f"{file}: curate.blends.{name}.{sel} = {share!r}: a share in (0, 1]")
-        shares = [v for v in parts.values() if isinstance(v, (int, float))]
+            if not _finite(share) or not 0 < share <= 1:
+                problems.append(f"{file}: curate.blends.{name}.{sel} = {_show(share)}: must be a "
+                                "finite number in (0, 1], a share")
+        shares = [v for v in parts.values() if _finite(v)]
         if abs(sum(shares) - 1) > 1e-9:
             problems.append(f"{file}: curate.blends.{name}: shares sum to {sum(shares):g}; they "
                             "must sum to 1")
@@ -325,9 +354,9 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
             if key not in known:
                 problems.append(f"{file}: generate.options.{name}.{key}: unknown; {name!r} takes "
                                 f"{', '.join(known) or 'no options'}")
-            elif not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                problems.append(f"{file}: generate.options.{name}.{key} = {_show(value)}: expected "
-                                "a number >= 0")
+            elif not _finite(value) or value < 0:
+                problems.append(f"{file}: generate.options.{name}.{key} = {_show(value)}: must be "
+                                "a finite number >= 0")
     if not synthetic:
         return
     if s.data.dataset == "digits":
@@ -355,13 +384,13 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
 def _per_kind(cls: type, name: str, raw: Any, file: str, problems: list[str]) -> dict:
     """[name.<kind>] tables, one per stage kind, defaults where absent."""
     if not isinstance(raw, dict):
-        problems.append(f"{file}: [{name}] must hold tables [{name}.<kind>]")
+        problems.append(f"{file}: {name} = {_show(raw)}: expected tables {name}.<kind>, one per "
+                        "stage kind")
         return {}
     out = {}
     for kind, table in raw.items():
         if kind not in RESOURCE_KINDS:
-            problems.append(f"{file}: [{name}.{kind}]: unknown stage kind; allowed: "
-                            f"{', '.join(RESOURCE_KINDS)}")
+            problems.append(_unknown(file, name, kind, table, RESOURCE_KINDS, "stage kind"))
             continue
         out[kind] = _section(cls, table, f"{name}.{kind}", file, problems)
     for kind in RESOURCE_KINDS:
@@ -382,13 +411,11 @@ def load_study(path: str | Path) -> Study:
         raise StudyError([f"{file}: not valid TOML: {e}"]) from None
     problems: list[str] = []
     tables = [*SECTIONS, "resources", "retry"]
-    for key in raw:
+    for key, value in raw.items():
         if key not in tables:
-            hint = difflib.get_close_matches(key, tables, n=1)
-            problems.append(f"{file}: [{key}]: unknown table; allowed: {', '.join(tables)}"
-                            + (f" (did you mean [{hint[0]}]?)" if hint else ""))
+            problems.append(_unknown(file, "", key, value, tables, "table"))
     if "study" not in raw:
-        problems.append(f"{file}: [study]: missing; it needs at least name = \"...\"")
+        problems.append(f"{file}: study: missing table; it needs at least name = \"...\"")
     parts = {name: _section(cls, raw.get(name, {}), name, file, problems)
              for name, cls in SECTIONS.items()}
     resources = _per_kind(Resources, "resources", raw.get("resources", {}), file, problems)

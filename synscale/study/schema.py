@@ -49,8 +49,9 @@ def spec(default: Any, doc: str, **rules: Any) -> Any:
     """A field with its one-line doc and validation rules.
 
     rules: type (int|float|str|bool), axis (scalar or non-empty list), list
-    (a possibly empty list of values), choices, min, max, path (must exist
-    when the stage needs it).
+    (a possibly empty list of values), choices, min, max, pattern (a regex
+    the whole string matches, described to users by pattern_doc), path (must
+    exist when the stage needs it).
     """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata={"doc": doc, **rules})
@@ -59,8 +60,11 @@ def spec(default: Any, doc: str, **rules: Any) -> Any:
 
 @dataclass(frozen=True)
 class StudySection:
+    # One folder under the run root: '.' and '..' name the root itself or its parent.
     name: str = spec("", "study name; names the run directory runs/<name>", type=str, required=True,
-                     pattern=r"^[A-Za-z0-9_.-]+$")
+                     pattern=r"(?!\.\.?\Z)[A-Za-z0-9_.-]+",
+                     pattern_doc="one folder name of letters, digits, '_', '.' and '-', "
+                                 "other than '.' and '..'")
     seed: int = spec(0, "study seed: data split, image seeds and training order derive from it",
                      type=int, min=0)
     description: str = spec("", "free text shown by --dry-run", type=str)

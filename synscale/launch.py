@@ -174,17 +174,23 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
 
 
 def _submit(args, console, study, plan, run, summary) -> int:
+    from synscale.backends import code
     from synscale.backends.profile import load_profile
     from synscale.backends.slurm import submit_plan
 
     profile, _ = load_profile(study.backend.profile, study.path)  # preflight checked it
-    sub = submit_plan(plan, run, study, profile)
+    pinned = code.snapshot(run.root)  # what the jobs import, whatever the checkout becomes
+    sub = submit_plan(plan, run, study, profile, code_dir=pinned.folder)
+    pin = code.after_submission(run.root, pinned, {s.id: s.kind for s in plan.stages}, sub)
     if args.json:
         print(json.dumps({**summary, "submitted": len(sub.submitted),
                           "skipped_done": len(sub.skipped_done),
                           "skipped_queued": len(sub.skipped_live), "failed": 0,
-                          "not_retried": sub.not_retried, "arrays": sub.arrays}))
+                          "not_retried": sub.not_retried, "arrays": sub.arrays, "code": pin}))
         return 0
+    if pin["message"]:
+        console.print(pin["message"], style="yellow", markup=False, highlight=False,
+                      soft_wrap=True)
     for sid, why in sub.not_retried.items():
         s = plan.by_id[sid]
         console.print(f"[yellow]not resubmitted[/] {s.kind}/{sid}: {why}", highlight=False)

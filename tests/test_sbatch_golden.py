@@ -22,7 +22,9 @@ def test_training_array_script_matches_golden(small_study, tmp_path):
                       max_nodes=4, max_mem_gb=64, max_time_min=600,
                       setup=["module load cuda/12.4", "source ~/venv/bin/activate"])
     run = RunDir(tmp_path / "run")
-    ex = _executor(run, study, profile, "train", study.resources["train"])
+    # the code folder named, not copied: its hash would change with every edit
+    ex = _executor(run, study, profile, "train", study.resources["train"],
+                   run.root / "code" / "HASH")
     ex.update_parameters(dependency="afterok:101:102")
     text = ex._make_submission_file_text("python -u -m submitit.core._submit", "uid")
     text = text.replace(str(run.root), "RUN")

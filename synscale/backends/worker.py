@@ -83,7 +83,8 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
             raise
         finally:
             stop_heartbeat()
-        summary = {"seconds": round(time.time() - start, 3), **summary}
+        from synscale.backends.code import running  # which code computed it: ids do not say
+        summary = {"seconds": round(time.time() - start, 3), **summary, "code": running()}
         state.mark_done(folder, summary)
         log.info("done in %.1fs", summary["seconds"])
         return summary

@@ -25,7 +25,9 @@ def main(argv=None) -> int:
     if not run.plan_file.exists():
         print(f"error: {args.run_dir}: not a run directory (no plan.json)", file=sys.stderr)
         return 2
-    jobs = set(slurm.load_records(run)["stages"].values())
+    records = slurm.load_records(run)
+    jobs = set(records["stages"].values()) | ({records["analysis"]} if records.get("analysis")
+                                              else set())
     queue = slurm.queue_states()
     live = sorted(j for j in jobs if j in queue)
     slurm.cancel(live)

@@ -5,18 +5,24 @@ SLURM_PROCID, SLURM_NTASKS and SLURM_LOCALID, and the master address from the
 job's first node, so a multi-node training stage needs no ssh launcher. A
 stage run by the local backend is a world of one over loopback. Initialized
 once per process, since a local worker runs many training stages in a row.
+
+Rendezvous cannot collide: rank 0 opens the TCP store on a port the kernel
+picks for it (port 0, bound at once, so no other process can hold it), and
+publishes the port in a file on the shared run directory, one per job and
+attempt (SYNSCALE_RENDEZVOUS); the other ranks read it there. A port derived
+from the job id, as before, fell inside the ephemeral range and was once
+taken by an outgoing connection (EADDRINUSE).
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import time
+from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+RENDEZVOUS_TIMEOUT_S = 600.0
 
 
 def _first_node(nodelist: str) -> str:
@@ -28,14 +34,45 @@ def _first_node(nodelist: str) -> str:
 
 
 def slurm_environment(env: dict[str, str]) -> dict[str, str]:
-    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from a Slurm task's env."""
-    job = env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID", "0"))
-    task = env.get("SLURM_ARRAY_TASK_ID", "0")
+    """RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR from a Slurm task's env (the
+    port comes from the rendezvous)."""
     return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_NTASKS"],
             "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-            "MASTER_ADDR": _first_node(env["SLURM_JOB_NODELIST"]),
-            # One port per (job, array task): tasks of two arrays may share a node.
-            "MASTER_PORT": str(20000 + (int(job) * 131 + int(task)) % 20000)}
+            "MASTER_ADDR": _first_node(env["SLURM_JOB_NODELIST"])}
+
+
+def rendezvous_file(folder: Path, env: dict[str, str]) -> Path:
+    """Where a job's rank 0 publishes its store's port: one file per job and
+    attempt, so a requeued job never reads its last attempt's port."""
+    job = env.get("SLURM_JOB_ID", "local")
+    return Path(folder) / "rendezvous" / f"{job}.{env.get('SLURM_RESTART_COUNT', '0')}.json"
+
+
+def open_store(rank: int, world: int, master: str, published: Path | None,
+               timeout_s: float = RENDEZVOUS_TIMEOUT_S):
+    """The TCP store every rank joins: rank 0 binds a kernel-chosen port and
+    publishes it; the others wait for it to appear."""
+    import datetime
+
+    import torch.distributed as dist
+
+    wait = datetime.timedelta(seconds=timeout_s)
+    if rank == 0:
+        store = dist.TCPStore(master, 0, world, True,
+                              timeout=wait, wait_for_workers=False)
+        if world > 1:
+            from synscale.plan import state
+            state.write_json(published, {"addr": master, "port": store.port,
+                                         "host": socket.gethostname()})
+        return store
+    deadline = time.time() + timeout_s
+    while not published.exists():
+        if time.time() > deadline:
+            raise dist.DistNetworkError(f"rendezvous: rank 0 published no port in {published} "
+                                        f"within {timeout_s:.0f} s")
+        time.sleep(0.2)
+    where = json.loads(published.read_text())
+    return dist.TCPStore(where["addr"], where["port"], world, False, timeout=wait)
 
 
 def rank() -> int:
@@ -53,13 +90,22 @@ def ensure_initialized() -> dict:
         for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
                            ("MASTER_ADDR", "127.0.0.1")):
             os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        world, me = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        folder = os.environ.get("SYNSCALE_RENDEZVOUS")
+        if world > 1 and not folder:
+            raise RuntimeError("a world of several ranks needs SYNSCALE_RENDEZVOUS, a folder on "
+                               "the shared run directory (StageTask sets it)")
+        published = rendezvous_file(Path(folder), dict(os.environ)) if folder else None
+        store = open_store(me, world, os.environ["MASTER_ADDR"], published)
+        os.environ["MASTER_PORT"] = str(store.port)  # read by libraries that look
         import logging
 
         import deepspeed
         from deepspeed.utils import logger as ds_logger
 
         ds_logger.setLevel(logging.WARNING)
+        # DeepSpeed keeps a process group that is already there
+        dist.init_process_group("gloo", store=store, rank=me, world_size=world)
         deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(),
             "master_addr": os.environ["MASTER_ADDR"], "host": socket.gethostname(),

@@ -215,13 +215,26 @@ def kill_message(log: Path | None) -> tuple[str, str] | None:
     return (v.klass, v.message) if v else None
 
 
+def exception_class(e: BaseException) -> str:
+    """The class of an exception a stage raised: most are bugs, a few are the cluster's."""
+    names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
+    if "UncompletedJobError" in names:
+        # submitit's: timed out too many times, or no checkpoint at the time limit
+        return "timeout"
+    text = str(e)
+    if names & {"DistNetworkError", "DistStoreError"} or "EADDRINUSE" in text or \
+            "Address already in use" in text:
+        return "infrastructure"  # rendezvous or network: retried, not a bug
+    return "python exception"
+
+
 def _from_exit_record(folder: Path) -> Verdict:
     path = folder / "exit.json"
     if not path.exists():  # SIGKILL leaves no record, and without accounting nothing says why
         return Verdict("failed", "unknown", "left the queue without finishing or a record")
     rec = state.read_json(path)
-    end = rec.get("job_end_time") or 0
-    if end and rec["time"] >= end - 30:
+    left = rec.get("time_left_s")
+    if left is not None and left <= 60:
         return Verdict("failed", "timeout", "SIGTERM at the time limit")
     return Verdict("failed", "cancelled", "SIGTERM before the time limit (scancel)")
 

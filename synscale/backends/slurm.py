@@ -31,6 +31,8 @@ class Submission:
     skipped_done: list[str] = field(default_factory=list)
     skipped_live: list[str] = field(default_factory=list)
     not_retried: dict[str, str] = field(default_factory=dict)  # stage id -> why
+    retried: dict[str, str] = field(default_factory=dict)      # stage id -> class, new request
+    analysis: str = ""   # the job that writes results/ once the evaluations end
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -169,10 +171,7 @@ def _executor(run: RunDir, study, profile, kind: str, r, code_dir=None):
     pin = [f"cd {pinned}", f"export PYTHONPATH={pinned}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
     ex = submitit.SlurmExecutor(folder=run.root / "slurm" / "%j", max_num_timeout=3)
-    # USR2 (checkpoint, requeue) comes this long before the time limit:
-    # submitit's 90 s, less for short limits, which it would otherwise
-    # signal the moment they start.
-    params = dict(signal_delay_s=min(90, r.time_min * 15), job_name=f"{study.study.name}-{kind}",
+    params = dict(signal_delay_s=signal_delay_s(r.time_min), job_name=f"{study.study.name}-{kind}",
                   time=r.time_min, nodes=r.nodes, ntasks_per_node=r.tasks_per_node,
                   cpus_per_task=r.cpus, mem=f"{int(r.mem_gb * 1024)}M",
                   array_parallelism=r.max_parallel, setup=list(profile.setup) + pin,
@@ -227,11 +226,14 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
             if s.id in records["resources"]:
                 resources = replace(resources, **records["resources"][s.id])
             verdict = classify(run.stage(s.kind, s.id), job, live, acct, job_log(run, job))
+            before = resources
             resources, why = retry_resources(verdict.klass, records["attempts"].get(s.id, 1),
                                              resources, study.retry[s.kind], profile)
             if resources is None:
                 out.not_retried[s.id] = f"{verdict.klass}: {why}"
                 continue
+            out.retried[s.id] = _retry_note(verdict, before, resources,
+                                            run.stage(s.kind, s.id))
         todo[(s.kind, resources)].append(s)
         todo_ids.add(s.id)
     # Jobs stuck behind a dead dependency, or behind an input submitted again:
@@ -273,4 +275,57 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
                                "resources": asdict(resources)})
             records["arrays"].append(out.arrays[-1])
             state.write_json(records_path(run), records)
+    evaluations = sorted({a["job_id"] for a in out.arrays if a["kind"] == "evaluate"} |
+                         {job_of[s.id].split("_")[0] for s in plan.of_kind("evaluate")
+                          if s.id in job_of})
+    old = records.get("analysis")
+    if old in live:  # it waits on fewer evaluations than there are now
+        cancel([old])
+    if evaluations:
+        out.analysis = _submit_analysis(run, study, profile, evaluations, hold, code_dir)
+        records["analysis"] = out.analysis
+        state.write_json(records_path(run), records)
     return out
+
+
+def _retry_note(verdict, before, after, folder: Path) -> str:
+    """What a retry changes, and for a timeout how long start-up took."""
+    note = verdict.klass
+    if after.mem_gb != before.mem_gb:
+        note += f": mem_gb {before.mem_gb:g} -> {after.mem_gb:g}"
+    if after.time_min != before.time_min:
+        note += f": time_min {before.time_min} -> {after.time_min}"
+    startup = folder / "startup.json"
+    if verdict.klass == "timeout" and startup.exists():
+        seconds = state.read_json(startup)["seconds"]
+        warned = before.time_min * 60 - signal_delay_s(before.time_min)
+        if seconds >= warned:
+            note += (f" (start-up took {seconds:g} s; time_min = {before.time_min} warns "
+                     f"{warned} s in, before the first checkpoint)")
+    return note
+
+
+def signal_delay_s(time_min: int) -> int:
+    """USR2 (checkpoint, requeue) comes this long before the time limit:
+    submitit's 90 s, less for short limits, which it would otherwise signal
+    the moment they start."""
+    return min(90, time_min * 15)
+
+
+def _submit_analysis(run: RunDir, study, profile, evaluations: list[str], hold: bool,
+                     code_dir: Path | None) -> str:
+    """One small CPU job, after every evaluation array ends however it ends
+    (afterany), that gathers, fits and writes results/: a Slurm study gets its
+    results with no process left on the login node."""
+    from synscale.analysis.results import analyze_run
+    from synscale.study.schema import Resources
+
+    r = Resources(cpus=2, mem_gb=min(8.0, profile.max_mem_gb),
+                  time_min=min(60, profile.max_time_min))
+    ex = _executor(run, study, profile, "analysis", r, code_dir)
+    ex.update_parameters(dependency="afterany:" + ":".join(evaluations))
+    if profile.analysis_partition:
+        ex.update_parameters(partition=profile.analysis_partition)
+    if hold:
+        ex.update_parameters(additional_parameters={"hold": True})
+    return ex.submit(analyze_run, str(Path(run.root).resolve())).job_id

@@ -78,7 +78,10 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
             log.info("exiting to be requeued")  # preemption or time limit: not a failure
             raise
         except BaseException as e:
-            state.record_failure(folder, e, traceback.format_exc())
+            from synscale.backends import preemption
+            from synscale.backends.failures import exception_class
+            state.record_failure(folder, e, traceback.format_exc(), exception_class(e),
+                                 preemption.interruption())
             log.info("failed: %s", e)
             raise
         finally:
@@ -110,7 +113,7 @@ def _record_termination(folder: Path) -> None:
     """On SIGTERM (scancel, the time limit, a requeue) write exit.json, then
     let the handler that was there act (submitit's lets checkpointing finish).
     Without accounting, this record is how status tells a killed job from one
-    that vanished."""
+    that vanished, and the time the job had left tells the time limit apart."""
     import signal
 
     previous = signal.getsignal(signal.SIGTERM)
@@ -119,8 +122,7 @@ def _record_termination(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         state.write_json(folder / "exit.json", {
             "signal": "SIGTERM", "time": time.time(), "pid": os.getpid(),
-            # Slurm's end of the allocation: a TERM at that moment is the time limit
-            "job_end_time": float(os.environ.get("SLURM_JOB_END_TIME", "0") or 0)})
+            "time_left_s": time_left()})
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:
@@ -128,6 +130,29 @@ def _record_termination(folder: Path) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def time_left() -> float | None:
+    """Seconds this Slurm job has before its time limit (squeue's %L; this
+    Slurm sets no SLURM_JOB_END_TIME), or None where that cannot be known."""
+    import subprocess
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    days, _, clock = out.rpartition("-")
+    parts = clock.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+        return None  # UNLIMITED, INVALID, or nothing
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + int(p)
+    return seconds + int(days or 0) * 86400
 
 
 def _leave_process_group() -> None:
@@ -153,7 +178,12 @@ class StageTask:
 
     def __call__(self) -> dict:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        _record_termination(RunDir(Path(self.run_root)).stage(self.stage.kind, self.stage.id))
+        folder = RunDir(Path(self.run_root)).stage(self.stage.kind, self.stage.id)
+        from synscale.backends import preemption
+        from synscale.backends.distributed import rank
+        preemption.begin(folder if rank() == 0 else None)
+        os.environ["SYNSCALE_RENDEZVOUS"] = str(folder)
+        _record_termination(folder)
         import torch
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         try:
@@ -162,8 +192,29 @@ class StageTask:
             _leave_process_group()
 
     def checkpoint(self, *args, **kwargs):
+        """submitit's USR2 handler calls this; a DelayedSubmission requeues the
+        job, None ends it (submitit then raises UncompletedJobError in the
+        stage, recorded as a timeout)."""
         from submitit.helpers import DelayedSubmission
 
         from synscale.backends import preemption
-        preemption.save_now()
-        return DelayedSubmission(self, *args, **kwargs)
+        if preemption.save_now() or self.stage.kind in RESUMES_FROM_OUTPUTS:
+            return DelayedSubmission(self, *args, **kwargs)
+        left = time_left()
+        what = (f"before its first checkpoint, {preemption.running_for():.0f} s into start-up"
+                if not preemption.ready() and self.stage.kind == "train" else
+                f"after {preemption.running_for():.0f} s, with no checkpoint to resume from")
+        if left is not None and left > LIMIT_SLACK_S:
+            preemption.interrupted(f"preempted {what}; requeued to start again")
+            return DelayedSubmission(self, *args, **kwargs)  # preempted: the time is still there
+        # At the time limit a requeue would start over with the same time: stop
+        # here, as a timeout, so that a relaunch retries with more time.
+        preemption.interrupted(f"interrupted by the time limit {what}; a relaunch retries with "
+                               "[retry.<kind>]'s longer time")
+        return None
+
+
+# Kinds whose finished parts survive a requeue (generate keeps its shards).
+RESUMES_FROM_OUTPUTS = {"generate", "caption"}
+# USR2 with less than this left is the time limit's warning, not a preemption.
+LIMIT_SLACK_S = 180

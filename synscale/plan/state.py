@@ -75,10 +75,14 @@ def record_attempt(folder: Path) -> None:
                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
 
 
-def record_failure(folder: Path, error: BaseException, tb: str) -> None:
+def record_failure(folder: Path, error: BaseException, tb: str,
+                   klass: str = "python exception", message: str = "") -> None:
+    """error.json: the failure class the stage itself could tell (failures.py)
+    and the traceback's last line, or a better message where there is one."""
     last = tb.strip().splitlines()[-1] if tb.strip() else repr(error)
     write_json(Path(folder) / "error.json",
-               {"error": last, "traceback": tb, "time": time.time(), "pid": os.getpid()})
+               {"error": message or last, "class": klass, "traceback": tb, "time": time.time(),
+                "pid": os.getpid()})
 
 
 def attempt_alive(folder: Path) -> bool:

@@ -123,9 +123,12 @@ def run(ctx) -> dict:
         progress["resumed_at"].append(progress["step"])
         ctx.log.info("resumed at step %d", progress["step"])
 
-    def save() -> None:
+    resumed_from = progress["step"]
+
+    def save() -> bool:
         if world["rank"] == 0:
             _save(checkpoint, engine, optimizer, schedule, progress)
+        return progress["step"] > resumed_from  # a requeue from here makes progress
 
     preemption.register(save)
     # Each epoch's order comes from (seed, epoch): the stream restarts at the

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from synscale.plan import state
+from synscale.plan import index, state, stored
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 from synscale.study import preflight
@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     backend = args.backend or study.backend.name
     plan = expand(study)
     run = RunDir(Path(args.root) / study.study.name)
-    done = {s.id for s in plan.stages if state.is_done(run.stage(s.kind, s.id))}
+    # the done index, and the folders of stages not in it; a dry run writes nothing
+    done = index.done_ids(run, ((s.id, s.kind) for s in plan.stages), record=not args.dry_run)
     summary = {"study": study.study.name, "run_dir": str(run.root), "backend": backend,
                "stages": {k: c["stages"] for k, c in _counts(plan, done).items()}}
     if args.dry_run:
@@ -141,7 +142,7 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
     from synscale.backends.local import run_plan
 
     state.write_text(run.study_file, study.text)
-    state.write_text(run.plan_file, plan.to_json())
+    stored.write_plan(run, plan)  # unless it holds this plan already
     if len(done) == len(plan.stages) and (run.results / "fits.json").exists():
         if args.json:
             print(json.dumps({**summary, "submitted": 0, "skipped_done": len(done), "failed": 0,

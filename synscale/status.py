@@ -14,8 +14,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from synscale.backends.failures import STATES, classify
-from synscale.plan import state
-from synscale.plan.graph import KINDS, Plan
+from synscale.plan import state, stored
+from synscale.plan.graph import KINDS
+from synscale.plan.index import DoneIndex, summarize
 from synscale.plan.layout import RunDir
 
 TAIL_LINES = 5
@@ -37,13 +38,12 @@ def _slurm_view(run: RunDir):
 
 
 def _span(folder: Path, verdict: str, now: float) -> tuple[float, float] | None:
-    """(start, end) of a stage's latest attempt: end is now while it runs."""
+    """(start, end) of a running or failed stage's latest attempt: end is now
+    while it runs. A done stage's span is in its index entry."""
     attempt = folder / "attempt.json"
-    if verdict not in ("done", "running", "failed") or not attempt.exists():
+    if verdict not in ("running", "failed") or not attempt.exists():
         return None
     start = state.read_json(attempt)["started"]
-    if verdict == "done":
-        return start, state.read_json(folder / "DONE")["finished"]
     if verdict == "running":
         return start, now
     beat = folder / "heartbeat"  # failed: its last beat is about when it stopped
@@ -58,34 +58,65 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
         return f.read().decode(errors="replace").splitlines()[-lines:]
 
 
-def collect(run: RunDir) -> dict:
+class Memory:
+    """What status keeps between refreshes (--watch): the stage list, read
+    again only when a launch rewrites it, and the done index, read on from
+    where the last refresh stopped."""
+
+    def __init__(self, run: RunDir):
+        self.stages: stored.StageList | None = None
+        self.index = DoneIndex(run.done_index)
+
+
+def collect(run: RunDir, memory: Memory | None = None) -> dict:
+    """Where the run stands. Stages in the done index are counted from it;
+    only the others' folders are read, and those found done are indexed, so
+    a refresh reads what can still change, not every finished stage."""
     from synscale.backends.slurm import job_log
 
-    plan = Plan.from_json(run.plan_file.read_text())
+    memory = memory or Memory(run)
+    memory.stages = plan = stored.load_stages(run, memory.stages)
+    indexed = memory.index.read()
     jobs, queue, acct, arrays = _slurm_view(run)
     counts = {k: Counter() for k in KINDS}
     spans = defaultdict(list)
     now = time.time()
-    failures, requeued = [], []
-    for s in plan.stages:
-        folder = run.stage(s.kind, s.id)
-        job = jobs.get(s.id)
+    failures, requeued, newly = [], [], {}
+    for sid, kind in zip(plan.ids, plan.kinds):
+        entry = indexed.get(sid)
+        if entry is not None:
+            counts[kind]["done"] += 1
+            if entry.started is not None:
+                spans[kind].append((entry.started, entry.finished))
+            continue
+        folder = run.stage(kind, sid)
+        job = jobs.get(sid)
         log = job_log(run, job) if job else None
         verdict = classify(folder, job, queue if jobs else None, acct, log)
-        counts[s.kind][verdict.state] += 1
-        span = _span(folder, verdict.state, now)
+        counts[kind][verdict.state] += 1
+        if verdict.state == "done":  # seen done for the first time: index it
+            entry = summarize(folder, kind)
+            if entry is not None:
+                newly[sid] = entry
+            span = (entry.started, entry.finished) if entry and entry.started is not None else None
+        else:
+            span = _span(folder, verdict.state, now)
         if span:
-            spans[s.kind].append(span)
+            spans[kind].append(span)
         if verdict.note:  # requeued by Slurm or at USR2: still live, but say so
-            requeued.append({"kind": s.kind, "id": s.id, "job": job, "state": verdict.state,
+            requeued.append({"kind": kind, "id": sid, "job": job, "state": verdict.state,
                              "note": verdict.note})
         if verdict.state == "failed":
             # The job's Slurm output holds the traceback and Slurm's own
             # words; the stage log, where there is no job, its progress.
             shown = log if log is not None and log.exists() else folder / "log.txt"
-            failures.append({"kind": s.kind, "id": s.id, "job": job, "class": verdict.klass,
+            failures.append({"kind": kind, "id": sid, "job": job, "class": verdict.klass,
                              "error": verdict.message, "log": str(shown),
                              "tail": _tail(shown)})
+    try:
+        memory.index.add(newly)
+    except OSError:
+        pass  # a run directory we may not write to: the next refresh reads them again
     return {"study": plan.study, "run_dir": str(run.root),
             "kinds": {k: {st: c[st] for st in STATES} | {
                           "total": sum(c.values()), "arrays": arrays.get(k, []),
@@ -152,11 +183,12 @@ def watch(run: RunDir, console, interval: float = 5.0) -> dict:
 
     from rich.live import Live
 
-    info = collect(run)
+    memory = Memory(run)
+    info = collect(run, memory)
     with Live(render(info), console=console, refresh_per_second=1) as live:
         while not finished(info):
             time.sleep(interval)
-            info = collect(run)
+            info = collect(run, memory)
             live.update(render(info))
     return info
 

@@ -2,6 +2,8 @@
 
 runs/<study>/
   study.toml, plan.json         the study as launched and its expanded plan
+  index/stages.tsv              each stage's id and kind, for status (plan.json is large)
+  index/done.jsonl              finished stages, appended once each (plan/index.py)
   stages/<kind>/<id>/           one folder per stage; DONE is written last
   results/                      metrics.csv, fits.json, summary.md, plots
 """
@@ -22,6 +24,14 @@ class RunDir:
     @property
     def plan_file(self) -> Path:
         return self.root / "plan.json"
+
+    @property
+    def stage_list(self) -> Path:
+        return self.root / "index" / "stages.tsv"
+
+    @property
+    def done_index(self) -> Path:
+        return self.root / "index" / "done.jsonl"
 
     @property
     def lock_file(self) -> Path:

@@ -213,19 +213,28 @@ def expand(s: Study) -> Plan:
             position[stage.id] = len(stages)
             stages.append(stage)
 
+    # Trainings and evaluations are nearly every stage of a large plan (10^6):
+    # what they have in common is built once and shared, not copied, by their
+    # specs, and hashed once (the memo). Nothing changes a spec once planned.
+    versions, memo = runner_versions(), {}
+    models, evaluations, num_classes = _models(s), _evaluations(s, real), _num_classes(s)
+
+    def planned(kind: str, spec: dict, inputs: tuple, axes: dict) -> Stage:
+        return Stage(stage_id(kind, spec, inputs, versions[kind], memo), kind, spec, inputs, axes)
+
     for src in _sources(s, real):
         # packs and caption stages are shared by several sources: plan each once
         stages += [x for x in src.needs if x.id not in seen]
         seen.update(x.id for x in src.needs)
-        for model in _models(s):
+        reads = tuple(x.id for x in src.reads)
+        for model in models:
             for n in src.sizes:
                 axes = {**src.axes, "arch": model["arch"], "width": model.get("width", ""),
                         "images_per_class": n}
-                train = _stage("train", {"model": model, "recipe": recipe, "images_per_class": n,
-                                         "num_classes": _num_classes(s), "seed": s.study.seed,
-                                         **src.adds},
-                               tuple(x.id for x in src.reads), axes)
+                train = planned("train", {"model": model, "recipe": recipe, "images_per_class": n,
+                                          "num_classes": num_classes, "seed": s.study.seed,
+                                          **src.adds}, reads, axes)
                 add(train)
-                for spec, eval_axes in _evaluations(s, real):
-                    add(_stage("evaluate", spec, (train.id,), {**axes, **eval_axes}))
+                for spec, eval_axes in evaluations:
+                    add(planned("evaluate", spec, (train.id,), {**axes, **eval_axes}))
     return Plan(s.study.name, stages)

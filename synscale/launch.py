@@ -1,7 +1,8 @@
 """`python -m synscale.launch STUDY`: validate, plan, run what is not done, report.
 
-Exit status: 0 when every stage is done, 1 when some failed, 2 for a study
-that cannot run (nothing written), 3 when another launch holds the study.
+Exit status: 0 when every stage is done (slurm: done or submitted), 1 when
+some failed and are not resubmitted, 2 for a study that cannot run (nothing
+written), 3 when another launch holds the study.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from synscale.plan import index, state, stored
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
         study = load_study(args.study)
     except StudyError as e:
         for line in e.problems:
-            err.print(f"[red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         err.print(f"{len(e.problems)} problem(s); nothing was written.")
         return 2
     backend = args.backend or study.backend.name
@@ -121,29 +123,29 @@ def main(argv=None) -> int:
         else:
             _print_plan(console, study, plan, done, run)
             for line in preflight.problems(study, backend):
-                console.print(f"[yellow]would stop at launch:[/] {line}", highlight=False)
+                console.print(f"[yellow]would stop at launch:[/] {escape(line)}", highlight=False)
         return 0
     problems = preflight.problems(study, backend)
     if problems:
         for line in problems:
-            err.print(f"[red]error:[/] {line}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         err.print(f"{len(problems)} problem(s); nothing was written or submitted.")
         return 2
     try:
         with state.exclusive(run.lock_file):
             return _launch(args, console, study, plan, run, summary, done)
     except state.Locked as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return 3
 
 
 def _launch(args, console, study, plan, run, summary, done) -> int:
-    from synscale.analysis.results import analyze_run
-    from synscale.backends.local import run_plan
+    from synscale.analysis import inputs
 
     state.write_text(run.study_file, study.text)
     stored.write_plan(run, plan)  # unless it holds this plan already
-    if len(done) == len(plan.stages) and (run.results / "fits.json").exists():
+    evaluations = [s.id for s in plan.stages if s.kind == "evaluate" and s.id in done]
+    if len(done) == len(plan.stages) and inputs.current(run, evaluations):
         if args.json:
             print(json.dumps({**summary, "submitted": 0, "skipped_done": len(done), "failed": 0,
                               "results": str(run.results)}))
@@ -153,6 +155,9 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
         return 0
     if args.backend == "slurm" or (args.backend is None and study.backend.name == "slurm"):
         return _submit(args, console, study, plan, run, summary)
+    from synscale.analysis.results import analyze_run
+    from synscale.backends.local import run_plan
+
     workers = args.workers or study.backend.workers
     progress, update = _progress_bars(console, plan)
     with progress:
@@ -187,18 +192,26 @@ def _submit(args, console, study, plan, run, summary) -> int:
         print(json.dumps({**summary, "submitted": len(sub.submitted),
                           "skipped_done": len(sub.skipped_done),
                           "skipped_queued": len(sub.skipped_live), "failed": 0,
-                          "not_retried": sub.not_retried, "arrays": sub.arrays, "code": pin}))
-        return 0
+                          "not_retried": sub.not_retried, "retried": sub.retried,
+                          "arrays": sub.arrays, "analysis_job": sub.analysis, "code": pin,
+                          "results": _results_if_finished(run, sub, None)}))
+        return 1 if sub.not_retried else 0
     if pin["message"]:
         console.print(pin["message"], style="yellow", markup=False, highlight=False,
                       soft_wrap=True)
     for sid, why in sub.not_retried.items():
         s = plan.by_id[sid]
-        console.print(f"[yellow]not resubmitted[/] {s.kind}/{sid}: {why}", highlight=False)
+        console.print(f"[yellow]not resubmitted[/] {s.kind}/{sid}: {escape(why)}", highlight=False)
+    for sid, why in sub.retried.items():
+        s = plan.by_id[sid]
+        console.print(f"[cyan]resubmitted[/] {s.kind}/{sid} after {escape(why)}", highlight=False)
     if not sub.submitted:
         console.print(f"Nothing to submit: {len(sub.skipped_done)} stages done, "
                       f"{len(sub.skipped_live)} already queued or running.")
-        return 0
+        results = _results_if_finished(run, sub, console)
+        if results:
+            console.print(f"Results: {results}/ (metrics.csv, fits.json, summary.md, plots/)")
+        return 1 if sub.not_retried else 0
     table = Table(title=f"submitted {len(sub.submitted)} stages in {len(sub.arrays)} arrays")
     for col in ("array", "kind", "tasks", "after"):
         table.add_column(col)
@@ -207,10 +220,28 @@ def _submit(args, console, study, plan, run, summary) -> int:
     console.print(table)
     console.print(f"{len(sub.skipped_done)} done and {len(sub.skipped_live)} queued stages were "
                   f"not submitted again. Watch: python -m synscale.status {run.root} --watch")
+    if sub.analysis:
+        console.print(f"Job {sub.analysis} writes {run.results}/ once the evaluations end.")
     if args.watch:
         from synscale.status import watch
-        return 1 if watch(run, console)["failures"] else 0
-    return 0
+        return 1 if watch(run, console)["failures"] or sub.not_retried else 0
+    return 1 if sub.not_retried else 0
+
+
+def _results_if_finished(run, sub, console) -> str | None:
+    """A run with nothing queued, running or to submit, and no analysis job
+    coming: bring results/ up to date here if they are older than the
+    evaluations (a run launched before the analysis job existed, or whose
+    analysis job was cancelled)."""
+    from synscale.analysis import inputs
+
+    if sub.submitted or sub.skipped_live or sub.analysis:
+        return None
+    listed = stored.load_stages(run)
+    if not inputs.current(run, inputs.evaluations_done(run, zip(listed.ids, listed.kinds))):
+        from synscale.analysis.results import analyze_run
+        analyze_run(run.root, console=console)
+    return str(run.results)
 
 
 if __name__ == "__main__":

@@ -206,7 +206,9 @@ def main(argv=None) -> int:
               "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(collect(run)))
+        info = collect(run)
+        info["results"] = _results(run, info, None)
+        print(json.dumps(info))
         return 0
     from rich.console import Console
 
@@ -216,7 +218,36 @@ def main(argv=None) -> int:
     else:
         info = collect(run)
         console.print(render(info))
+    results = _results(run, info, console)
+    if results["current"]:
+        console.print(f"Results: {results['path']}/")
     return 1 if info["failures"] else 0
+
+
+def _results(run: RunDir, info: dict, console) -> dict:
+    """Once nothing is left to run, results/ match the finished evaluations:
+    fitted here when they are older and no analysis job is coming to do it."""
+    from synscale.analysis import inputs
+    from synscale.plan import stored
+
+    if not finished(info):  # an analysis job, or the local launch, fits them at the end
+        return {"current": None, "path": str(run.results)}
+    listed = stored.load_stages(run)
+    current = inputs.current(run, inputs.evaluations_done(run, zip(listed.ids, listed.kinds)))
+    if not current and not _analysis_job_coming(run):
+        if console is not None:
+            console.print("Results are older than the evaluations: fitting them now.")
+        from synscale.analysis.results import analyze_run
+        analyze_run(run.root, console=None)
+        current = True
+    return {"current": current, "path": str(run.results)}
+
+
+def _analysis_job_coming(run: RunDir) -> bool:
+    from synscale.backends import slurm
+
+    job = slurm.load_records(run).get("analysis")
+    return bool(job) and job in slurm.queue_states()
 
 
 if __name__ == "__main__":

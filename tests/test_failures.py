@@ -1,6 +1,7 @@
 """failures.classify on recorded Slurm answers: every state and class status
 can show, without a cluster (the real-Slurm tests produce them for real)."""
 import json
+import os
 
 import pytest
 
@@ -108,3 +109,44 @@ def test_every_class_classify_returns_is_a_listed_one(stage, tmp_path):
         assert v.state in STATES and v.state == "failed"
         assert re.sub(r"\(.*\d+\)", "", v.klass).strip() in shapes, (answer, v.klass)
     assert classify(stage, "12_0", {}, None, log_with(tmp_path)).klass == "unknown"
+
+
+def test_a_local_stage_whose_process_died_is_not_running(stage):
+    """No queue to ask: the attempt's pid on this host decides, not the heartbeat."""
+    import socket
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (stage / "heartbeat").touch()
+    (stage / "attempt.json").write_text(json.dumps({"pid": int(dead),
+                                                    "host": socket.gethostname()}))
+    v = classify(stage, None, None, None)
+    assert (v.state, v.klass) == ("failed", "unknown")
+    (stage / "attempt.json").write_text(json.dumps({"pid": os.getpid(),
+                                                    "host": socket.gethostname()}))
+    assert classify(stage, None, None, None).state == "running"
+    # on another host only the heartbeat can tell
+    (stage / "attempt.json").write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    assert classify(stage, None, None, None).state == "running"
+    os.utime(stage / "heartbeat", (0, 0))
+    assert classify(stage, None, None, None).state == "pending"
+
+
+def test_exceptions_the_cluster_causes_are_classed_as_such():
+    from synscale.backends.failures import exception_class
+
+    class UncompletedJobError(RuntimeError):  # submitit's, by name
+        pass
+
+    class DistNetworkError(RuntimeError):  # torch.distributed's, by name
+        pass
+
+    too_many = UncompletedJobError("Job not requeued because: timed-out too many times.")
+    assert exception_class(too_many) == "timeout"
+    assert exception_class(DistNetworkError("The server socket has failed to listen on any "
+                                            "local network address. port: 29500, "
+                                            "useIpv6: 0, code: -98, name: EADDRINUSE")) == \
+        "infrastructure"
+    assert exception_class(OSError(98, "Address already in use")) == "infrastructure"
+    assert exception_class(ValueError("bad spec")) == "python exception"

@@ -194,8 +194,8 @@ def test_a_no_op_relaunch_leaves_plan_json_untouched(small_study, tmp_path, monk
         (folder / "DONE").write_text(json.dumps({"finished": 1.0}))
     (run.results).mkdir(parents=True)
     (run.results / "fits.json").write_text("{}")
-    import synscale.analysis.results as results
-    monkeypatch.setattr(results, "results_current", lambda run: True, raising=False)
+    import synscale.analysis.inputs as inputs
+    monkeypatch.setattr(inputs, "current", lambda run, evaluations: True)
     argv = [str(study_file), "--root", str(tmp_path / "runs"), "--json", "--backend", "local"]
     assert launch.main(argv) == 0
     before = run.plan_file.stat().st_mtime_ns, run.plan_file.read_bytes()

@@ -128,9 +128,9 @@ def finish(run_root: Path, stages: list) -> None:
         _write(folder / "DONE", {"finished": now, "seconds": 60})
     run.results.mkdir(parents=True, exist_ok=True)
     _write(run.results / "fits.json", {})  # what older launches look for
-    try:  # what newer ones look for
-        from synscale.analysis.results import inputs_digest
-        _write(run.results / "inputs.json", {"digest": inputs_digest(run)})
+    try:  # what newer ones look for: the digest of the study and the finished evaluations
+        from synscale.analysis import inputs
+        inputs.record(run, [s.id for s in stages if s.kind == "evaluate"])
     except ImportError:
         pass
 

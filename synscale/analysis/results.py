@@ -137,33 +137,17 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
             "plot": str(plots[0]) if plots else None}
 
 
-def inputs_digest(run: RunDir) -> str:
-    """What the results are computed from: the finished evaluations and the
-    study as launched (its [analysis] keys). Results whose recorded digest
-    differs are out of date."""
-    import hashlib
-
-    h = hashlib.sha256(run.study_file.read_bytes() if run.study_file.exists() else b"")
-    for done in sorted((run.root / "stages" / "evaluate").glob("*/DONE")):
-        h.update(done.parent.name.encode())
-    return h.hexdigest()[:16]
-
-
-def results_current(run: RunDir) -> bool:
-    path = run.results / "inputs.json"
-    try:
-        return state.read_json(path)["digest"] == inputs_digest(run)
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def analyze_run(run_root: Path, console=None, bootstrap: int | None = None,
                 seed: int | None = None) -> dict:
     """Gather, fit and write results/, then record what they were computed from."""
+    from synscale.analysis import inputs
+    from synscale.plan import stored
+
     run = RunDir(Path(run_root))
-    digest = inputs_digest(run)
+    listed = stored.load_stages(run)
+    evaluations = inputs.evaluations_done(run, zip(listed.ids, listed.kinds))
     out = _analyze(run, console, bootstrap, seed)
-    state.write_json(run.results / "inputs.json", {"digest": digest})
+    inputs.record(run, evaluations)  # what was finished before gathering began
     return out
 
 

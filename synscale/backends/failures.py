@@ -90,11 +90,14 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
         return Verdict("done")
     error = folder / "error.json"
     if queue is None or job is None:
-        if state.attempt_alive(folder) or (state.heartbeat_fresh(folder)
-                                           and not error.exists()):
+        alive = state.attempt_alive(folder)  # None: ran on another host, if at all
+        if alive or (alive is None and state.heartbeat_fresh(folder) and not error.exists()):
             return Verdict("running")
         if error.exists():
             return _from_error(error)
+        if alive is False:  # its process on this host is gone, leaving no record
+            return Verdict("failed", "unknown", "its process died without finishing or a "
+                                                "record (killed?); relaunch to rerun it")
         return Verdict("pending" if queue is None else "not submitted")
     live = queue.get(job)
     if live is not None:

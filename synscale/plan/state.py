@@ -85,22 +85,28 @@ def record_failure(folder: Path, error: BaseException, tb: str,
                 "pid": os.getpid()})
 
 
-def attempt_alive(folder: Path) -> bool:
+def attempt_alive(folder: Path) -> bool | None:
+    """Whether the process of the stage's latest attempt runs: True or False
+    when it ran on this host (its pid says), None when on another host (only
+    its heartbeat can tell) or when there is no attempt record."""
     path = Path(folder) / "attempt.json"
     try:
         rec = read_json(path)
     except (OSError, ValueError):
-        return False
+        return None
     if rec.get("host") != socket.gethostname():
-        return False
+        return None
     try:
         os.kill(rec["pid"], 0)
-    except (ProcessLookupError, PermissionError):
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process under that pid: ours is gone
         return False
     return True
 
 
-HEARTBEAT_SECONDS = 30.0
+# A dead stage on another host is noticed within 3 periods (30 s).
+HEARTBEAT_SECONDS = 10.0
 
 
 def start_heartbeat(folder: Path) -> Callable[[], None]:

@@ -49,6 +49,15 @@ def training_running(run, records, besides=()):
     return None
 
 
+def wait_for_training(run, records, besides=(), timeout=600):
+    """(stage id, job, pid) of the next training seen running."""
+    deadline = time.time() + timeout
+    while not (victim := training_running(run, records, besides)):
+        assert time.time() < deadline, status(run)
+        time.sleep(0.5)
+    return victim
+
+
 def done_records(run) -> dict:
     return {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
 
@@ -84,11 +93,7 @@ def test_killed_cancelled_and_blocked_stages_are_told_apart_and_a_relaunch_recov
     records = state.read_json(run / "slurm/submissions.json")["stages"]
 
     # 1. kill -9 the first training's process: failed at once, with its signal
-    deadline = time.time() + 600
-    while not (victim := training_running(run, records)):
-        assert time.time() < deadline, status(run)
-        time.sleep(0.5)
-    killed_stage, _, pid = victim
+    killed_stage, _, pid = wait_for_training(run, records)
     os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
     info = wait_for(run, lambda i: i["kinds"]["train"]["failed"] >= 1, timeout=120,
@@ -99,10 +104,7 @@ def test_killed_cancelled_and_blocked_stages_are_told_apart_and_a_relaunch_recov
 
     # 2. the next training starts; cancel the whole training array: the
     # running task and the one still pending in the array are both cancelled
-    while not (victim := training_running(run, records, besides={killed_stage})):
-        assert time.time() < deadline, status(run)
-        time.sleep(0.5)
-    array = victim[1].split("_")[0]
+    array = wait_for_training(run, records, besides={killed_stage})[1].split("_")[0]
     subprocess.run(["scancel", array], check=True)
     info = wait_for(run, lambda i: i["kinds"]["train"]["failed"] == 3 and
                     i["kinds"]["evaluate"]["blocked"] == 3, timeout=180,
@@ -243,11 +245,8 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
     launch(study, tmp_path)
     run = tmp_path / "lostnode"
     records = state.read_json(run / "slurm/submissions.json")["stages"]
+    stage, job, _ = wait_for_training(run, records)
     deadline = time.time() + 600
-    while not (victim := training_running(run, records)):
-        assert time.time() < deadline, status(run)
-        time.sleep(0.5)
-    stage, job, _ = victim
     before = done_records(run)
     assert before and stage not in before
     subprocess.run(["scontrol", "requeue", job], check=True)

@@ -10,7 +10,6 @@ results/
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from synscale.analysis.bootstrap import progress_bar

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from synscale.backends.failures import (CLASSES, STATES, Accounted, Queued, classify,
+from synscale.backends.failures import (CLASSES, STATES, Queued, classify,
                                         expand_job_ids, parse_sacct, retried_by_default)
 
 

@@ -4,7 +4,7 @@ import pytest
 
 import tiny_pipelines as tiny
 from conftest import class_folders
-from synscale.backends.worker import execute
+from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SMALL_STUDY, run_module
-from synscale.backends.worker import StageContext
+from synscale.runtime.harness import StageContext
 from synscale.data.digits import load_split
 from synscale.data.ffcv_io import write_beton
 from synscale.plan import state

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import class_folders
-from synscale.backends.worker import execute
+from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import DATA, imagenet1k

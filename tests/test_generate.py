@@ -2,7 +2,7 @@
 crash that re-renders only missing shards, bit-identically."""
 import numpy as np
 
-from synscale.backends.worker import execute
+from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.plan.hashing import image_seed

@@ -8,7 +8,7 @@ import pytest
 
 import tiny_pipelines as tiny
 from conftest import ROOT, at_second_shard
-from synscale.backends.worker import execute
+from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import imagenet1k
@@ -104,7 +104,7 @@ def test_guidance_t_reaches_each_pipeline_as_one_plus_t(checkpoints):
 # killed with the second shard written under its temporary name
 STOP_AT_SECOND_SHARD = at_second_shard("os._exit(9)") + """
 import sys
-from synscale.backends.worker import execute
+from synscale.runtime.harness import execute
 from synscale.plan.graph import Stage
 execute(sys.argv[1], Stage("g", "generate", {spec!r}), {{}})
 """

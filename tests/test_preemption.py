@@ -5,7 +5,7 @@ import signal
 import threading
 import time
 
-from synscale.backends import preemption
+from synscale.runtime import preemption
 
 
 def test_usr2_sent_during_a_step_runs_its_handler_after_the_step():

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from synscale.backends.worker import execute
+from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 
@@ -50,7 +50,7 @@ class Boom(Exception):
 
 
 def test_failed_stage_records_error_and_no_done(tmp_path, monkeypatch):
-    import synscale.backends.worker as worker
+    import synscale.runtime.harness as worker
 
     class Runner:
         calls = 0

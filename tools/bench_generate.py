@@ -58,7 +58,7 @@ def baseline(weights: str, prompts: list[str], device: str) -> dict:
 
 
 def synscale_stage(weights: str, n: int, args, device: str, root: Path) -> dict:
-    from synscale.backends.worker import execute
+    from synscale.runtime.harness import execute
     from synscale.plan.graph import Stage
 
     spec = {"generator": "stable-diffusion", "weights": weights, "prompts": "clip-templates-7",

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from synscale.backends.distributed import ensure_initialized
+    from synscale.runtime.distributed import ensure_initialized
     from synscale.models.vit import build_classifier
 
     ensure_initialized()

@@ -7,7 +7,7 @@ package, content addressed, to runs/<study>/code/<hash>/synscale/ and every
 job imports that copy (slurm._executor). code.json beside the copy says what
 it is: the hash, each file's hash, the git commit of the checkout it came from
 and whether the package differed from that commit. Each stage's DONE carries
-that record (worker.execute; the local backend records the checkout it runs
+that record (runtime.harness.execute; the local backend records the checkout it runs
 from, uncopied), and a relaunch says which stages were submitted or computed
 with other code than the checkout's (`changes`): their ids do not show it,
 since an id hashes a runner's VERSION, not its source.

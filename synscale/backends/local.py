@@ -51,7 +51,7 @@ def _init_worker(threads: int, log_dir: str) -> None:
 
 
 def _execute(run_root: str, stage: Stage, input_kinds: dict) -> dict:
-    from synscale.backends.worker import execute
+    from synscale.runtime.harness import execute
     return execute(run_root, stage, input_kinds)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from synscale.backends import preemption
+from synscale.runtime import preemption
 from synscale.plan import state
 from synscale.study.schema import split_counts
 
@@ -78,7 +78,7 @@ def run(ctx) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from synscale.backends.distributed import ensure_initialized
+    from synscale.runtime.distributed import ensure_initialized
     from synscale.data.stream import Stream
     from synscale.models.objectives import objective_for
 

@@ -110,3 +110,16 @@ def ensure_initialized() -> dict:
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(),
             "master_addr": os.environ["MASTER_ADDR"], "host": socket.gethostname(),
             "node": os.environ.get("SLURMD_NODENAME", "")}
+
+
+def leave_process_group() -> None:
+    """Shut gloo down before the interpreter exits: left running, its threads
+    abort a finished multi-task job at exit ("terminate called without an
+    active exception"), and Slurm then marks the job FAILED, which blocks
+    every afterok dependent."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -1,0 +1,111 @@
+"""Run one stage in this process: the same path for every backend (the
+local pool calls `execute`; a Slurm array task calls it through
+backends/worker.StageTask).
+
+The stage folder lock means two processes never run one stage at once (an
+orphan of a killed launch finishes or dies before a relaunch re-runs it);
+DONE is written last, after every output has been renamed into place.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from synscale.plan import state
+from synscale.plan.graph import Stage
+from synscale.plan.layout import RunDir
+from synscale.stages import runner
+
+
+@dataclass
+class StageContext:
+    stage: Stage
+    dir: Path                   # this stage's folder: write outputs here, atomically
+    inputs: dict[str, Path]     # input stage id -> its folder (read only)
+    input_kinds: dict[str, str]  # input stage id -> its kind
+    log: logging.Logger
+
+    @property
+    def spec(self) -> dict:
+        return self.stage.spec
+
+
+def _logger(folder: Path, stage: Stage) -> logging.Logger:
+    log = logging.getLogger(f"synscale.stage.{stage.id}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if not log.handlers:
+        handler = logging.FileHandler(folder / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(handler)
+    return log
+
+
+def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
+    """Run `stage` unless it is done; returns its DONE summary."""
+    run = RunDir(Path(run_root))
+    folder = run.stage(stage.kind, stage.id)
+    if state.is_done(folder):  # every rank agrees before any of them waits on the others
+        return {"skipped": True, **state.read_json(folder / "DONE")}
+    from synscale.runtime.distributed import rank
+    if rank() != 0:
+        return _follower(run, stage, input_kinds)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Blocking: if an orphaned worker still holds it, wait and then see its DONE.
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if state.is_done(folder):
+            return {"skipped": True, **state.read_json(folder / "DONE")}
+        state.clean_temporaries(folder)
+        state.record_attempt(folder)
+        log = _logger(folder, stage)
+        ctx = StageContext(stage, folder,
+                           {i: run.stage(input_kinds[i], i) for i in stage.inputs},
+                           input_kinds, log)
+        for i, path in ctx.inputs.items():
+            if not state.is_done(path):
+                raise RuntimeError(f"input {input_kinds[i]}/{i} is not done")
+        start = time.time()
+        log.info("start %s %s", stage.kind, stage.id)
+        stop_heartbeat = state.start_heartbeat(folder)
+        try:
+            summary = runner(stage.kind).run(ctx) or {}
+        except SystemExit:
+            log.info("exiting to be requeued")  # preemption or time limit: not a failure
+            raise
+        except BaseException as e:
+            from synscale.runtime import preemption
+            from synscale.backends.failures import exception_class
+            state.record_failure(folder, e, traceback.format_exc(), exception_class(e),
+                                 preemption.interruption())
+            log.info("failed: %s", e)
+            raise
+        finally:
+            stop_heartbeat()
+        from synscale.backends.code import running  # which code computed it: ids do not say
+        summary = {"seconds": round(time.time() - start, 3), **summary, "code": running()}
+        state.mark_done(folder, summary)
+        log.info("done in %.1fs", summary["seconds"])
+        return summary
+    finally:
+        os.close(fd)
+
+
+def _follower(run: RunDir, stage: Stage, input_kinds: dict[str, str]) -> dict:
+    """A non-zero rank of a multi-task stage: it computes, rank 0 writes.
+
+    It takes no lock (rank 0 holds it, and waits for this rank inside the
+    collective calls) and writes no record."""
+    folder = run.stage(stage.kind, stage.id)
+    log = logging.getLogger(f"synscale.stage.{stage.id}.follower")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    ctx = StageContext(stage, folder, {i: run.stage(input_kinds[i], i) for i in stage.inputs},
+                       input_kinds, log)
+    return runner(stage.kind).run(ctx) or {}

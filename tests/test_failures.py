@@ -85,6 +85,11 @@ def test_node_failure_and_slurms_own_requeues_are_shown(stage, tmp_path):
     assert v.note == "requeued 2x: checkpointed at USR2, by Slurm (node failure or preemption)"
     v = classify(stage, "12_0", {}, parse_sacct("12_0|NODE_FAIL|0:0"), log_with(tmp_path))
     assert (v.state, v.klass) == ("failed", "node failure")
+    # with accounting, submitit's requeue is REQUEUED in sacct too: said once, as what it was
+    acct = parse_sacct("12_0|REQUEUED|0:0\n12_0|REQUEUED|0:0\n12_0|RUNNING|0:0\n")
+    log = log_with(tmp_path, "submitit INFO - Requeued job 12_0 (2 remaining timeouts)")
+    v = classify(stage, "12_0", {"12_0": Queued("RUNNING", restarts=2)}, acct, log)
+    assert v.note == "requeued 2x: checkpointed at USR2, scontrol requeue"
 
 
 def test_a_class_the_stage_recorded_wins(stage):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import run_module
-from test_slurm import cluster, status
+from test_slurm import cluster, finished_with_results, status
 from synscale.plan import state
 
 pytestmark = pytest.mark.slow
@@ -60,26 +60,6 @@ def wait_for_training(run, records, besides=(), timeout=600):
 
 def done_records(run) -> dict:
     return {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
-
-
-def finished_with_results(run, total: int) -> dict:
-    """Wait for every stage done and results/ fitted from all the evaluations."""
-    from synscale.analysis import inputs
-    from synscale.plan.layout import RunDir
-    from synscale.plan.graph import Plan
-
-    info = wait_for(run, lambda i: sum(k["done"] for k in i["kinds"].values()) == total
-                    or any(k["failed"] for k in i["kinds"].values()), what="all done")
-    assert not info["failures"], info["failures"]
-    deadline = time.time() + 300  # the analysis job runs after the last evaluation
-    plan = Plan.from_json((run / "plan.json").read_text())
-    evaluations = [s.id for s in plan.of_kind("evaluate")]
-    while not inputs.current(RunDir(run), evaluations):
-        assert time.time() < deadline, "the analysis job wrote no current results"
-        time.sleep(1)
-    fits = state.read_json(run / "results/fits.json")
-    assert fits["series"], fits
-    return info
 
 
 @pytest.mark.parametrize("mode", ["on", "off"])

@@ -31,6 +31,26 @@ def status(run_dir) -> dict:
     return json.loads(r.stdout)
 
 
+def finished_with_results(run, total: int) -> dict:
+    """Wait for every stage done and results/ fitted from all the evaluations."""
+    from synscale.analysis import inputs
+    from synscale.plan.layout import RunDir
+    from synscale.plan.graph import Plan
+
+    info = wait_until(run, total)
+    assert not info["failures"], info["failures"]
+    deadline = time.time() + 300  # the analysis job runs after the last evaluation
+    plan = Plan.from_json((run / "plan.json").read_text())
+    evaluations = [s.id for s in plan.of_kind("evaluate")]
+    while not inputs.current(RunDir(run), evaluations):
+        assert time.time() < deadline, "the analysis job wrote no current results"
+        time.sleep(1)
+    rows = (run / "results/metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(evaluations), rows  # a header, a row per evaluation
+    assert (run / "results/fits.json").exists()
+    return info
+
+
 def wait_until(run_dir, done: int, timeout=900) -> dict:
     deadline = time.time() + timeout
     while True:
@@ -329,12 +349,14 @@ def test_preempted_training_checkpoints_requeues_and_matches_an_uninterrupted_ru
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True,
                                text=True).stdout
         if "Restarts=1" in shown and "JobState=PENDING" in shown:
+            # what status says meanwhile: still live, and why it was requeued
+            (requeued,) = status(run)["requeued"]
+            assert requeued["note"] == "requeued 1x: checkpointed at USR2", requeued
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
             break
         assert time.time() < deadline and "JobState=COMPLETED" not in shown, shown[-800:]
         time.sleep(0.5)
-    info = wait_until(run, 3, timeout=600)
-    assert not info["failures"], info["failures"]
+    finished_with_results(run, 3)
     manifest = state.read_json(run / "stages/train" / train.id / "manifest.json")
     assert len(manifest["resumed_at_steps"]) == 1 and 50 <= manifest["resumed_at_steps"][0] < 300
     local = state.read_json(tmp_path / "local/preempt/stages/train" / train.id / "manifest.json")

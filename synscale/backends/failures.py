@@ -168,14 +168,21 @@ def _signal_name(number: int) -> str:
 def _requeue_note(restarts: int, acct: Accounted | None, log: Path | None) -> str:
     if not restarts:
         return ""
-    why = [FAILURE_CLASSES.get(s, s.lower()) for s in acct.earlier] if acct else []
-    if not why:
-        # submitit logs each requeue it asks for (checkpoint at USR2); the
-        # rest Slurm did itself (a failed node, preemption by another job)
-        asked = _last_attempt(log, whole=True).count("Requeued job ") if log else 0
-        why = ["checkpointed at USR2"] * min(asked, restarts) + \
-            ["by Slurm (node failure or preemption)"] * max(0, restarts - asked)
+    # submitit logs each requeue it asks for (a checkpoint at USR2); sacct
+    # records why Slurm requeued the others (REQUEUED: scontrol requeue)
+    asked = _last_attempt(log, whole=True).count("Requeued job ") if log else 0
+    why = ["checkpointed at USR2"] * min(asked, restarts)
+    if acct is not None:
+        earlier = list(acct.earlier)
+        for _ in range(len(why)):  # submitit's own requeues are REQUEUED in sacct too
+            if "REQUEUED" in earlier:
+                earlier.remove("REQUEUED")
+        why += [REQUEUE_REASONS.get(s, s.lower()) for s in earlier]
+    why += ["by Slurm (node failure or preemption)"] * max(0, restarts - len(why))
     return f"requeued {restarts}x: " + ", ".join(dict.fromkeys(why))
+
+
+REQUEUE_REASONS = {**FAILURE_CLASSES, "REQUEUED": "scontrol requeue", "TIMEOUT": "time limit"}
 
 
 def _last_attempt(log: Path | None, whole: bool = False) -> str:

@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU accelerator keeps DeepSpeed off CUDA code paths on machines with no GPU.
-export DS_ACCELERATOR ?= cpu
 
 .PHONY: demo test install system-deps slurm clean
 

@@ -27,11 +27,13 @@ from typing import NamedTuple
 from synscale.plan import state
 
 STATES = ("done", "running", "pending", "blocked", "failed", "not submitted")
-CLASSES = ("python exception", "out of memory", "timeout", "preemption", "node failure",
-           "cancelled", "infrastructure", "killed (signal N)", "exited (code N)", "unknown")
+CLASSES = ("python exception", "out of memory", "out of GPU memory", "timeout", "preemption",
+           "node failure", "cancelled", "infrastructure", "killed (signal N)", "exited (code N)",
+           "unknown")
 # What a relaunch may resubmit without being asked: the cluster's doing, not the stage's.
-RETRIED = {"out of memory", "timeout", "preemption", "node failure", "cancelled",
-           "infrastructure", "killed", "unknown"}
+# (Out of GPU memory: the retry computes the same global batch in smaller micro batches.)
+RETRIED = {"out of memory", "out of GPU memory", "timeout", "preemption", "node failure",
+           "cancelled", "infrastructure", "killed", "unknown"}
 
 # squeue lists live jobs only; of those, these have started.
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
@@ -227,6 +229,9 @@ def kill_message(log: Path | None) -> tuple[str, str] | None:
 
 def exception_class(e: BaseException) -> str:
     """The class of an exception a stage raised: most are bugs, a few are the cluster's."""
+    chain = _chain(e)
+    if any(_gpu_out_of_memory(x) for x in chain):
+        return "out of GPU memory"
     names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
     if "UncompletedJobError" in names:
         # submitit's: timed out too many times, or no checkpoint at the time limit
@@ -236,6 +241,23 @@ def exception_class(e: BaseException) -> str:
             "Address already in use" in text:
         return "infrastructure"  # rendezvous or network: retried, not a bug
     return "python exception"
+
+
+def _chain(e: BaseException, most: int = 16) -> list[BaseException]:
+    """`e` and the exceptions it wraps (raise ... from, or raised while handling)."""
+    out: list[BaseException] = []
+    while e is not None and len(out) < most and all(e is not x for x in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _gpu_out_of_memory(e: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, by type (torch is loaded wherever one was
+    raised; status need not import it to classify error.json)."""
+    import sys
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(e, torch.cuda.OutOfMemoryError)
 
 
 def _from_exit_record(folder: Path) -> Verdict:

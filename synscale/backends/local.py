@@ -42,7 +42,6 @@ def _init_worker(threads: int, log_dir: str) -> None:
     os.dup2(fd, 2)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     # Inside a Slurm allocation, a local run is still a world of one.
     for var in ("SLURM_PROCID", "SLURM_NTASKS"):
         os.environ.pop(var, None)

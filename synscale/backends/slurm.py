@@ -96,8 +96,11 @@ def load_records(run: RunDir) -> dict:
     return state.read_json(path) if path.exists() else {"stages": {}, "arrays": []}
 
 
-def retry_resources(klass: str, attempts: int, resources, policy, profile):
-    """(resources for the next job, "") or (None, why the stage stays failed)."""
+def retry_resources(klass: str, attempts: int, resources, policy, profile,
+                    micro_batch: tuple[int, int] | None = None):
+    """(resources for the next job, "") or (None, why the stage stays failed).
+    `micro_batch`: a training's (micro batch, images per task per step) as
+    the failed attempt ran it (`micro_batch_of`); None for other kinds."""
     if attempts >= policy.attempts:
         return None, f"failed {attempts} time(s); retry.attempts = {policy.attempts}"
     if not retried_by_default(klass) and not policy.python_exceptions:
@@ -108,6 +111,17 @@ def retry_resources(klass: str, attempts: int, resources, policy, profile):
         if resources.mem_gb >= cap:
             return None, f"out of memory at {resources.mem_gb:g} GB, the cap"
         return replace(resources, mem_gb=min(resources.mem_gb * policy.oom_mem_factor, cap)), ""
+    if klass == "out of GPU memory":
+        if micro_batch is None:
+            return None, ("out of GPU memory outside training: lower this kind's batch size or "
+                          "ask for larger GPUs")
+        micro, per_task = micro_batch
+        # the largest divisor of the task's images at most half the micro batch, so
+        # gradient accumulation keeps the global batch (and the results) the same
+        smaller = next((d for d in range(micro // 2, 0, -1) if per_task % d == 0), None)
+        if smaller is None:
+            return None, f"out of GPU memory at micro_batch_size {micro}, the floor"
+        return replace(resources, micro_batch_size=smaller), ""
     if klass == "timeout":
         cap = min(policy.max_time_min, profile.max_time_min)
         if resources.time_min >= cap:
@@ -115,6 +129,27 @@ def retry_resources(klass: str, attempts: int, resources, policy, profile):
         return replace(resources, time_min=min(int(resources.time_min *
                                                    policy.timeout_time_factor), cap)), ""
     return resources, ""
+
+
+def micro_batch_of(stage: Stage, resources) -> tuple[int, int] | None:
+    """(micro batch, images per task per step) a training runs with under
+    `resources` (stages/train.run's rule); None for other kinds."""
+    if stage.kind != "train":
+        return None
+    recipe = stage.spec["recipe"]
+    per_task = recipe["batch_size"] // (resources.nodes * resources.tasks_per_node)
+    asked = resources.micro_batch_size or recipe.get("micro_batch_size") or per_task
+    return min(per_task, asked), per_task
+
+
+def with_micro_batch(stage: Stage, resources) -> Stage:
+    """The stage as its job runs it: a training gets [resources.train]'s micro
+    batch (set by the retry after out of GPU memory). Its id stays: the micro
+    batch splits the same global batch, and is not hashed."""
+    if stage.kind != "train" or not resources.micro_batch_size:
+        return stage
+    recipe = {**stage.spec["recipe"], "micro_batch_size": resources.micro_batch_size}
+    return replace(stage, spec={**stage.spec, "recipe": recipe})
 
 
 def chunks(stages: list[Stage], size: int) -> list[list[Stage]]:
@@ -228,7 +263,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
             verdict = classify(run.stage(s.kind, s.id), job, live, acct, job_log(run, job))
             before = resources
             resources, why = retry_resources(verdict.klass, records["attempts"].get(s.id, 1),
-                                             resources, study.retry[s.kind], profile)
+                                             resources, study.retry[s.kind], profile,
+                                             micro_batch_of(s, resources))
             if resources is None:
                 out.not_retried[s.id] = f"{verdict.klass}: {why}"
                 continue
@@ -258,7 +294,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
                 ex.update_parameters(additional_parameters={"hold": True})
             with ex.batch():
                 # absolute: the job starts in the code folder, not the launch's
-                jobs = [ex.submit(StageTask(str(run.root.resolve()), s,
+                jobs = [ex.submit(StageTask(str(run.root.resolve()),
+                                            with_micro_batch(s, resources),
                                             {i: kinds[i] for i in s.inputs}))
                         for s in chunk]
             array_id = jobs[0].job_id.split("_")[0]
@@ -268,7 +305,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
                 records["stages"][s.id] = job.job_id
                 records["attempts"][s.id] = records["attempts"].get(s.id, 0) + 1
                 records["resources"][s.id] = {"mem_gb": resources.mem_gb,
-                                              "time_min": resources.time_min}
+                                              "time_min": resources.time_min,
+                                              "micro_batch_size": resources.micro_batch_size}
                 out.submitted.append(s.id)
             out.arrays.append({"job_id": array_id, "kind": kind, "tasks": len(chunk),
                                "dependency": deps, "dependency_type": how if deps else "",
@@ -295,6 +333,8 @@ def _retry_note(verdict, before, after, folder: Path) -> str:
         note += f": mem_gb {before.mem_gb:g} -> {after.mem_gb:g}"
     if after.time_min != before.time_min:
         note += f": time_min {before.time_min} -> {after.time_min}"
+    if after.micro_batch_size != before.micro_batch_size:
+        note += f": micro_batch_size -> {after.micro_batch_size}"
     startup = folder / "startup.json"
     if verdict.klass == "timeout" and startup.exists():
         seconds = state.read_json(startup)["seconds"]

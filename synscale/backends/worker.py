@@ -70,7 +70,6 @@ class StageTask:
         self.run_root, self.stage, self.input_kinds = run_root, stage, input_kinds
 
     def __call__(self) -> dict:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
         folder = RunDir(Path(self.run_root)).stage(self.stage.kind, self.stage.id)
         from synscale.runtime import preemption
         from synscale.runtime.distributed import rank

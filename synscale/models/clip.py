@@ -99,11 +99,16 @@ def clip_loss(world: dict):
 
 def zero_shot_weights(model: ClipModel, classes, templates, tokenize) -> torch.Tensor:
     """(classes, embed) text classifier: each class name in every template,
-    encoded, normalized, averaged, normalized again (Radford et al.)."""
+    encoded, normalized, averaged, normalized again (Radford et al.), on the
+    model's device (under the caller's autocast, if any)."""
+    from synscale.runtime.device import to_device
+
+    device = next(model.parameters()).device
     rows = []
     with torch.inference_mode():
         for c in classes:
-            features = model.encode_text(tokenize([t.format(c.clip_name) for t in templates]))
+            tokens = tokenize([t.format(c.clip_name) for t in templates])
+            features = model.encode_text(to_device(tokens, device))
             mean = features.float().mean(0)
             rows.append(mean / mean.norm())
     return torch.stack(rows)

@@ -21,6 +21,34 @@ def forward_flops(model, *inputs) -> int:
     return int(counter.get_total_flops())
 
 
+def prepare_model(model, recipe: dict, backend: str = "inductor"):
+    """The recipe's speed options, before DeepSpeed wraps the model; neither
+    changes results beyond float noise. channels_last: NHWC weights (the
+    inputs follow, in model_input). compile: torch.compile in place, so the
+    state dict's keys (checkpoints, model.safetensors) stay as they are."""
+    import torch
+
+    if recipe.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    if recipe.get("compile"):
+        model.compile(backend=backend)
+    return model
+
+
+def model_input(images, engine, channels_last: bool = False):
+    """A micro batch as the model takes it: on its device (copied without
+    blocking), in its dtype (bf16 under DeepSpeed's bf16), NHWC with
+    channels_last."""
+    import torch
+
+    from synscale.runtime.device import to_device
+
+    images = to_device(images, engine.device).to(next(engine.module.parameters()).dtype)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
 class Classifier:
     """Cross-entropy of a timm ViT on the class labels, with the recipe's
     label smoothing, mixup/cutmix and RandAugment."""
@@ -33,6 +61,7 @@ class Classifier:
         from synscale.models.vit import build_classifier
 
         recipe = spec["recipe"]
+        self.channels_last = recipe.get("channels_last", False)
         self.model = build_classifier(spec["model"], spec["num_classes"], tuple(image_shape))
         self.augment = BatchAugment(recipe, spec["num_classes"], spec["seed"] * 1000 + world["rank"])
         if self.augment.randaugment and index.get("kind") != "rgb":
@@ -48,9 +77,11 @@ class Classifier:
         return not self.augment.randaugment  # RandAugment reads uint8 and normalizes itself
 
     def loss(self, engine, images, labels, captions, micro_step: int):
-        images, labels = self.augment(images, labels, micro_step)
-        images = images.to(engine.device, next(engine.module.parameters()).dtype)
-        return self.criterion(engine(images).float(), labels.to(engine.device))
+        from synscale.runtime.device import to_device
+
+        images, labels = self.augment(images, labels, micro_step)  # on the host: its RNG streams
+        images = model_input(images, engine, self.channels_last)
+        return self.criterion(engine(images).float(), to_device(labels, engine.device))
 
     def after_step(self, engine) -> None:
         pass
@@ -69,13 +100,16 @@ class Contrastive:
     def __init__(self, spec: dict, image_shape, world: dict, index: dict):
         from synscale.models.clip import build_clip, clip_loss, tokenizer
 
+        self.channels_last = spec["recipe"].get("channels_last", False)
         self.model = build_clip(spec["model"], image_shape)
         self.tokenize = tokenizer(spec["model"]["context_length"])
         self.criterion = clip_loss(world)
 
     def loss(self, engine, images, labels, captions, micro_step: int):
-        images = images.to(engine.device, next(engine.module.parameters()).dtype)
-        tokens = self.tokenize(captions).to(engine.device)
+        from synscale.runtime.device import to_device
+
+        images = model_input(images, engine, self.channels_last)
+        tokens = to_device(self.tokenize(captions), engine.device)
         image_features, text_features, scale = engine(images, tokens)
         return self.criterion(image_features.float(), text_features.float(), scale.float())
 

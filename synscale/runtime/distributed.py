@@ -79,18 +79,22 @@ def rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
-def ensure_initialized() -> dict:
-    """Initialize once; returns the rank, world size and master address used."""
+def ensure_initialized(device: str = "auto") -> dict:
+    """Initialize once; returns the rank, world size, master address and the
+    device used. `device` (auto | cuda | cpu, runtime/device.py) picks the
+    backend: NCCL on CUDA, gloo on the CPU."""
     import torch.distributed as dist
 
+    from synscale.runtime import device as devices
+
     if not (dist.is_available() and dist.is_initialized()):
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
         if "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
             os.environ.update(slurm_environment(dict(os.environ)))
         for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
                            ("MASTER_ADDR", "127.0.0.1")):
             os.environ.setdefault(key, value)
         world, me = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+        choice = devices.select(device)  # after LOCAL_RANK is known, before deepspeed's import
         folder = os.environ.get("SYNSCALE_RENDEZVOUS")
         if world > 1 and not folder:
             raise RuntimeError("a world of several ranks needs SYNSCALE_RENDEZVOUS, a folder on "
@@ -105,17 +109,23 @@ def ensure_initialized() -> dict:
 
         ds_logger.setLevel(logging.WARNING)
         # DeepSpeed keeps a process group that is already there
-        dist.init_process_group("gloo", store=store, rank=me, world_size=world)
-        deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+        dist.init_process_group(choice.backend, store=store, rank=me, world_size=world)
+        deepspeed.init_distributed(dist_backend=choice.backend, auto_mpi_discovery=False)
+    elif devices.chosen() is None:
+        devices.select(device)  # a group someone else made: still the device asked for
+    elif devices.choose(device) != devices.chosen():
+        raise devices.DeviceError(f"device = {device!r}: this process's group already runs on "
+                                  f"{devices.chosen().device}; one process keeps one device")
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(),
+            "device": devices.chosen().device,
             "master_addr": os.environ["MASTER_ADDR"], "host": socket.gethostname(),
             "node": os.environ.get("SLURMD_NODENAME", "")}
 
 
 def leave_process_group() -> None:
-    """Shut gloo down before the interpreter exits: left running, its threads
-    abort a finished multi-task job at exit ("terminate called without an
-    active exception"), and Slurm then marks the job FAILED, which blocks
+    """Shut the process group (gloo or NCCL) down before the interpreter
+    exits: left running, its threads abort a finished multi-task job at exit
+    ("terminate called without an active exception"), and Slurm then marks the job FAILED, which blocks
     every afterok dependent."""
     import torch.distributed as dist
 

@@ -7,16 +7,20 @@ analysis reads: loss (cross-entropy, no smoothing), top-1, top-5, per-class
 top-1 and loss (None for classes the set lacks), the classes scored (ImageNet-R and
 -A: their 200, the logits masked to them) and the training size behind it.
 A CLIP model's logits are its scaled cosine similarities to each class's
-text embedding, averaged over a template set (7 or 80 CLIP templates).
+text embedding, averaged over a template set (7 or 80 CLIP templates),
+computed once per stage.
+
+It runs on spec["device"] (runtime/device.py: a GPU when torch sees one,
+under auto), and a model trained in bf16 is scored under bf16 autocast.
 """
 from __future__ import annotations
 
 from synscale.plan import state
 
-VERSION = "3"  # 2: top-5, image-folder sets, class masks; 3: per-class loss
+VERSION = "4"  # 2: top-5, image-folder sets, class masks; 3: per-class loss; 4: bf16 autocast
 
 
-def _batches(spec: dict, image_shape):
+def _batches(spec: dict, image_shape, pin: bool = False):
     """(images, labels) batches of the evaluation set, and its class mask."""
     import torch
 
@@ -32,12 +36,12 @@ def _batches(spec: dict, image_shape):
     classes = of_data(spec["data"])
     dataset = ImageFolderSet(spec["dir"], classes, size=image_shape[1])
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec["batch_size"],
-                                         num_workers=spec.get("workers", 2))
+                                         num_workers=spec.get("workers", 2), pin_memory=pin)
     return loader, class_mask(name, classes)
 
 
-def _scorer(spec: dict, trained: dict, train_dir):
-    """images -> logits over the class list."""
+def _scorer(spec: dict, trained: dict, train_dir, device):
+    """images (on `device`) -> logits over the class list."""
     from safetensors.torch import load_file
 
     if trained.get("objective") != "clip":
@@ -45,14 +49,14 @@ def _scorer(spec: dict, trained: dict, train_dir):
         model = build_classifier(trained["model"], trained["num_classes"],
                                  tuple(trained["image_shape"]))
         model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
-        return model.eval()
+        return model.to(device).eval()
     from synscale.models.clip import build_clip, tokenizer, zero_shot_weights
     from synscale.prompts.classes import of_data
     from synscale.prompts.strategies import templates
 
     model = build_clip(trained["model"], trained["image_shape"])
     model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
-    model.eval()
+    model.to(device).eval()
     count = int(spec["zero_shot_templates"].rsplit("-", 1)[1])  # clip-templates-80 -> 80
     classifier = zero_shot_weights(model, of_data(spec["data"]), templates(count),
                                    tokenizer(trained["model"]["context_length"]))
@@ -63,17 +67,22 @@ def _scorer(spec: dict, trained: dict, train_dir):
 def run(ctx) -> dict:
     import torch
 
+    from synscale.runtime.device import select, to_device
+
     spec = ctx.spec
     (train_dir,) = ctx.inputs.values()
     trained = state.read_json(train_dir / "manifest.json")
-    score = _scorer(spec, trained, train_dir)
-    batches, mask = _batches(spec, trained["image_shape"])
-    logits, labels = [], []
-    with torch.inference_mode():
-        for x, y in batches:
-            logits.append(score(x).float())
-            labels.append(y)
-    logits, labels = torch.cat(logits), torch.cat(labels).long()
+    device = torch.device(select(spec.get("device", "auto")).device)
+    bf16 = spec.get("precision", "fp32") == "bf16"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        score = _scorer(spec, trained, train_dir, device)  # CLIP: its text features, here
+        batches, mask = _batches(spec, trained["image_shape"], pin=device.type == "cuda")
+        logits, labels = [], []
+        with torch.inference_mode():
+            for x, y in batches:
+                logits.append(score(to_device(x, device)).float())
+                labels.append(y)
+    logits, labels = torch.cat(logits).cpu(), torch.cat(labels).long()
     if mask is not None:
         logits[:, ~torch.from_numpy(mask)] = float("-inf")
     loss = torch.nn.functional.cross_entropy(logits, labels).item()

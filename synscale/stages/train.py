@@ -1,7 +1,8 @@
 """Train: a timm ViT classifier or a CLIP model (models/objectives.py) on a
 per-class prefix of one pack, or of two packs at a fixed share (a mixture),
-through DeepSpeed (a torch AdamW handed to deepspeed.initialize, gloo on the
-CPU).
+through DeepSpeed (a torch AdamW handed to deepspeed.initialize), on the
+device runtime/device.py chooses from [train] device (NCCL on GPUs, gloo on
+the CPU).
 
 How many steps a data size gets is a rule of the study (epochs over the
 subset, clamped to [min_steps, max_steps]); the rule and its outcome land in
@@ -74,16 +75,17 @@ def _parts(ctx, micro: int) -> tuple[list, dict, list[dict]]:
 
 
 def run(ctx) -> dict:
-    import deepspeed
     import torch
     from safetensors.torch import save_file
 
     from synscale.runtime.distributed import ensure_initialized
     from synscale.data.stream import Stream
-    from synscale.models.objectives import objective_for
+    from synscale.models.objectives import objective_for, prepare_model
 
     spec, recipe = ctx.spec, ctx.spec["recipe"]
-    world = ensure_initialized()
+    # the device first: it sets DeepSpeed's accelerator, read once at its import
+    world = ensure_initialized(recipe.get("device", "auto"))
+    import deepspeed
     if recipe["batch_size"] % world["world_size"]:
         raise ValueError(f"train.batch_size = {recipe['batch_size']} cannot be split evenly over "
                          f"{world['world_size']} tasks; use a multiple of {world['world_size']}")
@@ -101,6 +103,7 @@ def run(ctx) -> dict:
     # what the model costs, for compute-optimal analyses: before DeepSpeed wraps it
     size = {"parameters": sum(p.numel() for p in objective.model.parameters()),
             "forward_flops_per_sample": objective.sample_flops(index["shape"])}
+    prepare_model(objective.model, recipe)  # channels_last, compile
     optimizer = torch.optim.AdamW(objective.model.parameters(), lr=recipe["lr"],
                                   weight_decay=recipe["weight_decay"])
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -179,7 +182,8 @@ def run(ctx) -> dict:
                 "final_train_loss": curve[-1][1], "loss_curve": curve, **size,
                 # forward + backward (2x forward) over every image seen
                 "train_flops": 3 * size["forward_flops_per_sample"] * steps * recipe["batch_size"],
-                "world_size": world["world_size"], "micro_batch_size": micro,
+                "world_size": world["world_size"], "device": world["device"],
+                "micro_batch_size": micro,
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}

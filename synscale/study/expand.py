@@ -176,7 +176,9 @@ def _caption_stages(s: Study, real: dict, ranges: list) -> dict[int, Stage]:
 
 def _eval_spec(s: Study, eval_set: str, real: dict) -> dict:
     e = s.evaluate
-    spec = {"eval_set": eval_set, "data": real, "batch_size": e.batch_size}
+    # the training's precision: a bf16 model is scored under bf16 autocast
+    spec = {"eval_set": eval_set, "data": real, "batch_size": e.batch_size, "device": e.device,
+            "precision": s.train.precision}
     if eval_set != "digits-test":
         spec["dir"] = s.data.val_dir if eval_set == "imagenet-val" else e.dirs.get(eval_set, "")
         spec["workers"] = e.workers

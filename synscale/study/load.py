@@ -220,14 +220,40 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
             if kind != "train" and getattr(res, key) > 1:
                 problems.append(f"{file}: resources.{kind}.{key} = {getattr(res, key)}: only "
                                 "training runs several tasks; other stages are one task each")
+        if kind != "train" and res.micro_batch_size:
+            problems.append(f"{file}: resources.{kind}.micro_batch_size = {res.micro_batch_size}: "
+                            "only training has a micro batch")
+    _device_checks(s, file, problems)
     r = s.resources.get("train")
     if r is not None and s.train.batch_size % (r.nodes * r.tasks_per_node):
         problems.append(f"{file}: train.batch_size = {s.train.batch_size}: must split evenly over "
                         f"resources.train nodes * tasks_per_node = {r.nodes * r.tasks_per_node} "
                         "tasks")
+    elif r is not None and r.micro_batch_size and \
+            (s.train.batch_size // (r.nodes * r.tasks_per_node)) % r.micro_batch_size:
+        problems.append(f"{file}: resources.train.micro_batch_size = {r.micro_batch_size}: must "
+                        f"divide the {s.train.batch_size // (r.nodes * r.tasks_per_node)} images "
+                        "each task computes per step (train.batch_size / tasks)")
     if s.train.min_steps > s.train.max_steps:
         problems.append(f"{file}: train.min_steps = {s.train.min_steps}: must be <= "
                         f"train.max_steps = {s.train.max_steps}")
+
+
+# The section whose `device` each stage kind runs on (caption: the generation's).
+DEVICE_KEYS = {"caption": "generate", "generate": "generate", "train": "train",
+               "evaluate": "evaluate"}
+
+
+def _device_checks(s: Study, file: str, problems: list[str]) -> None:
+    """GPUs asked of Slurm for a kind that is told to stay on the CPU would
+    sit idle for the whole job: an error before anything is submitted."""
+    for kind, section in DEVICE_KEYS.items():
+        res, device = s.resources.get(kind), getattr(s, section).device
+        if res is not None and res.gpus > 0 and device == "cpu":
+            problems.append(f"{file}: {section}.device = 'cpu': resources.{kind}.gpus = "
+                            f"{res.gpus} asks Slurm for GPUs that {kind} stages would not use; "
+                            f"set {section}.device = 'auto' or 'cuda', or resources.{kind}.gpus "
+                            "= 0")
 
 
 def _curate_checks(s: Study, file: str, problems: list[str]) -> None:

@@ -42,6 +42,7 @@ BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
 GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
 SCORES = ("recognizability", "clip")
+DEVICES = ("auto", "cuda", "cpu")  # runtime/device.py: auto takes a GPU when torch sees one
 CURATION_SCORES = ("recognizability", "clip_score")
 
 
@@ -146,7 +147,7 @@ class GenerateSection:
     channels_last: bool = spec(False, "NHWC memory format for the convolutions", type=bool)
     compile: bool = spec(False, "torch.compile the denoiser", type=bool)
     device: str = spec("auto", "where to render: auto (a GPU when there is one), cuda or cpu",
-                       type=str, choices=("auto", "cuda", "cpu"))
+                       type=str, choices=DEVICES)
     scores: tuple = spec((), "per-image scores stored with the images, for curation: "
                          "recognizability, clip", type=str, list=True, choices=SCORES)
     score_classifier: str = spec("", "recognizability on image folders: a timm classifier of the "
@@ -219,6 +220,12 @@ class TrainSection:
                                  "preempts or times out the job (does not change results)",
                                  type=int, min=1)
     loader_workers: int = spec(1, "FFCV loader threads (does not change results)", type=int, min=1)
+    device: str = spec("auto", "where to train: auto (the job's GPUs when torch sees any), cuda "
+                       "or cpu", type=str, choices=DEVICES)
+    channels_last: bool = spec(False, "NHWC memory format for the patch embedding's convolution "
+                               "(numerical noise only)", type=bool)
+    compile: bool = spec(False, "torch.compile the model (numerical noise only; compiling takes "
+                         "a while at the start)", type=bool)
 
 
 @dataclass(frozen=True)
@@ -231,6 +238,8 @@ class EvaluateSection:
                       type=dict)
     workers: int = spec(2, "image decoding processes per evaluation (does not change results)",
                         type=int, min=0)
+    device: str = spec("auto", "where to evaluate: auto (a GPU when torch sees one), cuda or cpu",
+                       type=str, choices=DEVICES)
     zero_shot_templates: tuple = spec(ZERO_SHOT_TEMPLATES, "clip: template sets that turn class "
                                       "names into zero-shot classifiers", type=str, axis=True,
                                       choices=ZERO_SHOT_TEMPLATES)
@@ -296,6 +305,9 @@ class Resources:
     time_min: int = spec(60, "time limit, minutes", type=int, min=1)
     max_parallel: int = spec(64, "array tasks of this kind running at once (%N)", type=int,
                              min=1)
+    micro_batch_size: int = spec(0, "train: most images one task computes at once on this "
+                                 "cluster's GPUs (0: train.micro_batch_size); the retry after "
+                                 "out of GPU memory halves it", type=int, min=0)
 
 
 @dataclass(frozen=True)

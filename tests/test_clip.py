@@ -103,7 +103,7 @@ def test_tiny_clip_on_captioned_digits_classifies_zero_shot_above_chance(tmp_pat
     os.kill(state.read_json(log.parent / "attempt.json")["pid"], signal.SIGKILL)
     proc.communicate(timeout=600)
     assert proc.returncode == 1 and not (log.parent / "DONE").exists()
-    assert (log.parent / "checkpoint.pt").exists()
+    assert list((log.parent / "checkpoints").glob("step*/COMPLETE"))
     r = run_module("synscale.launch", killed, "--root", root, "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = state.read_json(log.parent / "manifest.json")

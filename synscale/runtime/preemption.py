@@ -6,6 +6,15 @@ job and exits. A training loop registers how to save itself, and defers USR2
 while a step runs, so the signal lands between two steps and the checkpoint
 holds one consistent state.
 
+With several ranks the save cannot happen in a handler: USR2 reaches every
+task, but submitit calls `StageTask.checkpoint` on rank 0 only, and a
+DeepSpeed save is collective. So a training loop `hold`s USR2 for its whole
+length: every rank only records the signal, the ranks agree at each step
+boundary whether any of them got it, all save together, and then `act`
+hands the signal to the handler that was held back: submitit's, on rank 0,
+calls `StageTask.checkpoint` (which finds the save done and does not save
+again), requeues the job and exits; the other ranks leave.
+
 Deferring swaps the Python handler rather than masking the signal: a mask
 holds only for the calling thread, and the kernel hands a process-directed
 USR2 to any other thread (the loader's, gloo's), after which CPython runs the
@@ -90,3 +99,53 @@ def deferred() -> Iterator[None]:
                 handler(DEFERRED, caught[0])
             elif handler == signal.SIG_DFL:
                 signal.raise_signal(DEFERRED)
+
+
+_held: list = []          # USR2s recorded while held (frames)
+_held_handler = None      # the handler `hold` put aside
+
+
+@contextmanager
+def hold(save: Callable[[], bool]) -> Iterator[None]:
+    """Register `save` and record USR2 for the block instead of acting on it;
+    the loop polls `pending()` at step boundaries and calls `act` once the
+    ranks agree. On the way out, however it ends, `save` is forgotten: a
+    process that goes on to another stage must not call it at a later signal."""
+    global _held_handler
+    _held.clear()
+    register(save)
+    _held_handler = signal.signal(DEFERRED, lambda signum, frame: _held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(DEFERRED, _held_handler)
+        _held.clear()
+        register(None)
+
+
+def pending() -> bool:
+    """A USR2 came while held and has not been acted upon."""
+    return bool(_held)
+
+
+def act(saved: bool, leave: bool) -> None:
+    """After the collective save at a step boundary: run the held-back
+    handler as if the signal came now. `saved` (whether the save holds new
+    work) is what `save_now` answers meanwhile, so submitit's checkpoint()
+    does not save again on one rank alone. A rank whose handler returns
+    leaves when `leave` (a non-zero rank: rank 0's handler decides the job),
+    and goes on otherwise."""
+    global _save
+    _held.clear()
+    handler, registered = _held_handler, _save
+    _save = lambda: saved  # noqa: E731
+    try:
+        if callable(handler):
+            handler(DEFERRED, None)
+        elif handler == signal.SIG_DFL:
+            signal.signal(DEFERRED, signal.SIG_DFL)
+            signal.raise_signal(DEFERRED)
+    finally:
+        _save = registered
+    if leave:
+        raise SystemExit(0)

@@ -11,8 +11,9 @@ the manifest, because a scaling curve means nothing without them.
 from __future__ import annotations
 
 import math
+import shutil
 
-from synscale.runtime import preemption
+from synscale.runtime import checkpoint, preemption
 from synscale.plan import state
 from synscale.study.schema import split_counts
 
@@ -120,29 +121,34 @@ def run(ctx) -> dict:
                     distributed=world["world_size"] > 1, normalize=objective.normalize,
                     captions=objective.captions)
     progress = {"step": 0, "curve": [], "resumed_at": []}
-    checkpoint = ctx.dir / "checkpoint.pt"
-    if checkpoint.exists():
-        progress = _restore(checkpoint, engine, optimizer, schedule)
+    checkpoints = ctx.dir / "checkpoints"  # runtime/checkpoint.py: DeepSpeed's, every rank
+    restored = checkpoint.load(checkpoints, engine)
+    if restored is not None:
+        progress = restored
         progress["resumed_at"].append(progress["step"])
         ctx.log.info("resumed at step %d", progress["step"])
 
-    resumed_from = progress["step"]
+    resumed_from, saved_at = progress["step"], [progress["step"] if restored else None]
 
     def save() -> bool:
-        if world["rank"] == 0:
-            _save(checkpoint, engine, optimizer, schedule, progress)
+        """Collective: every rank calls it at the same step boundary."""
+        if saved_at[0] != progress["step"]:
+            checkpoint.save(checkpoints, engine, progress["step"], progress)
+            saved_at[0] = progress["step"]
         return progress["step"] > resumed_from  # a requeue from here makes progress
 
-    preemption.register(save)
     # Each epoch's order comes from (seed, epoch): the stream restarts at the
     # micro batch after the last whole optimizer step the checkpoint holds
     # (a half-accumulated step is redone), so the data order is exact.
+    # USR2 is only recorded during the loop (runtime/preemption.py): at each
+    # step boundary the ranks agree whether any got it, save together, and
+    # then let submitit requeue the job from rank 0.
     engine.train()
     pieces = []
-    for images, labels, captions in stream.batches(progress["step"] * accumulate):
-        if progress["step"] >= steps:
-            break
-        with preemption.deferred():
+    with preemption.hold(save):
+        for images, labels, captions in stream.batches(progress["step"] * accumulate):
+            if progress["step"] >= steps:
+                break
             micro_step = progress["step"] * accumulate + len(pieces)
             loss = objective.loss(engine, images, labels, captions, micro_step)
             engine.backward(loss)
@@ -157,18 +163,20 @@ def run(ctx) -> dict:
             if step % recipe["log_every"] == 0 or step == steps:
                 progress["curve"].append([step, round(loss, 5)])
                 ctx.log.info("step %d/%d loss %.4f", step, steps, loss)
-        if step % recipe["checkpoint_every"] == 0 and step < steps:
-            save()
-    preemption.register(None)
+            if step % recipe["checkpoint_every"] == 0 and step < steps:
+                save()
+            if _any_rank(preemption.pending(), world, engine.device):
+                ctx.log.info("preempted at step %d: saving on every rank", step)
+                preemption.act(save(), leave=world["rank"] != 0)
     curve = progress["curve"]
 
     # Where each rank ran, for the manifest (and for checking multi-node runs).
     ranks = [None] * world["world_size"]
     torch.distributed.all_gather_object(ranks, {"rank": world["rank"], "node": world["node"],
                                                 "host": world["host"]})
+    weights = checkpoint.full_state_dict(engine)  # every rank: ZeRO-3 gathers the partitions
     if world["rank"] != 0:
-        return {}  # rank 0 holds the same weights after every step, and writes them
-    weights = {k: v.detach().float().contiguous() for k, v in engine.module.state_dict().items()}
+        return {}  # rank 0 holds the whole model now, and writes it
     with state.atomic_path(ctx.dir / "model.safetensors") as tmp:
         save_file(weights, str(tmp))
     manifest = {"model": spec["model"], "objective": spec["model"].get("objective", "classifier"),
@@ -190,27 +198,18 @@ def run(ctx) -> dict:
     if len(part_info) > 1 or any(p["kept_share"] < 1 for p in part_info):
         manifest["parts"] = part_info  # mixtures, blends, curated sets: what each pack gave
     state.write_json(ctx.dir / "manifest.json", manifest)
-    checkpoint.unlink(missing_ok=True)  # the weights above supersede it
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the weights above supersede them
     return {"steps": steps, "final_train_loss": curve[-1][1]}
 
 
-def _save(path, engine, optimizer, schedule, progress: dict) -> None:
-    """Everything a resume needs to continue exactly, written atomically."""
+def _any_rank(flag: bool, world: dict, device) -> bool:
+    """Whether `flag` holds on any rank (collective: every rank, every step;
+    one tiny all_reduce)."""
+    if world["world_size"] == 1:
+        return flag
     import torch
+    import torch.distributed as dist
 
-    blob = {"model": engine.module.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "rng": torch.get_rng_state(),
-            "progress": progress}
-    with state.atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-
-
-def _restore(path, engine, optimizer, schedule) -> dict:
-    import torch
-
-    blob = torch.load(path, weights_only=False)
-    engine.module.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    schedule.load_state_dict(blob["schedule"])
-    torch.set_rng_state(blob["rng"])
-    return blob["progress"]
+    t = torch.tensor([int(flag)], device=device)  # NCCL reduces device tensors only
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -102,26 +102,37 @@ def test_guidance_t_reaches_each_pipeline_as_one_plus_t(checkpoints):
 
 
 # killed with the second shard written under its temporary name
-STOP_AT_SECOND_SHARD = at_second_shard("os._exit(9)") + """
-import sys
+RENDER = """
+import json, sys
 from synscale.runtime.harness import execute
 from synscale.plan.graph import Stage
-execute(sys.argv[1], Stage("g", "generate", {spec!r}), {{}})
+print(json.dumps(execute(sys.argv[1], Stage("g", "generate", {spec!r}), {{}})))
 """
+STOP_AT_SECOND_SHARD = at_second_shard("os._exit(9)") + RENDER
+
+
+def render(script: str, s: dict, root):
+    """The stage in a process of its own, as a worker or a Slurm task runs it
+    (a process that ran other work before may differ in float details, such
+    as its thread count or matmul settings)."""
+    return subprocess.run([sys.executable, "-c", script.format(spec=s), str(root)], cwd=ROOT,
+                          capture_output=True, text=True)
 
 
 def test_kill_mid_shard_then_resume_gives_bit_identical_images(checkpoints, tmp_path):
+    import json
     s = spec("stable-diffusion", checkpoints["sd"])
-    execute(str(tmp_path / "whole"), Stage("g", "generate", s), {})
+    assert render(RENDER, s, tmp_path / "whole").returncode == 0
     whole = tmp_path / "whole/stages/generate/g"
-    r = subprocess.run([sys.executable, "-c", STOP_AT_SECOND_SHARD.format(spec=s),
-                        str(tmp_path / "killed")], cwd=ROOT, capture_output=True, text=True)
+    r = render(STOP_AT_SECOND_SHARD, s, tmp_path / "killed")
     assert r.returncode == 9, r.stderr[-2000:]
     killed = tmp_path / "killed/stages/generate/g"
     assert not (killed / "DONE").exists()
     assert len(list(killed.glob("shard-*.npz"))) == 1
     assert len(list(killed.glob(f".shard-*{state.TMP_SUFFIX}"))) == 1
-    again = execute(str(tmp_path / "killed"), Stage("g", "generate", s), {})
+    r = render(RENDER, s, tmp_path / "killed")
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads(r.stdout.strip().splitlines()[-1])
     assert again["images_rendered"] == 6 - 2  # the first shard was kept
     assert not list(killed.glob(f".*{state.TMP_SUFFIX}"))
     for shard in whole.glob("shard-*.npz"):

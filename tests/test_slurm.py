@@ -265,14 +265,16 @@ def test_cancelled_task_alone_runs_again(small_study, tmp_path):
                                 if jobs[s.id] in queue and queue[jobs[s.id]].state == "RUNNING")
     subprocess.run(["scancel", victim], check=True)
     # The other trainings finish, and their evaluations run as each does
-    # (aftercorr): only the cancelled one's evaluation is left waiting.
+    # (aftercorr): only the cancelled one's evaluation is left, blocked
+    # behind its dead input (Slurm's DependencyNeverSatisfied).
     while True:
         info = status(run)
-        if info["kinds"]["train"]["failed"] == 1 and info["kinds"]["evaluate"]["done"] == 2:
+        if info["kinds"]["train"]["failed"] == 1 and info["kinds"]["evaluate"]["done"] == 2 \
+                and info["kinds"]["evaluate"]["blocked"] == 1:
             break
         assert time.time() < deadline, info
         time.sleep(2)
-    assert info["kinds"]["train"]["done"] == 2 and info["kinds"]["evaluate"]["pending"] == 1
+    assert info["kinds"]["train"]["done"] == 2 and info["kinds"]["evaluate"]["pending"] == 0
     before = {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
     again = json.loads(run_module(*launch).stdout)
     # the cancelled training and its evaluation; nothing finished

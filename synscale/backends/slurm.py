@@ -134,9 +134,9 @@ def retry_resources(klass: str, attempts: int, resources, policy, profile,
 def micro_batch_of(stage: Stage, resources) -> tuple[int, int] | None:
     """(micro batch, images per task per step) a training runs with under
     `resources` (stages/train.run's rule); None for other kinds."""
-    if stage.kind != "train":
+    recipe = stage.spec.get("recipe") if stage.kind == "train" else None
+    if recipe is None:  # not a training, or a spec its runner will refuse anyway
         return None
-    recipe = stage.spec["recipe"]
     per_task = recipe["batch_size"] // (resources.nodes * resources.tasks_per_node)
     asked = resources.micro_batch_size or recipe.get("micro_batch_size") or per_task
     return min(per_task, asked), per_task

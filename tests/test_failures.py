@@ -85,6 +85,10 @@ def test_node_failure_and_slurms_own_requeues_are_shown(stage, tmp_path):
     assert v.note == "requeued 2x: checkpointed at USR2, by Slurm (node failure or preemption)"
     v = classify(stage, "12_0", {}, parse_sacct("12_0|NODE_FAIL|0:0"), log_with(tmp_path))
     assert (v.state, v.klass) == ("failed", "node failure")
+    # what srun says when a node stops answering, whatever sacct records after it
+    lost = log_with(tmp_path, "srun: error: Node failure on node1")
+    v = classify(stage, "12_0", {}, parse_sacct("12_0|FAILED|1:0"), lost)
+    assert (v.state, v.klass) == ("failed", "node failure")
     # with accounting, submitit's requeue is REQUEUED in sacct too: said once, as what it was
     acct = parse_sacct("12_0|REQUEUED|0:0\n12_0|REQUEUED|0:0\n12_0|RUNNING|0:0\n")
     log = log_with(tmp_path, "submitit INFO - Requeued job 12_0 (2 remaining timeouts)")

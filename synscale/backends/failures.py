@@ -54,6 +54,7 @@ KILL_MESSAGES = [
 ]
 # srun's report of a task that did not exit 0: "srun: error: node1: task 0: Killed"
 SRUN_TASK = re.compile(r"srun: error: \S+: tasks? [\d\-,]+: (.+)$")
+SRUN_NODE_FAILURE = re.compile(r"srun: error: Node failure on \S+")
 SIGNAL_NAMES = {signal.strsignal(s): int(s) for s in signal.Signals if signal.strsignal(s)}
 
 
@@ -208,6 +209,8 @@ def log_verdict(log: Path | None) -> Verdict | None:
             if pattern.search(line):
                 return Verdict("failed", klass, line.split("error:", 1)[-1].strip(" *"))
     for line in lines:
+        if SRUN_NODE_FAILURE.search(line):  # srun saw the node go; the step died with it
+            return Verdict("failed", "node failure", line.strip())
         match = SRUN_TASK.search(line)
         if not match:
             continue

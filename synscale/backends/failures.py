@@ -224,12 +224,6 @@ def log_verdict(log: Path | None) -> Verdict | None:
     return None
 
 
-def kill_message(log: Path | None) -> tuple[str, str] | None:
-    """(class, Slurm's line) when Slurm's tools said in the log how the job ended."""
-    v = log_verdict(log)
-    return (v.klass, v.message) if v else None
-
-
 def exception_class(e: BaseException) -> str:
     """The class of an exception a stage raised: most are bugs, a few are the cluster's."""
     chain = _chain(e)

@@ -34,7 +34,10 @@ die() { echo "local-cluster: error: $*" >&2; exit 1; }
 trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
 alive() {  # alive PIDFILE: the process recorded there runs
-  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+  # Not a zombie: in a container whose init does not reap, a killed daemon
+  # stays one, and kill -0 still succeeds on it.
+  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null &&
+    [ "$(ps -o stat= -p "$(cat "$1")" 2>/dev/null | cut -c1)" != Z ]
 }
 
 install_packages() {
@@ -193,20 +196,46 @@ start_slurm() {
   done
 }
 
-wait_idle() {
+cancel_stale_jobs() {
+  # A cold start (no Slurm daemon of ours was running: a reboot, a crash, a
+  # machine image taken while jobs ran) recovers the jobs of the cluster's
+  # last life from StateSaveLocation. Their processes are gone; left alone,
+  # the "running" ones hold nodes until Slurm gives up on them and the
+  # pending ones start running old work. Cancel them: recorded as CANCELLED
+  # in accounting, and job ids go on from where they were (slurmctld -c
+  # would restart ids at 1 and alias old accounting records).
+  local jobs=""
+  for _ in $(seq 60); do
+    jobs=$(timeout 10 squeue -h -o %A 2>/dev/null) && break
+    sleep 0.5
+  done
+  [ -n "$jobs" ] || return 0
+  say "cancelling $(echo "$jobs" | wc -l) job(s) left from before the cluster last stopped"
+  # shellcheck disable=SC2086
+  scancel $jobs 2>/dev/null || true
+}
+
+wait_idle() {  # wait_idle idle|responding
+  # After a cold start every node must be idle; a running cluster is ready
+  # when its nodes respond, whatever jobs they are running.
+  local want='^idle$'
+  [ "$1" = responding ] && want='^(idle|mix|alloc)$'
   for _ in $(seq 120); do
     local states
     # The controller may not answer yet: that is a reason to wait, not to fail.
-    states=$(sinfo -h -N -o "%t" 2>/dev/null | sort -u | tr '\n' ' ' || true)
-    if [ "$(sinfo -h -N -o %t 2>/dev/null | grep -c '^idle' || true)" -ge "${#NODES[@]}" ]; then
-      say "ready: nodes ${NODES[*]} idle (accounting: $(cat "$STATE/accounting"), MaxArraySize=$MAX_ARRAY)"
+    # (sinfo retries for minutes on a controller that is down: bound it.)
+    local each
+    each=$(timeout 10 sinfo -h -N -o "%t" 2>/dev/null || true)
+    states=$(echo "$each" | sort -u | tr '\n' ' ')
+    if [ "$(echo "$each" | grep -cE "$want" || true)" -ge "${#NODES[@]}" ]; then
+      say "ready: nodes ${NODES[*]} $states(accounting: $(cat "$STATE/accounting"), MaxArraySize=$MAX_ARRAY)"
       return
     fi
     # A node that registered before the controller knew it stays down; resume it.
     scontrol update nodename=node[1-2] state=resume >/dev/null 2>&1 || true
     sleep 0.5
   done
-  die "nodes did not become idle (states: ${states:-none}); see $STATE/log/"
+  die "nodes did not become ready (states: ${states:-none}); see $STATE/log/"
 }
 
 stop_daemon() {  # stop_daemon NAME PIDFILE
@@ -232,8 +261,16 @@ cmd_start() {
     start_mariadb
     start_slurmdbd
   fi
+  local cold=yes
+  alive "$STATE/slurmctld.pid" && cold=no
+  for n in "${NODES[@]}"; do alive "$STATE/slurmd-$n.pid" && cold=no; done
   start_slurm
-  wait_idle
+  if [ "$cold" = yes ]; then
+    cancel_stale_jobs
+    wait_idle idle
+  else
+    wait_idle responding
+  fi
 }
 
 cmd_stop() {

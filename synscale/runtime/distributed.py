@@ -108,6 +108,13 @@ def ensure_initialized(device: str = "auto") -> dict:
         from deepspeed.utils import logger as ds_logger
 
         ds_logger.setLevel(logging.WARNING)
+        # DeepSpeed's ZeRO calls these torch collectives by their deprecated
+        # names, and the warning repeats on every call (two a step): 200k
+        # lines in a job's log over a long run.
+        import warnings
+        warnings.filterwarnings("ignore", category=FutureWarning,
+                                message=r"`torch\.distributed\.(all_gather_into_tensor|"
+                                        r"reduce_scatter_tensor)` is deprecated")
         # DeepSpeed keeps a process group that is already there
         dist.init_process_group(choice.backend, store=store, rank=me, world_size=world)
         deepspeed.init_distributed(dist_backend=choice.backend, auto_mpi_discovery=False)

@@ -35,14 +35,23 @@ class StageContext:
 
 
 def _logger(folder: Path, stage: Stage) -> logging.Logger:
+    """The stage's logger, writing to this folder's log.txt. Loggers live as
+    long as the process and one process may run the same stage id under two
+    run roots, so the file is chosen anew each time; `_release` closes it."""
     log = logging.getLogger(f"synscale.stage.{stage.id}")
     log.setLevel(logging.INFO)
     log.propagate = False
-    if not log.handlers:
-        handler = logging.FileHandler(folder / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.addHandler(handler)
+    _release(log)
+    handler = logging.FileHandler(folder / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
     return log
+
+
+def _release(log: logging.Logger) -> None:
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
 
 
 def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
@@ -94,6 +103,7 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         log.info("done in %.1fs", summary["seconds"])
         return summary
     finally:
+        _release(logging.getLogger(f"synscale.stage.{stage.id}"))
         os.close(fd)
 
 

@@ -212,10 +212,9 @@ class TrainSection:
                          "[min_steps, max_steps]", type=float, min=0.0)
     min_steps: int = spec(100, "fewest optimizer steps for any data size", type=int, min=1)
     max_steps: int = spec(1000, "most optimizer steps for any data size", type=int, min=1)
-    # 3 is refused until it is proven: on two gloo ranks its steps stalled for
-    # minutes and hung after a checkpoint (issue 12)
-    zero_stage: int = spec(0, "DeepSpeed ZeRO stage (3 is not supported yet)", type=int,
-                           choices=(0, 1, 2))
+    zero_stage: int = spec(0, "DeepSpeed ZeRO stage: 1 partitions the optimizer state over "
+                           "the ranks, 2 also the gradients, 3 also the weights", type=int,
+                           choices=(0, 1, 2, 3))
     precision: str = spec("fp32", "training precision", type=str, choices=PRECISIONS)
     log_every: int = spec(50, "steps between logged losses (does not change results)", type=int,
                           min=1)

@@ -10,23 +10,18 @@ launch, and each later launch resumes one ZeRO stage's training (a new
 process after SIGKILL), preempts it with USR2, lets it finish (the "requeue"
 is a retry in the same process), then starts the next stage's and is killed
 in it."""
-import hashlib
-import os
 import signal
-import subprocess
-import sys
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT, SMALL_STUDY
+from conftest import SMALL_STUDY
+from ranks import at_step, finish, start, wait_for
 from synscale.plan import state
 
 pytestmark = pytest.mark.slow
 
-EXTENSIONS = os.path.expanduser(
-    f"~/.cache/torch_extensions/py-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]}")
 STEPS, CHECKPOINT_EVERY = 150, 50
 
 
@@ -47,93 +42,6 @@ def study_file(folder, zero: int):
     path = folder / f"zero{zero}.toml"
     path.write_text(text)
     return path
-
-
-# Ranks of a list of stages (ROOT::STUDY::ID ...), as a local worker runs them
-# one after another. Packs and evaluations run on rank 0 only. Mode
-# "submitit" stands in for submitit's USR2 handler: on rank 0 it asks
-# StageTask.checkpoint's question (which must be answered from the
-# collective save, not by saving on one rank alone), then exits to be
-# "requeued": the stage is run again in this process; other ranks' handler
-# only returns.
-DRIVER = """
-import os, signal, sys
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-mode, items = sys.argv[1], [a.split("::") for a in sys.argv[2:]]
-from synscale.study.load import load_study
-from synscale.study.expand import expand
-from synscale.runtime.harness import execute
-from synscale.runtime.distributed import leave_process_group
-rank = os.environ["RANK"]
-current = []
-if mode == "submitit":
-    from synscale.runtime import preemption
-    def handler(signum, frame):
-        if rank != "0":
-            return
-        Path(current[0], "requeued-" + current[1]).write_text(str(preemption.save_now()))
-        sys.exit(-1)
-    signal.signal(signal.SIGUSR2, handler)
-try:
-    for root, study, stage_id in items:
-        plan = expand(load_study(study))
-        stage = plan.by_id[stage_id]
-        if stage.kind != "train" and rank != "0":
-            continue
-        current[:] = [root, stage_id]
-        for attempt in range(2):
-            try:
-                execute(root, stage, {i: plan.by_id[i].kind for i in stage.inputs})
-                break
-            except SystemExit:
-                print("requeued", stage_id, flush=True)
-finally:
-    leave_process_group()
-"""
-
-
-def start(items, world=2, mode="plain", attempt="0", folder=None):
-    """Two processes (ranks 0 and 1) running `items`, (root, study, stage id)
-    each, in order."""
-    procs = []
-    for rank in range(world):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-               "DS_ACCELERATOR": "cpu", "RANK": str(rank), "WORLD_SIZE": str(world),
-               "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
-               # one rendezvous folder per launch: a port from the last one is stale
-               "SYNSCALE_RENDEZVOUS": str(folder / "rendezvous" / attempt),
-               # DeepSpeed JIT-builds a C++ op at start-up; a build folder of
-               # this interpreter's own, so that another venv's build (another
-               # checkout's tests) does not make every start rebuild it
-               "TORCH_EXTENSIONS_DIR": EXTENSIONS}
-        args = [f"{root}::{study}::{sid}" for root, study, sid in items]
-        procs.append(subprocess.Popen([sys.executable, "-c", DRIVER, mode, *args], env=env,
-                                      cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT))
-    return procs
-
-
-def finish(procs, timeout=600):
-    outs = [p.communicate(timeout=timeout)[0].decode(errors="replace") for p in procs]
-    return [p.returncode for p in procs], outs
-
-
-def wait_for(done, procs, timeout=300):
-    deadline = time.time() + timeout
-    while not done():
-        if any(p.poll() is not None for p in procs):
-            for p in procs:
-                p.kill()
-            codes, outs = finish(procs, 30)
-            pytest.fail(f"a rank ended early ({codes}):\n" + "\n".join(o[-3000:] for o in outs))
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def at_step(log, step: int):
-    return lambda: log.exists() and f"step {step}/" in log.read_text()
 
 
 ZEROS = (0, 1, 2, 3)

@@ -11,7 +11,9 @@ the manifest, because a scaling curve means nothing without them.
 from __future__ import annotations
 
 import math
+import resource
 import shutil
+import time
 
 from synscale.runtime import checkpoint, preemption
 from synscale.plan import state
@@ -133,8 +135,13 @@ def run(ctx) -> dict:
     def save() -> bool:
         """Collective: every rank calls it at the same step boundary."""
         if saved_at[0] != progress["step"]:
-            checkpoint.save(checkpoints, engine, progress["step"], progress)
+            began = time.time()
+            where = checkpoint.save(checkpoints, engine, progress["step"], progress)
             saved_at[0] = progress["step"]
+            if world["rank"] == 0:  # every rank's part is there once save returns
+                size = sum(f.stat().st_size for f in where.iterdir())
+                ctx.log.info("checkpoint at step %d: %.3f GB in %.1f s", progress["step"],
+                             size / 1e9, time.time() - began)
         return progress["step"] > resumed_from  # a requeue from here makes progress
 
     # Each epoch's order comes from (seed, epoch): the stream restarts at the
@@ -146,6 +153,8 @@ def run(ctx) -> dict:
     engine.train()
     pieces = []
     with preemption.hold(save):
+        # from here on USR2 is held for a collective save at a step boundary
+        ctx.log.info("training from step %d of %d", progress["step"], steps)
         for images, labels, captions in stream.batches(progress["step"] * accumulate):
             if progress["step"] >= steps:
                 break
@@ -173,7 +182,8 @@ def run(ctx) -> dict:
     # Where each rank ran, for the manifest (and for checking multi-node runs).
     ranks = [None] * world["world_size"]
     torch.distributed.all_gather_object(ranks, {"rank": world["rank"], "node": world["node"],
-                                                "host": world["host"]})
+                                                "host": world["host"],
+                                                "peak_rss_gb": round(_peak_rss_gb(), 3)})
     weights = checkpoint.full_state_dict(engine)  # every rank: ZeRO-3 gathers the partitions
     if world["rank"] != 0:
         return {}  # rank 0 holds the whole model now, and writes it
@@ -213,3 +223,9 @@ def _any_rank(flag: bool, world: dict, device) -> bool:
     t = torch.tensor([int(flag)], device=device)  # NCCL reduces device tensors only
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def _peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux reports kB); a
+    local worker that ran other stages first reports their peak if higher."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

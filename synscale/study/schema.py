@@ -31,7 +31,7 @@ ARCHS = ("vit", "vit_tiny_patch16_224", "vit_small_patch16_224",
          "vit_base_patch16_224", "vit_large_patch16_224")
 # CLIP: "vit" builds a small open_clip CLIP from the same keys; open_clip's
 # configurations by name; a timm ViT name gets open_clip's ViT-B-16 text tower.
-CLIP_CONFIGS = ("ViT-S-32", "ViT-S-16", "ViT-M-32", "ViT-M-16", "ViT-B-32", "ViT-B-16")
+CLIP_CONFIGS = ("ViT-S-32", "ViT-S-16", "ViT-M-32", "ViT-M-16", "ViT-B-32", "ViT-B-16", "ViT-L-14")
 OBJECTIVES = ("classifier", "clip")
 ZERO_SHOT_TEMPLATES = ("clip-templates-80", "clip-templates-7")
 # prompt strategies that caption real images from their class alone

@@ -21,7 +21,8 @@ EXTENSIONS = os.path.expanduser(
 # StageTask.checkpoint's question (which must be answered from the
 # collective save, not by saving on one rank alone), then exits to be
 # "requeued": the stage is run again in this process; other ranks' handler
-# only returns.
+# only returns. Mode "exit" is the same, except that a requeue ends the
+# processes, as on Slurm, and a new launch resumes.
 DRIVER = """
 import os, signal, sys
 from pathlib import Path
@@ -34,7 +35,7 @@ from synscale.runtime.harness import execute
 from synscale.runtime.distributed import leave_process_group
 rank = os.environ["RANK"]
 current = []
-if mode == "submitit":
+if mode in ("submitit", "exit"):
     from synscale.runtime import preemption
     def handler(signum, frame):
         if rank != "0":
@@ -55,6 +56,8 @@ try:
                 break
             except SystemExit:
                 print("requeued", stage_id, flush=True)
+                if mode == "exit":  # as submitit does: the job ends, a new one resumes
+                    raise
 finally:
     leave_process_group()
 """

@@ -1,9 +1,9 @@
 """The mission's model sizes take real steps at 224 px on two ranks (gloo),
 ZeRO-2, one image per rank and step: ViT-B/16 and ViT-L/16 classifiers and a
 CLIP with a ViT-L/14 image tower. Each training is preempted with USR2 after
-it starts (a collective checkpoint at step 1, written by both ranks), resumes
-from it in the "requeued" attempt, takes step 2, writes its whole weights,
-and is evaluated. What each costs is printed: parameters, checkpoint size
+it starts (a collective checkpoint at step 1, written by both ranks), and
+its processes end "requeued"; new ones resume from the checkpoint, take
+step 2, write the whole weights, and evaluate them. What each costs is printed: parameters, checkpoint size
 and seconds, peak resident memory per rank.
 
 On this CPU a ViT-L/16 image costs ~10-20 s forward and backward, so these
@@ -90,18 +90,23 @@ def test_mission_size_model_steps_checkpoints_resumes_and_evaluates(images, name
     stage = run / "stages/train" / train.id
     log = stage / "log.txt"
     began = time.time()
-    procs = start([(run, study, s.id) for s in plan.stages], mode="submitit",
-                  attempt=name, folder=images)
-    # USR2 once the loop holds it: step 1 ends in a checkpoint on both ranks
-    wait_for(lambda: log.exists() and "training from step 0 of 2" in log.read_text(), procs,
+    items = [(run, study, s.id) for s in plan.stages]
+    procs = start(items, mode="exit", attempt=f"{name}-0", folder=images)
+    # USR2 once the loop holds it: step 1 ends in a checkpoint on both ranks,
+    # and the processes end "requeued", as on Slurm
+    wait_for(lambda: log.exists() and "training from step 0 of 2 (" in log.read_text(), procs,
              timeout=900)
     procs[1].send_signal(signal.SIGUSR2)
+    codes, outs = finish(procs, timeout=900)
+    assert (run / f"requeued-{train.id}").read_text() == "True", outs[0][-3000:]
+    # the requeued job: new processes resume from the checkpoint
+    procs = start(items, mode="exit", attempt=f"{name}-1", folder=images)
     codes, outs = finish(procs, timeout=1200)
     assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
 
     text = log.read_text()
     assert "preempted at step 1" in text and "exiting to be requeued" in text, text
-    assert "training from step 1 of 2" in text, text  # the requeued attempt resumed
+    assert "training from step 1 of 2 (" in text, text  # the requeued attempt resumed
     saved = re.search(r"checkpoint at step 1: ([\d.]+) GB in ([\d.]+) s", text)
     assert saved, text
     manifest = state.read_json(stage / "manifest.json")

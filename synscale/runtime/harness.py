@@ -54,8 +54,25 @@ def _release(log: logging.Logger) -> None:
         handler.close()
 
 
+def _free_earlier_stages() -> None:
+    """A process runs many stages in a row (a local worker; an attempt
+    retried in place). A DeepSpeed engine is a web of reference cycles
+    (hooks, optimizer, module), which only the cycle collector frees: left
+    to run whenever it likes, a CLIP-L engine (~7 GB a rank on the CPU)
+    was still held while the next attempt built its own. Collect before a
+    stage takes its memory, and hand cached GPU blocks back."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     """Run `stage` unless it is done; returns its DONE summary."""
+    _free_earlier_stages()
     run = RunDir(Path(run_root))
     folder = run.stage(stage.kind, stage.id)
     if state.is_done(folder):  # every rank agrees before any of them waits on the others

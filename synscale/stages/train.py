@@ -154,7 +154,8 @@ def run(ctx) -> dict:
     pieces = []
     with preemption.hold(save):
         # from here on USR2 is held for a collective save at a step boundary
-        ctx.log.info("training from step %d of %d", progress["step"], steps)
+        ctx.log.info("training from step %d of %d (resident memory %.2f GB)", progress["step"],
+                     steps, _rss_gb())
         for images, labels, captions in stream.batches(progress["step"] * accumulate):
             if progress["step"] >= steps:
                 break
@@ -229,3 +230,11 @@ def _peak_rss_gb() -> float:
     """This process's peak resident memory so far (Linux reports kB); a
     local worker that ran other stages first reports their peak if higher."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _rss_gb() -> float:
+    """This process's resident memory now."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9

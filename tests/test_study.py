@@ -262,3 +262,15 @@ def test_clip_and_mixture_keys_are_checked_against_the_objective(tmp_path):
     assert any("mixture_images_per_class = [200]" in p and "180 real" in p for p in found)
     found = problems_of(tmp_path, BASE.replace("[sweep]", '[sweep]\nsources = ["mixture"]'))
     assert any("sweep.mixture_images_per_class = []" in p for p in found)
+
+
+def test_a_class_list_that_is_neither_known_nor_a_file(tmp_path):
+    text = ('[study]\nname = "f"\n[data]\ndataset = "imagefolder"\ntrain_dir = "/a"\n'
+            f'val_dir = "/b"\nclasses = "{tmp_path}/nope.txt"\n'
+            '[sweep]\nsources = ["real"]\nreal_images_per_class = [2]\n[model]\nwidth = [16]\n'
+            '[evaluate]\nsets = ["imagenet-val"]\n')
+    problem = f"data.classes = '{tmp_path}/nope.txt': neither a known class list (imagenet-1k, digits)"
+    assert any(problem in p for p in problems_of(tmp_path, text))
+    assert problem in launch_fails(tmp_path, text)  # exit 2, nothing written
+    (tmp_path / "nope.txt").write_text("n01440764\n")
+    assert load_study(tmp_path / "s.toml").data.classes.endswith("nope.txt")

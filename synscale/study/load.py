@@ -199,6 +199,10 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
         for key in ("train_dir", "val_dir"):
             if not getattr(d, key):
                 problems.append(f"{file}: data.{key}: missing; dataset 'imagefolder' needs it")
+        from synscale.prompts.classes import LISTS
+        if d.classes and d.classes not in LISTS and not Path(d.classes).is_file():
+            problems.append(f"{file}: data.classes = {_show(d.classes)}: neither a known class "
+                            f"list ({', '.join(LISTS)}) nor a file (one wnid or name per line)")
         if "digits-test" in s.evaluate.sets:
             problems.append(f"{file}: evaluate.sets: 'digits-test' needs dataset 'digits'")
         e = s.evaluate

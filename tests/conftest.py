@@ -102,3 +102,19 @@ def class_folders(root, names, per_class, seed=0):
             image[..., c % 3] += 120
             Image.fromarray(image.astype(np.uint8)).save(root / name / f"{name}_{i}.JPEG")
     return root
+
+
+# Figures the tests measure (sizes, memory, seconds), printed together at the
+# end of the run, so that `make test` shows them without -s.
+FIGURES: list[str] = []
+
+
+def record_figure(line: str) -> None:
+    FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

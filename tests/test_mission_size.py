@@ -1,22 +1,24 @@
 """The mission's model sizes take real steps at 224 px on two ranks (gloo),
 ZeRO-2, one image per rank and step: ViT-B/16 and ViT-L/16 classifiers and a
 CLIP with a ViT-L/14 image tower. Each training is preempted with USR2 after
-it starts (a collective checkpoint at step 1, written by both ranks), and
-its processes end "requeued"; new ones resume from the checkpoint, take
-step 2, write the whole weights, and evaluate them. What each costs is printed: parameters, checkpoint size
-and seconds, peak resident memory per rank.
+it starts (a collective checkpoint at step 1, written by both ranks) and its
+processes end "requeued", as on Slurm; new ones resume from the checkpoint,
+take step 2, write the whole weights and evaluate them. What each costs
+(parameters, checkpoint size and seconds, peak resident memory per rank) is
+printed at the end of the test session (conftest.record_figure).
 
 On this CPU a ViT-L/16 image costs ~10-20 s forward and backward, so these
 are two steps, not training: the scores are not asserted, the shapes,
-checkpoints and resume are. One launch per model, so that one model's
-memory is gone before the next one's is taken (CLIP-L: ~7 GB per rank)."""
+checkpoints and resume are. The resumes are in new processes: a ViT-L
+requeued in the same process peaked at 11.1 GB a rank (against ~9 GB for a
+CLIP-L resumed fresh), too close to a 24 GB machine's limit with two ranks."""
 import re
 import signal
 import time
 
 import pytest
 
-from conftest import class_folders
+from conftest import class_folders, record_figure
 from ranks import finish, start, wait_for
 from synscale.plan import state
 
@@ -74,39 +76,74 @@ def images(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_mission_size_model_steps_checkpoints_resumes_and_evaluates(images, name):
-    from safetensors import safe_open
-
+def _study(images, name):
     from synscale.study.expand import expand
     from synscale.study.load import load_study
 
     objective, arch = MODELS[name]
     study = images / f"{name}.toml"
     study.write_text(STUDY.format(name=name, root=images, objective=objective, arch=arch))
-    plan = expand(load_study(study))
-    (train,) = plan.of_kind("train")
-    run = images / "runs" / name
-    stage = run / "stages/train" / train.id
-    log = stage / "log.txt"
-    began = time.time()
-    items = [(run, study, s.id) for s in plan.stages]
-    procs = start(items, mode="exit", attempt=f"{name}-0", folder=images)
-    # USR2 once the loop holds it: step 1 ends in a checkpoint on both ranks,
-    # and the processes end "requeued", as on Slurm
+    return study, expand(load_study(study))
+
+
+def _preempt_when_training(log, procs):
+    """USR2 (to rank 1 only) once the loop holds it: step 1 ends in a
+    checkpoint on both ranks, and rank 0 "requeues" the job."""
     wait_for(lambda: log.exists() and "training from step 0 of 2 (" in log.read_text(), procs,
              timeout=900)
     procs[1].send_signal(signal.SIGUSR2)
-    codes, outs = finish(procs, timeout=900)
-    assert (run / f"requeued-{train.id}").read_text() == "True", outs[0][-3000:]
-    # the requeued job: new processes resume from the checkpoint
-    procs = start(items, mode="exit", attempt=f"{name}-1", folder=images)
-    codes, outs = finish(procs, timeout=1200)
-    assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
 
-    text = log.read_text()
+
+def _requeued_chain(run, studies, folder):
+    """The stages of `studies` in order, launched as Slurm would run a job
+    that is preempted in each training: every launch runs until the next
+    training not yet preempted is, and ends "requeued" (rank 0 exits, the
+    others leave); the next launch resumes it in new processes. One more
+    launch finishes."""
+    items = [(run, study, s.id) for study, plan in studies for s in plan.stages]
+    trains = [plan.of_kind("train")[0] for _, plan in studies]
+    for i, train in enumerate(trains + [None]):
+        procs = start(items, mode="exit", attempt=f"{run.name}-{i}", folder=folder)
+        if train is None:
+            codes, outs = finish(procs, timeout=1200)
+            assert codes == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+            return
+        _preempt_when_training(run / "stages/train" / train.id / "log.txt", procs)
+        codes, outs = finish(procs, timeout=900)
+        assert (run / f"requeued-{train.id}").read_text() == "True", outs[0][-3000:]
+
+
+def test_mission_size_classifiers_step_checkpoint_resume_and_evaluate(images):
+    """ViT-B/16, then ViT-L/16: three launches (preempt B; resume B,
+    evaluate it, preempt L; resume L, evaluate it)."""
+    began = time.time()
+    run, names = images / "runs" / "classifiers", ("vit-b16", "vit-l16")
+    studies = {name: _study(images, name) for name in names}
+    _requeued_chain(run, list(studies.values()), images)
+    for name in names:
+        _check(run, studies[name][1], name)
+    print(f"classifiers: {time.time() - began:.0f} s in all")
+
+
+def test_mission_size_clip_step_checkpoint_resume_and_evaluate(images):
+    began = time.time()
+    run, name = images / "runs" / "clip", "clip-l14"
+    study, plan = _study(images, name)
+    _requeued_chain(run, [(study, plan)], images)
+    _check(run, plan, name)
+    print(f"{name}: {time.time() - began:.0f} s in all")
+
+
+def _check(run, plan, name):
+    from safetensors import safe_open
+
+    (train,) = plan.of_kind("train")
+    stage = run / "stages/train" / train.id
+    text = (stage / "log.txt").read_text()
+    # preempted at step 1, requeued, resumed there, finished
+    assert (run / f"requeued-{train.id}").read_text() == "True"
     assert "preempted at step 1" in text and "exiting to be requeued" in text, text
-    assert "training from step 1 of 2 (" in text, text  # the requeued attempt resumed
+    assert "training from step 1 of 2 (" in text, text
     saved = re.search(r"checkpoint at step 1: ([\d.]+) GB in ([\d.]+) s", text)
     assert saved, text
     manifest = state.read_json(stage / "manifest.json")
@@ -116,16 +153,16 @@ def test_mission_size_model_steps_checkpoints_resumes_and_evaluates(images, name
     # the weights are whole: as many values as the model has parameters
     with safe_open(stage / "model.safetensors", "pt") as f:
         values = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
-    assert values >= manifest["parameters"] * 0.999, (values, manifest["parameters"])
+    assert values >= manifest["parameters"], (values, manifest["parameters"])
     (evaluation,) = plan.of_kind("evaluate")
     metrics = state.read_json(run / "stages/evaluate" / evaluation.id / "metrics.json")
     assert metrics["n"] == 4 and 0 <= metrics["top1"] <= 1
-    print(f"\n{name} ({arch}, {objective}, 224 px, 2 ranks, ZeRO-2): "
-          f"{manifest['parameters'] / 1e6:.1f}M parameters; checkpoint {saved.group(1)} GB "
-          f"written in {saved.group(2)} s; weights {(stage / 'model.safetensors').stat().st_size / 1e9:.2f} GB; "
-          f"peak RSS per rank {[r['peak_rss_gb'] for r in manifest['ranks']]} GB; "
-          f"losses {manifest['loss_curve']}; top1 {metrics['top1']}; "
-          f"{time.time() - began:.0f} s in all")
+    objective, arch = MODELS[name]
+    record_figure(f"{name} ({arch}, {objective}, 224 px, 2 ranks, ZeRO-2): "
+                  f"{manifest['parameters'] / 1e6:.1f}M parameters; checkpoint "
+                  f"{saved.group(1)} GB written in {saved.group(2)} s; weights "
+                  f"{(stage / 'model.safetensors').stat().st_size / 1e9:.2f} GB; peak RSS per "
+                  f"rank {[r['peak_rss_gb'] for r in manifest['ranks']]} GB")
 
 
 def _numel(shape) -> int:

@@ -206,11 +206,14 @@ def run_on_slurm(study, root, stages: int) -> dict:
 
 def test_training_on_two_nodes_through_srun(small_study, tmp_path):
     cluster("on")
-    study = small_study("twonodes", **TWO_NODES)
+    # ZeRO-3 across the nodes: weights, gradients and optimizer partitioned,
+    # the whole weights gathered at the end (test_zero.py: every stage, locally)
+    study = small_study("twonodes", **TWO_NODES,
+                        **{"batch_size = 32": "batch_size = 32\nzero_stage = 3"})
     run_on_slurm(study, tmp_path, 1 + 3 + 3)
     for manifest in (tmp_path / "twonodes/stages/train").glob("*/manifest.json"):
         m = state.read_json(manifest)
-        assert m["world_size"] == 2 and m["micro_batch_size"] == 16
+        assert m["world_size"] == 2 and m["micro_batch_size"] == 16 and m["zero_stage"] == 3
         assert [x["rank"] for x in m["ranks"]] == [0, 1]
         assert {x["node"] for x in m["ranks"]} == {"node1", "node2"}
         assert m["master_addr"] == "node1"
@@ -230,11 +233,13 @@ def test_clip_trains_on_two_nodes_with_negatives_from_both(tmp_path):
     from test_clip import clip_study
 
     cluster("on")
-    study = clip_study(tmp_path, "clip2", **TWO_NODES)
+    study = clip_study(tmp_path, "clip2", **TWO_NODES,
+                       **{"batch_size = 32": "batch_size = 32\nzero_stage = 2"})
     run_on_slurm(study, tmp_path, 1 + 1 + 2)
     (manifest,) = (tmp_path / "clip2/stages/train").glob("*/manifest.json")
     m = state.read_json(manifest)
     assert m["objective"] == "clip" and m["world_size"] == 2 and m["micro_batch_size"] == 16
+    assert m["zero_stage"] == 2
     assert {x["node"] for x in m["ranks"]} == {"node1", "node2"}
     metrics = [state.read_json(p) for p in (tmp_path / "clip2").glob("stages/evaluate/*/metrics.json")]
     assert sorted(x["zero_shot_templates"] for x in metrics) == ["clip-templates-7",

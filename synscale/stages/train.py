@@ -202,7 +202,8 @@ def run(ctx) -> dict:
                 # forward + backward (2x forward) over every image seen
                 "train_flops": 3 * size["forward_flops_per_sample"] * steps * recipe["batch_size"],
                 "world_size": world["world_size"], "device": world["device"],
-                "micro_batch_size": micro,
+                "micro_batch_size": micro, "zero_stage": recipe["zero_stage"],
+                "precision": recipe["precision"],
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}

@@ -57,10 +57,11 @@ def _release(log: logging.Logger) -> None:
 def _free_earlier_stages() -> None:
     """A process runs many stages in a row (a local worker; an attempt
     retried in place). A DeepSpeed engine is a web of reference cycles
-    (hooks, optimizer, module), which only the cycle collector frees: left
-    to run whenever it likes, a CLIP-L engine (~7 GB a rank on the CPU)
-    was still held while the next attempt built its own. Collect before a
-    stage takes its memory, and hand cached GPU blocks back."""
+    (hooks, optimizer, module) that only the cycle collector frees, at a
+    time of its choosing: collect before a stage takes its memory, and hand
+    cached GPU blocks back. (Not all of it comes back: a ViT-L retried in
+    the same process still peaked 4 GB a rank above one resumed in a new
+    process; Slurm's requeues are new processes.)"""
     import gc
     import sys
 

@@ -62,7 +62,10 @@ def done_records(run) -> dict:
     return {p.parent.name: p.read_text() for p in run.glob("stages/*/*/DONE")}
 
 
-@pytest.mark.parametrize("mode", ["on", "off"])
+# "off" (accounting disabled) passed in every full run up to 7323b80 but cost
+# 9 of the suite's 84 minutes, against CI's 90: out until the suite is trimmed
+# (its classification without sacct is test_slurm's status test, mode "off")
+@pytest.mark.parametrize("mode", ["on"])
 def test_killed_cancelled_and_blocked_stages_are_told_apart_and_a_relaunch_recovers(
         small_study, tmp_path, mode):
     cluster(mode)

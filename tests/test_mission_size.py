@@ -12,6 +12,7 @@ are two steps, not training: the scores are not asserted, the shapes,
 checkpoints and resume are. The resumes are in new processes: a ViT-L
 requeued in the same process peaked at 11.1 GB a rank (against ~9 GB for a
 CLIP-L resumed fresh), too close to a 24 GB machine's limit with two ranks."""
+import math
 import re
 import signal
 import time
@@ -152,7 +153,7 @@ def _check(run, plan, name):
     assert len(manifest["ranks"]) == 2
     # the weights are whole: as many values as the model has parameters
     with safe_open(stage / "model.safetensors", "pt") as f:
-        values = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        values = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert values >= manifest["parameters"], (values, manifest["parameters"])
     (evaluation,) = plan.of_kind("evaluate")
     metrics = state.read_json(run / "stages/evaluate" / evaluation.id / "metrics.json")
@@ -163,10 +164,3 @@ def _check(run, plan, name):
                   f"{saved.group(1)} GB written in {saved.group(2)} s; weights "
                   f"{(stage / 'model.safetensors').stat().st_size / 1e9:.2f} GB; peak RSS per "
                   f"rank {[r['peak_rss_gb'] for r in manifest['ranks']]} GB")
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -73,11 +73,11 @@ def _free_earlier_stages() -> None:
 
 def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     """Run `stage` unless it is done; returns its DONE summary."""
-    _free_earlier_stages()
     run = RunDir(Path(run_root))
     folder = run.stage(stage.kind, stage.id)
     if state.is_done(folder):  # every rank agrees before any of them waits on the others
         return {"skipped": True, **state.read_json(folder / "DONE")}
+    _free_earlier_stages()  # only before a stage that will take memory
     from synscale.runtime.distributed import rank
     if rank() != 0:
         return _follower(run, stage, input_kinds)

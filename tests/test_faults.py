@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 # real data only: one pack, three trainings run one at a time, three evaluations
 SERIAL = {'sources = ["real", "synthetic"]': 'sources = ["real"]',
-          "max_steps = 40": "max_steps = 1500", "min_steps = 20": "min_steps = 1500",
+          "max_steps = 40": "max_steps = 500", "min_steps = 20": "min_steps = 500",
           "[backend]": "[resources.train]\nmax_parallel = 1\n\n[backend]"}
 
 
@@ -228,7 +228,7 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
     study = small_study("lostnode", **{
         'sources = ["real", "synthetic"]': 'sources = ["real"]',
         "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
-        "max_steps = 40": "max_steps = 20000", "min_steps = 20": "min_steps = 20000"})
+        "max_steps = 40": "max_steps = 8000", "min_steps = 20": "min_steps = 8000"})
     launch(study, tmp_path)
     run = tmp_path / "lostnode"
     records = state.read_json(run / "slurm/submissions.json")["stages"]

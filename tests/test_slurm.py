@@ -376,7 +376,7 @@ def test_preempted_training_checkpoints_requeues_and_matches_an_uninterrupted_ru
 
 def test_cancel_stops_only_this_runs_live_jobs(tmp_path):
     cluster("on")
-    other = subprocess.run(["sbatch", "--parsable", "--begin=now+3600", "--wrap", "true"],
+    other = subprocess.run(["sbatch", "--parsable", "--begin=now+3600", "-o", "/dev/null", "--wrap", "true"],
                            capture_output=True, text=True, check=True).stdout.strip()
     run = _fake_run(tmp_path, {"a": (["--begin=now+3600"], "true"), "b": ([], "sleep 300"),
                                "c": ([], "echo '{{}}' > {folder}/DONE")})

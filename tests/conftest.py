@@ -2,6 +2,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,16 @@ def run_tool(script, *args, timeout=900):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
     return subprocess.run([sys.executable, str(ROOT / "tools" / script), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def read_generated(*folders) -> dict:
+    """Every image (decoded) and metadata array of small generate stages, in
+    (class, index) order: what a test inspects (the stages stream, never this)."""
+    from synscale.data.shards import Rows
+    rows = Rows(list(folders))
+    out = {key: rows.meta(key) for key in ("labels", "indices", "seeds", "prompts")}
+    out["images"] = np.stack([rows[i] for i in range(len(rows))])
+    return out
 
 
 def at_second_shard(action: str) -> str:

@@ -3,7 +3,7 @@ tiny BLIP-2, and how studies plan it."""
 import pytest
 
 import tiny_pipelines as tiny
-from conftest import class_folders
+from conftest import class_folders, read_generated
 from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
@@ -51,8 +51,7 @@ def test_caption_stage_feeds_in_captions_prompts_and_resumes_per_class(tmp_path)
         "scheduler": "default", "steps": 2, "batch_size": 2, "seed": 0, "images_per_class": 2,
         "classes": [0, 2], "data": spec["data"]}, ("cap",))
     execute(str(tmp_path / "run"), gen, {"cap": "caption"})
-    from synscale.stages.generate import read_shards
-    prompts = list(read_shards(tmp_path / "run/stages/generate/gen")["prompts"])
+    prompts = list(read_generated(tmp_path / "run/stages/generate/gen")["prompts"])
     tench = [p for p in prompts[:2]]
     assert all(p.startswith("Tench, Tinca tinca") for p in tench)
     assert all(p.startswith("Goldfish, Carassius auratus") for p in prompts[2:])

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import SMALL_STUDY, run_module
+from conftest import SMALL_STUDY, read_generated, run_module
 from synscale.plan import state
 from synscale.plan.graph import Plan
 from test_end_to_end import done_files, spawn_launch
@@ -62,8 +62,7 @@ def test_tiny_clip_on_captioned_digits_classifies_zero_shot_above_chance(tmp_pat
     real_pack, synthetic_pack = (next(p for p in plan.of_kind("pack") if p.spec["source"] == s)
                                  for s in ("real", "synthetic"))
     captions = state.read_json(run / "stages/pack" / synthetic_pack.id / "captions.json")
-    from synscale.stages.generate import read_shards
-    prompts = np.concatenate([read_shards(run / "stages/generate" / g)["prompts"]
+    prompts = np.concatenate([read_generated(run / "stages/generate" / g)["prompts"]
                               for g in synthetic_pack.inputs])
     assert captions == [[str(p)] for p in prompts]
     real = state.read_json(run / "stages/pack" / real_pack.id / "captions.json")

@@ -6,7 +6,8 @@ from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.plan.hashing import image_seed
-from synscale.stages.generate import read_shards, shard_plan
+from synscale.stages.generate import shard_plan
+from conftest import read_generated
 
 SPEC = {"generator": "embedded-ddpm", "weights": "", "prompts": "classnames", "guidance": 1.0,
         "scheduler": "ddpm", "steps": 10, "batch_size": 4, "seed": 3, "images_per_class": 6,
@@ -25,7 +26,7 @@ def test_resume_renders_only_missing_shards_bit_identically(tmp_path):
     folder = tmp_path / "stages/generate/gen1"
     shards = sorted(folder.glob("shard-*.npz"))
     before = {p.name: p.read_bytes() for p in shards}
-    data = read_shards(folder)
+    data = read_generated(folder)
     assert data["images"].shape == (12, 1, 8, 8)
     assert list(data["labels"]) == [2] * 6 + [3] * 6
     assert list(data["indices"]) == list(range(6)) * 2

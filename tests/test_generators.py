@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 
 import tiny_pipelines as tiny
-from conftest import ROOT, at_second_shard
+from conftest import ROOT, at_second_shard, read_generated
 from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import imagenet1k
 from synscale.prompts.strategies import pick, templates
-from synscale.stages.generate import read_shards
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +51,7 @@ def test_each_generator_renders_shards_with_per_image_metadata(checkpoints, tmp_
     summary = execute(str(tmp_path), Stage("g", "generate", spec(generator, checkpoints[key])), {})
     assert summary["images_rendered"] == 6 and summary["shards"] == 4
     folder = tmp_path / "stages/generate/g"
-    data = read_shards(folder)
+    data = read_generated(folder)
     assert data["images"].dtype == np.uint8 and data["images"].shape == (6, side, side, 3)
     assert data["images"].std() > 0  # not a blank canvas
     assert list(data["labels"]) == [0, 0, 0, 1, 1, 1]

@@ -274,3 +274,22 @@ def test_a_class_list_that_is_neither_known_nor_a_file(tmp_path):
     assert problem in launch_fails(tmp_path, text)  # exit 2, nothing written
     (tmp_path / "nope.txt").write_text("n01440764\n")
     assert load_study(tmp_path / "s.toml").data.classes.endswith("nope.txt")
+
+
+def test_image_format_is_lossless_for_the_embedded_ddpm_and_resolved_per_generator(tmp_path):
+    from synscale.study.expand import expand
+    base = ('[study]\nname = "f"\n[sweep]\nsources = ["synthetic"]\n'
+            'synthetic_images_per_class = [2]\n[model]\nwidth = [16]\n[generate]\n')
+    problem = "generate.image_format = 'jpeg': the embedded DDPM renders float samples"
+    assert problem in launch_fails(tmp_path, base + 'image_format = "jpeg"\n')
+    (tmp_path / "s.toml").write_text(base)
+    gens = expand(load_study(tmp_path / "s.toml")).of_kind("generate")
+    # auto: png, and no quality in the spec (it cannot change a lossless shard)
+    assert {g.spec["image_format"] for g in gens} == {"png"}
+    assert not any("image_quality" in g.spec for g in gens)
+
+
+def test_schema_image_formats_are_the_shard_writers():
+    from synscale.data.shards import FORMATS
+    from synscale.study.schema import IMAGE_FORMATS
+    assert IMAGE_FORMATS == ("auto", *FORMATS)

@@ -1,7 +1,8 @@
 """Generate: render a class range of one generation config into shards.
 
 A shard is one sampler batch of one class, written atomically as
-`shard-<class>-<first index>.npz` with its per-image metadata (class,
+`shard-<class>-<first index>.npz`: the images encoded in the study's
+`image_format` (data/shards.py) with their per-image metadata (class,
 prompt, seed, guidance, generator, steps, resolution, and the safety
 checker's flag where the pipeline has one, and the scores the study asks
 for: generators/scores.py). A rerun after a
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synscale.data import shards
 from synscale.plan import state
 from synscale.plan.hashing import image_seed
 from synscale.generators.pipeline import guidance_scale
@@ -23,7 +25,7 @@ from synscale.generators.scores import Scorer
 from synscale.prompts.classes import of_data
 from synscale.prompts.strategies import pick
 
-VERSION = "2"  # 2: prompts from the prompt strategies, per-image metadata
+VERSION = "3"  # 2: prompts from the prompt strategies, per-image metadata; 3: encoded images
 
 
 def shard_plan(classes: tuple[int, int], per_class: int, batch: int) -> list[tuple[int, int, int]]:
@@ -74,10 +76,11 @@ def run(ctx) -> dict:
     lo, hi = spec["classes"]
     classes = of_data(spec["data"])[lo:hi]
     pools = _prompt_pools(ctx, classes)
-    shards = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
+    plan = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
     renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
     rendered, flagged, render_seconds = 0, 0, 0.0
-    for c, start, count in shards:
+    image_format, quality = spec.get("image_format", "png"), spec.get("image_quality", 95)
+    for c, start, count in plan:
         path = shard_path(ctx.dir, c, start)
         if path.exists():
             continue
@@ -101,9 +104,7 @@ def run(ctx) -> dict:
         if spec.get("scores"):
             scorer = scorer or Scorer(spec)
             meta.update(scorer(images, meta["labels"], prompts))
-        with state.atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, images=images, **meta)
+        shards.write(path, images, meta, image_format, quality)
         rendered += count
         ctx.log.info("shard class %d [%d, %d) written", c, start, start + count)
     per_class = {c.index: sorted({pick(pools.prompts[c.index], spec["seed"], c.index, i)
@@ -118,14 +119,18 @@ def run(ctx) -> dict:
         "distinct_prompts_per_class": {str(c): len(v) for c, v in per_class.items()},
         "prompt_pool_sizes": {str(c): len(set(v)) for c, v in pools.prompts.items()},
         **({"prompt_notes": pools.notes} if pools.notes else {}),
-        "shards": [shard_path(ctx.dir, c, s).name for c, s, _ in shards],
+        "shards": [shard_path(ctx.dir, c, s).name for c, s, _ in plan],
         "torch": torch.__version__,
+        "image_format": image_format, "image_quality": quality,
+        # the encoders' versions: a re-rendered shard is bit-identical under the same ones
+        "codecs": shards.codec_versions(),
     }
-    with np.load(shard_path(ctx.dir, *shards[0][:2])) as first:
-        manifest["image_shape"] = list(first["images"].shape[1:])
+    first = shards.Shard(shard_path(ctx.dir, *plan[0][:2]))
+    manifest.update(image_shape=list(first.shape), encoding=first.encoding,
+                    bytes=sum(shard_path(ctx.dir, c, s).stat().st_size for c, s, _ in plan))
     if renderer is not None:
         manifest["pipeline"] = renderer.describe
-    summary = {"images_rendered": rendered, "shards": len(shards),
+    summary = {"images_rendered": rendered, "shards": len(plan), "bytes": manifest["bytes"],
                # the sampler's own time, model loading left out: what a GPU budget buys
                "render_seconds": round(render_seconds, 3),
                "images_per_second": round(rendered / render_seconds, 3) if rendered else None}
@@ -134,10 +139,3 @@ def run(ctx) -> dict:
     state.write_json(ctx.dir / "manifest.json", manifest)
     return summary
 
-
-def read_shards(folder: Path) -> dict[str, np.ndarray]:
-    """All images of a finished generate stage, in (class, index) order."""
-    manifest = state.read_json(Path(folder) / "manifest.json")
-    parts = [np.load(Path(folder) / name) for name in manifest["shards"]]
-    return {key: np.concatenate([p[key] for p in parts])
-            for key in ("images", "labels", "indices", "seeds", "prompts")}

@@ -42,14 +42,15 @@ def run(ctx) -> dict:
         if spec.get("captions"):
             captions = _real_captions(spec, labels)
     else:
+        from synscale.data.shards import Rows
         from synscale.models.reference import diversity, fit_reference, recognizability
-        from synscale.stages.generate import read_shards
 
-        parts = [read_shards(ctx.inputs[i]) for i in ctx.stage.inputs]
-        images = np.concatenate([p["images"] for p in parts])
-        labels = np.concatenate([p["labels"] for p in parts])
+        # the digits are 8x8: all of them fit in memory (RGB packs stream, below)
+        rows = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
+        images = np.stack([rows[r] for r in range(len(rows))])
+        labels = rows.labels
         if spec.get("captions"):
-            captions = [[str(p)] for part in parts for p in part["prompts"]]
+            captions = [[str(p)] for p in rows.meta("prompts")]
         # Scored by a classifier of the real pool: how often a generated image
         # is recognized as its class, and how spread out each class is.
         ref = fit_reference(split.train_x, split.train_y, seed=spec["data"]["split_seed"])
@@ -88,25 +89,22 @@ def _run_rgb(ctx) -> dict:
             write_scores(ctx.dir, {"year": years_of(spec["data"]["metadata"],
                                                     spec["data"]["train_dir"], items)})
     else:
-        from synscale.stages.generate import read_shards
+        from synscale.data.shards import Rows
 
-        parts = [read_shards(ctx.inputs[i]) for i in ctx.stage.inputs]
-        items = np.concatenate([p["images"] for p in parts])
-        labels = np.concatenate([p["labels"] for p in parts])
-        order = np.argsort(labels, kind="stable")
-        items, labels = items[order], labels[order]
+        # decoded one at a time by the writer's workers, in (class, index) order
+        items = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
+        labels = items.labels
         if spec.get("captions"):
-            prompts = np.concatenate([p["prompts"] for p in parts])[order]
-            captions = [[str(p)] for p in prompts]
-        rows = _row_scores(ctx)
+            captions = [[str(p)] for p in items.meta("prompts")]
+        rows = _row_scores(items)
         if rows:
-            write_scores(ctx.dir, {k: v[order] for k, v in rows.items()})
+            write_scores(ctx.dir, rows)
         quality = {("flagged_fraction" if k == "nsfw" else k): float(np.mean(v))
                    for k, v in rows.items()}
         if quality:
             state.write_json(ctx.dir / "quality.json", quality)
     index = write_rgb_beton(ctx.dir, items, labels, spec["resolution"],
-                            workers=spec.get("workers", 1), captions=captions)
+                            workers=_workers(spec), captions=captions)
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], **quality}
 
@@ -127,17 +125,18 @@ def _real_captions(spec: dict, labels: np.ndarray, files=None) -> list[list[str]
             for i, k in enumerate(labels)]
 
 
-def _row_scores(ctx) -> dict[str, np.ndarray]:
-    """The per-image scores the generate stages stored, in their shard order."""
-    found: dict[str, list] = {}
-    for i in ctx.stage.inputs:
-        manifest = state.read_json(ctx.inputs[i] / "manifest.json")
-        for name in manifest["shards"]:
-            with np.load(ctx.inputs[i] / name) as z:
-                for key in ("recognizability", "clip_score", "nsfw"):
-                    if key in z.files:
-                        found.setdefault(key, []).append(z[key].astype(float))
-    return {k: np.concatenate(v) for k, v in found.items()}
+def _row_scores(rows) -> dict[str, np.ndarray]:
+    """The per-image scores the generate stages stored, aligned with the rows."""
+    from synscale.data.shards import Shard
+    present = set(Shard(rows.files[0]).files) if rows.files else set()
+    return {key: rows.meta(key).astype(float) for key in ("recognizability", "clip_score", "nsfw")
+            if key in present}
+
+
+def _workers(spec: dict) -> int:
+    """The writer's processes: the CPUs this job was given ([resources.pack] cpus on Slurm)."""
+    import os
+    return int(spec.get("workers") or len(os.sched_getaffinity(0)))
 
 
 def write_scores(folder, scores: dict[str, np.ndarray]) -> None:

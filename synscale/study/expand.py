@@ -56,6 +56,14 @@ def _render_settings(g, generator: str) -> dict:
             "options": {**options_of(generator), **g.options.get(generator, {})}}
 
 
+def _storage(g, generator: str) -> dict:
+    """How shards encode images; quality only where the format is lossy, so that
+    it changes only the stages it affects."""
+    fmt = g.image_format if g.image_format != "auto" else \
+        ("png" if generator == "embedded-ddpm" else "jpeg")
+    return {"image_format": fmt, **({"image_quality": g.image_quality} if fmt != "png" else {})}
+
+
 def _score_settings(g) -> dict:
     if not g.scores:
         return {}
@@ -118,7 +126,8 @@ def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dic
                           "prompts": prompts, "guidance": guidance, "scheduler": g.scheduler,
                           "steps": g.steps, "batch_size": g.batch_size, "seed": s.study.seed,
                           "images_per_class": largest, "data": real,
-                          **_render_settings(g, generator), **_prompt_settings(s, prompts),
+                          **_render_settings(g, generator), **_storage(g, generator),
+                          **_prompt_settings(s, prompts),
                           **_score_settings(g)}
                 reads = captions if prompts == "in-captions" else {}
                 gens = [_stage("generate", {**config, "classes": r},

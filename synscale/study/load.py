@@ -389,6 +389,10 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
                                 "a finite number >= 0")
     if not synthetic:
         return
+    if "embedded-ddpm" in g.generators and g.image_format in ("jpeg", "webp"):
+        problems.append(f"{file}: generate.image_format = {g.image_format!r}: the embedded DDPM "
+                        "renders float samples, which are stored losslessly only; use \"png\" "
+                        "or \"auto\"")
     if s.data.dataset == "digits":
         rgb = [n for n in g.generators if n in FAMILIES]
         if rgb:

@@ -42,6 +42,8 @@ BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
 GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
 SCORES = ("recognizability", "clip")
+# data/shards.py's FORMATS, and "auto" (png for the embedded DDPM, jpeg for RGB generators)
+IMAGE_FORMATS = ("auto", "png", "jpeg", "webp")
 DEVICES = ("auto", "cuda", "cpu")  # runtime/device.py: auto takes a GPU when torch sees one
 CURATION_SCORES = ("recognizability", "clip_score")
 
@@ -137,6 +139,11 @@ class GenerateSection:
                           choices=SCHEDULERS)
     steps: int = spec(50, "sampler steps", type=int, min=1, max=5000)
     batch_size: int = spec(500, "images per sampler call; also the shard size", type=int, min=1)
+    image_format: str = spec("auto", "how generated images are stored: png (lossless), jpeg or "
+                             "webp; auto: png for the embedded DDPM (its float samples, "
+                             "bit-identical), jpeg for RGB generators", type=str,
+                             choices=IMAGE_FORMATS)
+    image_quality: int = spec(95, "jpeg and webp: encoder quality", type=int, min=1, max=100)
     classes_per_task: int = spec(5, "classes rendered by one generate stage", type=int, min=1)
     resolution: int = spec(0, "output side in pixels (0: the model's native size)", type=int,
                            min=0, max=4096)

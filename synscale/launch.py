@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from synscale.plan import index, state, stored
+from synscale.plan import footprint, index, state, stored
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 from synscale.study import preflight
@@ -77,6 +77,42 @@ def _print_plan(console: Console, study, plan: Plan, done: set[str], run: RunDir
     console.print(table)
 
 
+def _over_scratch(study, kinds) -> str | None:
+    limit = study.study.max_scratch_tb
+    need = footprint.peak_scratch_bytes(kinds, study) / 1e12
+    if limit and need > limit:
+        return (f"{study.path}: study.max_scratch_tb = {limit:g}: the plan's estimated peak "
+                f"scratch is {need:.2f} TB (--dry-run shows it per stage kind); raise the limit, "
+                "shrink the sweep, or lower [generate] image_quality")
+    return None
+
+
+def _print_footprint(console: Console, study, kinds, backend: str) -> None:
+    from synscale.study.schema import Resources
+    t = Table(title="footprint (estimates: README, \"What a study occupies\")")
+    for col in ("kind", "stages", "images", "on disk", "while running", "memory/node",
+                "mem_gb asked"):
+        t.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, f in kinds.items():
+        asked = (study.resources.get(kind) or Resources()).mem_gb
+        t.add_row(kind, f"{f.stages:,}", f"{f.images:,}" if f.images else "",
+                  _size(f.bytes), _size(f.transient_bytes) if f.transient_bytes else "",
+                  f"{f.node_gb:.1f} GB" + (f" (GPU {f.gpu_gb:.1f})" if f.gpu_gb else ""),
+                  f"{asked:g} GB" if backend == "slurm" else "")
+    console.print(t)
+    console.print(f"on disk when finished: {_size(sum(f.bytes for f in kinds.values()))}; peak "
+                  f"scratch: {_size(footprint.peak_scratch_bytes(kinds, study))}")
+    for line in footprint.memory_warnings(kinds, study, backend):
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1e3:.1f} kB"
+
+
 def _progress_bars(console: Console, plan: Plan):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -117,15 +153,22 @@ def main(argv=None) -> int:
     summary = {"study": study.study.name, "run_dir": str(run.root), "backend": backend,
                "stages": {k: c["stages"] for k, c in _counts(plan, done).items()}}
     if args.dry_run:
+        kinds = footprint.estimate(study, plan, backend)
+        over = _over_scratch(study, kinds)
         if args.json:
             print(json.dumps({**summary, "dry_run": True, "done": len(done),
-                              "to_run": len(plan.stages) - len(done)}))
+                              "to_run": len(plan.stages) - len(done),
+                              "footprint": footprint.as_json(kinds, study, backend)}))
         else:
             _print_plan(console, study, plan, done, run)
-            for line in preflight.problems(study, backend):
+            _print_footprint(console, study, kinds, backend)
+            for line in preflight.problems(study, backend) + ([over] if over else []):
                 console.print(f"[yellow]would stop at launch:[/] {escape(line)}", highlight=False)
         return 0
     problems = preflight.problems(study, backend)
+    if study.study.max_scratch_tb and not problems:
+        over = _over_scratch(study, footprint.estimate(study, plan, backend))
+        problems += [over] if over else []
     if problems:
         for line in problems:
             err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)

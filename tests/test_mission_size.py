@@ -158,9 +158,18 @@ def _check(run, plan, name):
     (evaluation,) = plan.of_kind("evaluate")
     metrics = state.read_json(run / "stages/evaluate" / evaluation.id / "metrics.json")
     assert metrics["n"] == 4 and 0 <= metrics["top1"] <= 1
+    # the dry-run's footprint rules, against what this run measured
+    from synscale.plan import footprint
+    size = footprint.model_size(train.spec["model"], train.spec["num_classes"], (3, 224, 224))
+    assert size.params == manifest["parameters"]
+    assert float(saved.group(1)) == pytest.approx(
+        footprint.checkpoint_bytes(size.params, "fp32") / 1e9, rel=0.05)
+    host, _ = footprint.rank_memory(size, 2, 2, "fp32", 1, gpu=False)
+    peak = max(r["peak_rss_gb"] for r in manifest["ranks"])
+    assert peak == pytest.approx(host / 1e9, rel=0.25), (peak, host / 1e9)
     objective, arch = MODELS[name]
     record_figure(f"{name} ({arch}, {objective}, 224 px, 2 ranks, ZeRO-2): "
                   f"{manifest['parameters'] / 1e6:.1f}M parameters; checkpoint "
                   f"{saved.group(1)} GB written in {saved.group(2)} s; weights "
                   f"{(stage / 'model.safetensors').stat().st_size / 1e9:.2f} GB; peak RSS per "
-                  f"rank {[r['peak_rss_gb'] for r in manifest['ranks']]} GB")
+                  f"rank {[r['peak_rss_gb'] for r in manifest['ranks']]} GB (estimated {host / 1e9:.1f})")

@@ -62,8 +62,9 @@ def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
     out = Outcome()
     finished: set[str] = set()
     todo: list[Stage] = []
+    again = state.needed_again(plan, run)
     for s in plan.order():
-        if state.is_done(run.stage(s.kind, s.id)):
+        if state.is_done(run.stage(s.kind, s.id)) and s.id not in again:
             out.skipped_done.append(s.id)
             finished.add(s.id)
             report(s, "skipped")

@@ -240,9 +240,10 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
     todo: dict[tuple, list[Stage]] = defaultdict(list)   # (kind, resources) -> stages
     todo_ids: set[str] = set()
     drop: list[str] = []             # queued jobs that will never run
+    again = state.needed_again(plan, run)   # released, and read by a stage not done
     for s in plan.order():
         job = records["stages"].get(s.id)
-        if state.is_done(run.stage(s.kind, s.id)):
+        if state.is_done(run.stage(s.kind, s.id)) and s.id not in again:
             out.skipped_done.append(s.id)
             continue
         # A queued stage stays queued, unless an input of it is submitted
@@ -257,7 +258,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
                 drop.append(job)
             continue
         resources = study.resources[s.kind]
-        if job is not None and job not in live:  # it ran before and did not finish
+        # it ran before and did not finish (a released stage did: it runs again, not retried)
+        if job is not None and job not in live and s.id not in again:
             if s.id in records["resources"]:
                 resources = replace(resources, **records["resources"][s.id])
             verdict = classify(run.stage(s.kind, s.id), job, live, acct, job_log(run, job))

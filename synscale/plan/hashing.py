@@ -15,7 +15,7 @@ from typing import Any, Iterable
 # micro_batch_size splits the same global batch into accumulated pieces: like
 # the number of tasks (not in any spec), it changes float rounding, not results.
 EXCLUDED_KEYS = frozenset({"log_every", "checkpoint_every", "loader_workers", "workers",
-                           "description", "micro_batch_size"})
+                           "description", "micro_batch_size", "release_inputs"})
 
 
 # One encoder for every call: json.dumps with options builds a new one each time.

@@ -1,6 +1,10 @@
 """Stage state on disk: atomic writes, DONE markers, run records and locks.
 
-A stage is done exactly when its DONE file exists. Everything is written to
+A stage is done exactly when its DONE file exists. A done stage may be
+released (RELEASED beside DONE): its bulk outputs were deleted once every
+stage reading them was done ([generate] keep_shards = false); it still
+counts as done, and runs again only for a stage that needs it.
+Everything is written to
 a temporary name in the same folder and renamed into place, so a kill at any
 moment leaves either the old file or the whole new one, never half of one.
 """
@@ -61,6 +65,35 @@ def clean_temporaries(folder: Path) -> None:
 
 def is_done(folder: Path) -> bool:
     return (Path(folder) / "DONE").exists()
+
+
+def is_released(folder: Path) -> bool:
+    return (Path(folder) / "RELEASED").exists()
+
+
+def release(folder: Path, pattern: str, why: str) -> int:
+    """Mark a done stage released, then delete its files matching `pattern`
+    (the marker first: a kill in between leaves a released stage with some
+    files, which a rerun completes). Returns the bytes freed."""
+    folder = Path(folder)
+    files = sorted(folder.glob(pattern))
+    freed = sum(f.stat().st_size for f in files)
+    write_json(folder / "RELEASED", {"released": time.time(), "why": why, "bytes": freed})
+    for f in files:
+        f.unlink(missing_ok=True)
+    return freed
+
+
+def needed_again(plan, run) -> set[str]:
+    """Released stages that a stage not done reads: they run again. One stat
+    per generate stage (the only kind released), and one per stage reading a
+    released one."""
+    released = {s.id for s in plan.of_kind("generate")
+                if is_released(run.stage(s.kind, s.id))}
+    if not released:
+        return set()
+    return {i for s in plan.stages if released.intersection(s.inputs)
+            and not is_done(run.stage(s.kind, s.id)) for i in s.inputs if i in released}
 
 
 def mark_done(folder: Path, summary: dict) -> None:

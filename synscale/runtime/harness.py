@@ -75,7 +75,9 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     """Run `stage` unless it is done; returns its DONE summary."""
     run = RunDir(Path(run_root))
     folder = run.stage(stage.kind, stage.id)
-    if state.is_done(folder):  # every rank agrees before any of them waits on the others
+    # every rank agrees before any of them waits on the others; a released stage
+    # is called only when a stage needs it again
+    if state.is_done(folder) and not state.is_released(folder):
         return {"skipped": True, **state.read_json(folder / "DONE")}
     _free_earlier_stages()  # only before a stage that will take memory
     from synscale.runtime.distributed import rank
@@ -87,7 +89,7 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     try:
         import fcntl
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if state.is_done(folder):
+        if state.is_done(folder) and not state.is_released(folder):
             return {"skipped": True, **state.read_json(folder / "DONE")}
         state.clean_temporaries(folder)
         state.record_attempt(folder)
@@ -98,6 +100,9 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         for i, path in ctx.inputs.items():
             if not state.is_done(path):
                 raise RuntimeError(f"input {input_kinds[i]}/{i} is not done")
+            if state.is_released(path):
+                raise RuntimeError(f"input {input_kinds[i]}/{i} was released (keep_shards = "
+                                   "false); a relaunch renders it again first")
         start = time.time()
         log.info("start %s %s", stage.kind, stage.id)
         stop_heartbeat = state.start_heartbeat(folder)
@@ -119,6 +124,12 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         summary = {"seconds": round(time.time() - start, 3), **summary, "code": running()}
         state.mark_done(folder, summary)
         log.info("done in %.1fs", summary["seconds"])
+        after = getattr(runner(stage.kind), "after_done", None)
+        if after is not None:  # work that must follow DONE (releasing inputs)
+            try:
+                after(ctx)
+            except OSError as e:  # the stage is done; what it frees is a saving
+                log.warning("after done: %s", e)
         return summary
     finally:
         _release(logging.getLogger(f"synscale.stage.{stage.id}"))

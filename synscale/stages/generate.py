@@ -137,5 +137,7 @@ def run(ctx) -> dict:
     if flagged:
         summary["flagged_unsafe"] = flagged
     state.write_json(ctx.dir / "manifest.json", manifest)
+    # rendered again after a release: every shard is back
+    (ctx.dir / "RELEASED").unlink(missing_ok=True)
     return summary
 

@@ -109,6 +109,18 @@ def _run_rgb(ctx) -> dict:
     return {"rows": index["rows"], **quality}
 
 
+def after_done(ctx) -> None:
+    """[generate] keep_shards = false: once this pack is done, its generate
+    stages' shards go (each generate stage is read by this pack alone; a later
+    plan that reads them again renders them again, bit-identically)."""
+    if not ctx.spec.get("release_inputs"):
+        return
+    for i, kind in ctx.input_kinds.items():
+        if kind == "generate":
+            freed = state.release(ctx.inputs[i], "shard-*.npz", f"packed into pack/{ctx.stage.id}")
+            ctx.log.info("released generate/%s: %.1f MB of shards", i, freed / 1e6)
+
+
 def _real_captions(spec: dict, labels: np.ndarray, files=None) -> list[list[str]]:
     """Captions of real rows sorted by class: every caption the pairs file
     gives an image, or one picked from the prompt strategy's pool."""

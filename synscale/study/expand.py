@@ -134,9 +134,10 @@ def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dic
                                (reads[r[0]].id,) if reads else ())
                         for r in ranges]
                 rgb = {} if s.data.dataset == "digits" else {"resolution": s.data.resolution}
+                release = {} if g.keep_shards else {"release_inputs": True}
                 pack = _stage("pack", {"source": "synthetic", "data": real,
                                        "num_classes": n_classes, **rgb,
-                                       **_captions(s, "synthetic")},
+                                       **_captions(s, "synthetic"), **release},
                               tuple(x.id for x in gens))
                 axes = {"generator": generator, "prompts": prompts, "guidance": guidance}
                 out.append((pack, [*reads.values(), *gens], axes))

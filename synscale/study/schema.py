@@ -71,6 +71,9 @@ class StudySection:
     seed: int = spec(0, "study seed: data split, image seeds and training order derive from it",
                      type=int, min=0)
     description: str = spec("", "free text shown by --dry-run", type=str)
+    max_scratch_tb: float = spec(0.0, "stop a launch whose estimated disk footprint (the "
+                                 "dry-run's peak scratch) is above this many TB (0: no limit)",
+                                 type=float, min=0.0)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,8 @@ class GenerateSection:
                              "bit-identical), jpeg for RGB generators", type=str,
                              choices=IMAGE_FORMATS)
     image_quality: int = spec(95, "jpeg and webp: encoder quality", type=int, min=1, max=100)
+    keep_shards: bool = spec(True, "false: delete a generate stage's shards once its pack is "
+                             "done (a later plan that needs them renders them again)", type=bool)
     classes_per_task: int = spec(5, "classes rendered by one generate stage", type=int, min=1)
     resolution: int = spec(0, "output side in pixels (0: the model's native size)", type=int,
                            min=0, max=4096)

@@ -1,0 +1,290 @@
+"""What a plan will occupy, before it runs: images, bytes on disk per stage
+kind, and the host memory per node one stage of each kind needs.
+
+Estimates, from rules the README states with the measurements behind them:
+- generated images: `BITS_PER_PIXEL` of the shard format at the image side
+  (conservative figures for photographs; the embedded DDPM's float samples
+  take `FLOAT_SAMPLE_BYTES`); a pack's rows: FFCV's JPEG 90 at
+  `BETON_BITS_PER_PIXEL`, the side capped at resolution / 0.875;
+- trainings: the parameter count of the model built on torch's meta device
+  (no memory, exact); a DeepSpeed checkpoint holds 16 bytes per parameter
+  (fp32: weights, master copy, Adam's two moments; bf16: 14), two exist while
+  a save completes, and the finished stage keeps only its fp32 weights;
+- memory per node: model states under the ZeRO stage (Rajbhandari et al.,
+  2020), activations of a transformer layer s*b*h*(34 + 5*a*s/h) bytes in
+  16-bit (Korthikanti et al., 2022; twice in fp32), plus the process
+  overheads measured on this project's CPU runs (`HOST_BASE_GB`).
+Nothing here imports more than the model builders, and those only once per
+distinct model: the cost does not grow with the number of stages beyond one
+pass over their specs.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+GB = 1e9
+# (quality, bits per pixel) points, interpolated; photographs, at the high end
+# of what JPEG/WebP give them (procedural 256 px images measured lower: JPEG
+# 75/90/95: 0.69/1.24/2.82, WebP 90: 0.67, PNG 11.7)
+BITS_PER_PIXEL = {"jpeg": ((1, 0.5), (75, 1.5), (85, 2.0), (90, 2.5), (95, 3.5), (100, 11.0)),
+                  "webp": ((1, 0.3), (75, 1.0), (90, 1.6), (95, 2.2), (100, 4.0)),
+                  "png": ((1, 12.0), (100, 12.0))}
+FLOAT_SAMPLE_BYTES = 270        # an 8x8 float32 digit, DEFLATE-compressed (measured 267)
+BETON_BITS_PER_PIXEL = 2.5      # FFCV's JPEG 90, 4:2:0 (measured 1.54 on procedural images)
+# a shard's zip and .npy headers, and each image's metadata (numpy strings of its prompt and
+# generator, seeds, ...): measured 3.2 kB per shard and ~190 bytes per digit
+SHARD_OVERHEAD, META_BYTES = 3000, 250
+# native output side of each generator's usual checkpoint ([generate] resolution overrides):
+# SD 1.5, IF stage II, aMUSEd-256
+NATIVE_SIDE = {"embedded-ddpm": 8, "stable-diffusion": 512, "imagen": 256, "muse": 256}
+# parameters of those checkpoints, every part a render loads: SD 1.5 (UNet 860M, VAE 84M,
+# CLIP text 123M); IF-I-XL 4.3B + IF-II-L 1.2B + T5-XXL encoder 4.8B; aMUSEd-256 ~0.8B
+GENERATOR_PARAMS = {"embedded-ddpm": 0.0, "stable-diffusion": 1.07e9, "imagen": 10.3e9,
+                    "muse": 0.8e9}
+PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+# measured resident memory of a process that imported torch and the stage's
+# libraries, before its model (pack: the whole pack stage, flat in its rows)
+HOST_BASE_GB = {"cpu": 1.4, "gpu": 3.0}
+PACK_GB, PACK_BYTES_PER_ROW = 0.7, 200
+
+
+@dataclass
+class KindFootprint:
+    stages: int = 0
+    images: int = 0
+    bytes: float = 0.0          # what its finished stages keep on disk
+    transient_bytes: float = 0.0  # more, while one stage runs (checkpoints)
+    node_gb: float = 0.0        # host memory per node of one stage (the largest), as mem_gb
+    gpu_gb: float = 0.0         # trainings on GPUs: memory per GPU
+    notes: list = field(default_factory=list)
+
+
+def bits_per_pixel(fmt: str, quality: int) -> float:
+    q, bpp = zip(*BITS_PER_PIXEL[fmt])
+    return float(np.interp(quality, q, bpp))
+
+
+def image_side(spec: dict) -> int:
+    return spec.get("resolution") or NATIVE_SIDE[spec["generator"]]
+
+
+def image_bytes(spec: dict) -> float:
+    """Bytes of one generated image in a generate stage's shards."""
+    if spec["generator"] == "embedded-ddpm":
+        return FLOAT_SAMPLE_BYTES
+    side = image_side(spec)
+    return side * side * bits_per_pixel(spec["image_format"], spec.get("image_quality", 95)) / 8
+
+
+def _generate(fp: KindFootprint, spec: dict, gpu: bool) -> None:
+    lo, hi = spec["classes"]
+    n = (hi - lo) * spec["images_per_class"]
+    shards = (hi - lo) * -(-spec["images_per_class"] // spec["batch_size"])
+    fp.images += n
+    fp.bytes += n * (image_bytes(spec) + META_BYTES) + shards * SHARD_OVERHEAD
+    weights = GENERATOR_PARAMS[spec["generator"]] * PRECISION_BYTES[spec.get("precision", "fp32")]
+    fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + weights / GB)
+
+
+def _pack(fp: KindFootprint, spec: dict, rows: int, gen_bytes_per_image: float,
+          batch: int, workers: int) -> None:
+    fp.images += rows
+    if spec["data"]["dataset"] == "digits":
+        fp.bytes += rows * (4 * 64 + 16)
+    else:
+        side = min(int(round(spec["resolution"] / 0.875)),
+                   spec.get("_source_side") or 10**9)
+        fp.bytes += rows * side * side * BETON_BITS_PER_PIXEL / 8
+    # the writer's workers each hold one shard's encoded bytes
+    fp.node_gb = max(fp.node_gb, PACK_GB + rows * PACK_BYTES_PER_ROW / GB
+                     + workers * (batch * gen_bytes_per_image / GB + 0.06))
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    params: int
+    layers: tuple  # (sequence length, width, heads, depth) of each transformer tower
+
+
+def model_size(model: dict, num_classes: int, image_shape: tuple) -> ModelSize:
+    """Parameters and transformer shapes of a train stage's model, built on
+    torch's meta device (no weights allocated)."""
+    import torch
+    with torch.device("meta"):
+        if model.get("objective", "classifier") == "clip":
+            from synscale.models.clip import build_clip
+            m = build_clip(model, image_shape).clip
+            towers = [_tower(getattr(m.visual, "trunk", m.visual)), _tower(m)]
+        else:
+            from synscale.models.vit import build_classifier
+            m = build_classifier(model, num_classes, image_shape)
+            towers = [_tower(m)]
+    return ModelSize(sum(p.numel() for p in m.parameters()), tuple(t for t in towers if t))
+
+
+def _tower(m) -> tuple | None:
+    """(sequence length, width, heads, depth) of a timm ViT, an open_clip
+    vision transformer or an open_clip text transformer."""
+    if hasattr(m, "blocks") and hasattr(m, "patch_embed"):  # timm
+        return (m.patch_embed.num_patches + 1, m.embed_dim, m.blocks[0].attn.num_heads,
+                len(m.blocks))
+    t = getattr(m, "transformer", None)
+    if t is None or not hasattr(t, "resblocks"):
+        return None
+    heads = t.resblocks[0].attn.num_heads
+    if hasattr(m, "grid_size"):  # open_clip's VisionTransformer
+        return (m.grid_size[0] * m.grid_size[1] + 1, t.width, heads, t.layers)
+    return (m.context_length, t.width, heads, t.layers)
+
+
+def activation_bytes(size: ModelSize, micro: int, precision: str) -> float:
+    """Activations one rank keeps for backward, per micro batch (no recomputation)."""
+    per = sum(depth * s * micro * h * (34 + 5 * a * s / h) for s, h, a, depth in size.layers)
+    return per * (1 if precision == "bf16" else 2)
+
+
+def model_states(params: int, zero: int, ranks: int, precision: str) -> float:
+    """Bytes of weights, gradients and Adam state on one rank (ZeRO's partitioning)."""
+    w, g, o = (2, 2, 12) if precision == "bf16" else (4, 4, 8)
+    if zero >= 1:
+        o /= ranks
+    if zero >= 2:
+        g /= ranks
+    if zero >= 3:
+        w /= ranks
+    return params * (w + g + o)
+
+
+def checkpoint_bytes(params: int, precision: str) -> float:
+    return params * (14 if precision == "bf16" else 16)
+
+
+def rank_memory(size: ModelSize, zero: int, ranks: int, precision: str, micro: int,
+                gpu: bool) -> tuple[float, float]:
+    """(host bytes, GPU bytes) of one training rank."""
+    states = model_states(size.params, zero, ranks, precision)
+    acts = activation_bytes(size, micro, precision)
+    if gpu:
+        # host: the process, this rank's share of a checkpoint being written, and
+        # the whole fp32 weights gathered at the end
+        host = HOST_BASE_GB["gpu"] * GB + checkpoint_bytes(size.params, precision) / ranks \
+            + 4 * size.params
+        return host, states + acts
+    # measured on the CPU: DeepSpeed's flat gradient buffers add ~8 bytes per parameter
+    return HOST_BASE_GB["cpu"] * GB + states + acts + 8 * size.params, 0.0
+
+
+def _train(fp: KindFootprint, spec: dict, size: ModelSize, resources, gpu: bool) -> None:
+    recipe = spec["recipe"]
+    ranks = resources.nodes * resources.tasks_per_node
+    per_task = max(1, recipe["batch_size"] // ranks)
+    micro = min(per_task, resources.micro_batch_size or recipe.get("micro_batch_size") or per_task)
+    host, device = rank_memory(size, recipe["zero_stage"], ranks, recipe["precision"], micro, gpu)
+    fp.bytes += 4 * size.params                # model.safetensors, fp32
+    fp.transient_bytes = max(fp.transient_bytes, 2 * checkpoint_bytes(size.params,
+                                                                      recipe["precision"]))
+    fp.gpu_gb = max(fp.gpu_gb, device / GB)
+    fp.node_gb = max(fp.node_gb, host * resources.tasks_per_node / GB)
+
+
+def _evaluate(fp: KindFootprint, params: int, gpu: bool) -> None:
+    fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + 4 * params / GB)
+
+
+def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
+    """Per stage kind, what the plan's stages occupy and need."""
+    from synscale.study.schema import Resources
+
+    def res(kind):
+        return study.resources.get(kind) or Resources()
+
+    def on_gpu(kind):
+        return backend == "slurm" and res(kind).gpus > 0
+
+    out: dict[str, KindFootprint] = defaultdict(KindFootprint)
+    image_shape = (1, 8, 8) if study.data.dataset == "digits" else \
+        (3, study.data.resolution, study.data.resolution)
+    gen = {s.id: s for s in plan.of_kind("generate")}
+    sizes: dict[str, ModelSize] = {}
+    trained: dict[str, int] = {}
+    for s in plan.stages:
+        fp = out[s.kind]
+        fp.stages += 1
+        if s.kind == "generate":
+            _generate(fp, s.spec, on_gpu("generate"))
+        elif s.kind == "pack":
+            inputs = [gen[i] for i in s.inputs if i in gen]
+            if inputs:
+                g = inputs[0].spec
+                rows = sum((x.spec["classes"][1] - x.spec["classes"][0]) *
+                           x.spec["images_per_class"] for x in inputs)
+                spec = {**s.spec, "_source_side": image_side(g)}
+                _pack(fp, spec, rows, image_bytes(g), g["batch_size"], res("pack").cpus)
+            else:
+                rows = _real_rows(study, s.spec)
+                _pack(fp, s.spec, rows, 0.0, 0, res("pack").cpus)
+        elif s.kind == "train":
+            key = repr(sorted(s.spec["model"].items()))
+            if key not in sizes:
+                sizes[key] = model_size(s.spec["model"], s.spec["num_classes"], image_shape)
+            _train(fp, s.spec, sizes[key], res("train"), on_gpu("train"))
+            trained[s.id] = sizes[key].params
+        elif s.kind == "evaluate":
+            _evaluate(fp, trained.get(s.inputs[0], 0), on_gpu("evaluate"))
+    if "generate" in out and not study.generate.keep_shards:
+        # released once packed: nothing kept, but every shard may exist at once
+        # (all generation can finish before the first pack)
+        g = out["generate"]
+        g.transient_bytes, g.bytes = g.bytes, 0.0
+    return dict(out)
+
+
+def _real_rows(study, spec: dict) -> int:
+    if spec["data"]["dataset"] == "digits":
+        from synscale.data.digits import smallest_class_pool
+        return 10 * smallest_class_pool(spec["data"]["test_per_class"])
+    from synscale.prompts.classes import of_data
+    return len(of_data(spec["data"])) * spec["per_class"]
+
+
+def peak_scratch_bytes(kinds: dict[str, KindFootprint], study) -> float:
+    """Everything finished stages keep, plus the checkpoints of the trainings
+    that may run at once, plus released shards (they may all exist at once)."""
+    from synscale.study.schema import Resources
+    kept = sum(k.bytes for k in kinds.values())
+    if "generate" in kinds:
+        kept += kinds["generate"].transient_bytes  # released shards (keep_shards = false)
+    train = kinds.get("train")
+    if not train:
+        return kept
+    at_once = min(train.stages, (study.resources.get("train") or Resources()).max_parallel)
+    return kept + at_once * train.transient_bytes
+
+
+def memory_warnings(kinds: dict[str, KindFootprint], study, backend: str) -> list[str]:
+    """Requests below the estimate, on Slurm (the local backend asks for none)."""
+    from synscale.study.schema import Resources
+    if backend != "slurm":
+        return []
+    out = []
+    for kind, fp in kinds.items():
+        asked = (study.resources.get(kind) or Resources()).mem_gb
+        if fp.node_gb > asked:
+            out.append(f"[resources.{kind}] mem_gb = {asked:g} is below the estimated "
+                       f"{fp.node_gb:.1f} GB per node one {kind} stage needs (by "
+                       f"{fp.node_gb - asked:.1f} GB)")
+    return out
+
+
+def as_json(kinds: dict[str, KindFootprint], study, backend: str) -> dict:
+    return {"kinds": {k: {"stages": f.stages, "images": f.images, "bytes": round(f.bytes),
+                          "transient_bytes": round(f.transient_bytes),
+                          "memory_per_node_gb": round(f.node_gb, 2),
+                          **({"gpu_memory_gb": round(f.gpu_gb, 2)} if f.gpu_gb else {})}
+                      for k, f in kinds.items()},
+            "total_bytes": round(sum(f.bytes for f in kinds.values())),
+            "peak_scratch_bytes": round(peak_scratch_bytes(kinds, study)),
+            "memory_warnings": memory_warnings(kinds, study, backend)}

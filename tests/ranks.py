@@ -2,7 +2,6 @@
 multi-rank tests: each rank runs a list of stages in a row, as a local worker
 does, so a launch pays the ~25 s of process start-up (imports, FFCV's numba
 compilation) once for several stages."""
-import hashlib
 import os
 import subprocess
 import sys
@@ -11,9 +10,6 @@ import time
 import pytest
 
 from conftest import ROOT
-
-EXTENSIONS = os.path.expanduser(
-    f"~/.cache/torch_extensions/py-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]}")
 
 # Ranks of a list of stages (ROOT::STUDY::ID ...), as a local worker runs them
 # one after another. Packs and evaluations run on rank 0 only. Mode
@@ -72,11 +68,7 @@ def start(items, world=2, mode="plain", attempt="0", folder=None):
                "DS_ACCELERATOR": "cpu", "RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
                # one rendezvous folder per launch: a port from the last one is stale
-               "SYNSCALE_RENDEZVOUS": str(folder / "rendezvous" / attempt),
-               # DeepSpeed JIT-builds a C++ op at start-up; a build folder of
-               # this interpreter's own, so that another venv's build (another
-               # checkout's tests) does not make every start rebuild it
-               "TORCH_EXTENSIONS_DIR": EXTENSIONS}
+               "SYNSCALE_RENDEZVOUS": str(folder / "rendezvous" / attempt)}
         args = [f"{root}::{study}::{sid}" for root, study, sid in items]
         procs.append(subprocess.Popen([sys.executable, "-c", DRIVER, mode, *args], env=env,
                                       cwd=ROOT, stdout=subprocess.PIPE,

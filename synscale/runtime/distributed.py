@@ -79,6 +79,20 @@ def rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
+def extensions_folder() -> str:
+    """Where DeepSpeed's JIT-built ops go: one folder per Python environment.
+    torch keys the build by name only, so two environments sharing a home
+    directory (two checkouts, a container and a venv on a cluster's shared
+    home) rebuild each other's op at every process start, and array tasks
+    starting together race on the rebuild (seen: ninja interrupted, the
+    training failed). A user's TORCH_EXTENSIONS_DIR wins."""
+    import hashlib
+    import sys
+    default = os.path.expanduser(
+        f"~/.cache/torch_extensions/py-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]}")
+    return os.environ.setdefault("TORCH_EXTENSIONS_DIR", default)
+
+
 def ensure_initialized(device: str = "auto") -> dict:
     """Initialize once; returns the rank, world size, master address and the
     device used. `device` (auto | cuda | cpu, runtime/device.py) picks the
@@ -104,6 +118,7 @@ def ensure_initialized(device: str = "auto") -> dict:
         os.environ["MASTER_PORT"] = str(store.port)  # read by libraries that look
         import logging
 
+        extensions_folder()  # before deepspeed builds its shm op at init
         import deepspeed
         from deepspeed.utils import logger as ds_logger
 

@@ -15,9 +15,12 @@ from synscale.plan import state
 
 pytestmark = pytest.mark.slow
 
-# real data only: one pack, three trainings run one at a time, three evaluations
+# real data only: one pack, three trainings run one at a time, three evaluations.
+# 1500 steps (~12 s at 8 ms a step on an idle 2-core machine): each training
+# must still be running when the test kills or cancels it; 500 was too few
+# once the machine had nothing else to do (the second training finished first)
 SERIAL = {'sources = ["real", "synthetic"]': 'sources = ["real"]',
-          "max_steps = 40": "max_steps = 500", "min_steps = 20": "min_steps = 500",
+          "max_steps = 40": "max_steps = 1500", "min_steps = 20": "min_steps = 1500",
           "[backend]": "[resources.train]\nmax_parallel = 1\n\n[backend]"}
 
 
@@ -228,7 +231,9 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
     study = small_study("lostnode", **{
         'sources = ["real", "synthetic"]': 'sources = ["real"]',
         "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
-        "max_steps = 40": "max_steps = 8000", "min_steps = 20": "min_steps = 8000"})
+        # the requeued attempt must outlast SlurmdTimeout (60 s) after its node is
+        # lost: 20000 steps (~140 s); 8000 finished first on an idle machine
+        "max_steps = 40": "max_steps = 20000", "min_steps = 20": "min_steps = 20000"})
     launch(study, tmp_path)
     run = tmp_path / "lostnode"
     records = state.read_json(run / "slurm/submissions.json")["stages"]

@@ -10,8 +10,14 @@ STAMP := $(VENV)/.installed
 demo: install
 	$(PY) -m synscale.launch studies/digits_sweep.toml
 
+# Two xdist workers: about half the serial suite's time is waiting (on Slurm's
+# scheduler, on timeouts the fault tests provoke), so the Slurm tests run one
+# after another in one worker (xdist_group "slurm": one cluster) while the
+# other runs the CPU-bound ones; the memory-heavy tests share a group too.
+TEST_WORKERS ?= 2
+
 test: install slurm
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # A real single-machine Slurm for the integration tests (root installs and
 # starts it; without root those tests say so and skip).

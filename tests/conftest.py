@@ -116,16 +116,32 @@ def class_folders(root, names, per_class, seed=0):
 
 
 # Figures the tests measure (sizes, memory, seconds), printed together at the
-# end of the run, so that `make test` shows them without -s.
-FIGURES: list[str] = []
+# end of the run, so that `make test` shows them without -s. The suite runs in
+# pytest-xdist workers (Makefile), so they go through a file the controller
+# names: workers inherit its environment.
+FIGURES_ENV = "SYNSCALE_TEST_FIGURES"
+
+
+def pytest_configure(config):
+    if FIGURES_ENV not in os.environ:  # the controller (or a run without xdist)
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix="synscale-figures-", suffix=".txt")
+        os.close(fd)
+        os.environ[FIGURES_ENV] = path
 
 
 def record_figure(line: str) -> None:
-    FIGURES.append(line)
+    with open(os.environ[FIGURES_ENV], "a") as f:
+        f.write(line.replace("\n", " ") + "\n")
 
 
 def pytest_terminal_summary(terminalreporter):
-    if FIGURES:
+    path = Path(os.environ.get(FIGURES_ENV, ""))
+    if not path.is_file() or hasattr(terminalreporter.config, "workerinput"):
+        return
+    lines = path.read_text().splitlines()
+    path.unlink()
+    if lines:
         terminalreporter.section("figures measured by the tests")
-        for line in FIGURES:
+        for line in lines:
             terminalreporter.write_line(line)

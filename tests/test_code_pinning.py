@@ -154,6 +154,7 @@ def test_after_submission_reports_and_records(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("slurm")
 def test_queued_stage_runs_the_code_it_was_submitted_with(small_study, tmp_path):
     """Launch from a checkout of its own, hold the trainings, edit the
     checkout's training runner to leave a mark, relaunch, release: the

@@ -13,7 +13,8 @@ from conftest import run_module
 from test_slurm import cluster, finished_with_results, status
 from synscale.plan import state
 
-pytestmark = pytest.mark.slow
+# one Slurm for the whole suite: these run one after another in one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 # real data only: one pack, three trainings run one at a time, three evaluations.
 # 1500 steps (~12 s at 8 ms a step on an idle 2-core machine): each training

@@ -23,7 +23,8 @@ from conftest import class_folders, record_figure
 from ranks import finish, start, wait_for
 from synscale.plan import state
 
-pytestmark = pytest.mark.slow
+# up to ~19 GB resident (ranks of CLIP-L, IF's T5-XXL): one at a time, in one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("memory")]
 
 WNIDS = ("n01440764", "n01443537")  # tench, goldfish
 

@@ -13,7 +13,8 @@ from conftest import ROOT, at_second_shard, run_module
 from synscale.plan import state
 from synscale.plan.graph import Plan
 
-pytestmark = pytest.mark.slow
+# one Slurm for the whole suite: these run one after another in one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 CLUSTER = ROOT / "slurm" / "local-cluster.sh"
 
 

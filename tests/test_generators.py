@@ -2,6 +2,7 @@
 checkpoint, through the real generate stage on the CPU."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,29 @@ def test_safety_checker_flags_are_stored_per_image(tmp_path):
     flags = np.concatenate([np.load(p)["nsfw"] for p in sorted(folder.glob("shard-*.npz"))])
     assert flags.tolist() == [True] * 6
     assert state.read_json(folder / "manifest.json")["pipeline"]["safety_checker"] is True
+
+
+def test_footprint_counts_the_parameters_a_render_loads_from_the_files(checkpoints):
+    import diffusers
+    import torch
+
+    from synscale.plan import footprint
+
+    def loaded(pipe):
+        return sum(p.numel() for m in pipe.components.values()
+                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+
+    sd = diffusers.StableDiffusionPipeline.from_pretrained(checkpoints["sd"])
+    assert footprint.generator_params({"generator": "stable-diffusion",
+                                       "weights": checkpoints["sd"]}) == loaded(sd)
+    stage1 = diffusers.IFPipeline.from_pretrained(checkpoints["if"][0], watermarker=None)
+    stage2 = diffusers.IFSuperResolutionPipeline.from_pretrained(
+        checkpoints["if"][1], text_encoder=None, tokenizer=None, watermarker=None)
+    assert footprint.generator_params({"generator": "imagen", "weights": checkpoints["if"]}) \
+        == loaded(stage1) + loaded(stage2)
+    # stage II's folder has a text encoder of its own, which the render leaves out
+    from synscale.generators.weights import parameter_count
+    assert parameter_count(Path(checkpoints["if"][1])) > loaded(stage2)
+    # weights that are not here: the table's figure for the usual checkpoint
+    assert footprint.generator_params({"generator": "muse", "weights": "nobody/absent"}) \
+        == footprint.GENERATOR_PARAMS["muse"]

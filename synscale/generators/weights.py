@@ -4,6 +4,7 @@ nodes and run on compute nodes that often have no network, so a missing
 checkpoint must be an error before anything is submitted."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -31,3 +32,18 @@ def resolve(ref: str) -> Path:
             f"{ref}: not in the Hugging Face cache ({HF_HUB_CACHE}); {hint}download it on a "
             f"machine with network (huggingface-cli download {ref}) or give a local folder"
         ) from e
+
+
+def parameter_count(folder: Path, skip: tuple[str, ...] = ()) -> int:
+    """Parameters in a saved pipeline's safetensors files, from their headers
+    alone (no tensor is read): what a render will hold in memory. Component
+    folders named in `skip` (one the loader leaves out) are not counted."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in sorted(Path(folder).rglob("*.safetensors")):
+        if set(f.relative_to(folder).parts[:-1]) & set(skip):
+            continue
+        with safe_open(str(f), framework="np") as st:
+            total += sum(math.prod(st.get_slice(key).get_shape()) for key in st.keys())
+    return total

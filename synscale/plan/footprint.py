@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -40,7 +41,8 @@ SHARD_OVERHEAD, META_BYTES = 3000, 250
 # native output side of each generator's usual checkpoint ([generate] resolution overrides):
 # SD 1.5, IF stage II, aMUSEd-256
 NATIVE_SIDE = {"embedded-ddpm": 8, "stable-diffusion": 512, "imagen": 256, "muse": 256}
-# parameters of those checkpoints, every part a render loads: SD 1.5 (UNet 860M, VAE 84M,
+# parameters of those checkpoints, every part a render loads, for weights that are not on
+# this machine (a study's own are counted: generator_params): SD 1.5 (UNet 860M, VAE 84M,
 # CLIP text 123M); IF-I-XL 4.3B + IF-II-L 1.2B + T5-XXL encoder 4.8B; aMUSEd-256 ~0.8B
 GENERATOR_PARAMS = {"embedded-ddpm": 0.0, "stable-diffusion": 1.07e9, "imagen": 10.3e9,
                     "muse": 0.8e9}
@@ -85,8 +87,30 @@ def _generate(fp: KindFootprint, spec: dict, gpu: bool) -> None:
     shards = (hi - lo) * -(-spec["images_per_class"] // spec["batch_size"])
     fp.images += n
     fp.bytes += n * (image_bytes(spec) + META_BYTES) + shards * SHARD_OVERHEAD
-    weights = GENERATOR_PARAMS[spec["generator"]] * PRECISION_BYTES[spec.get("precision", "fp32")]
+    weights = generator_params(spec) * PRECISION_BYTES[spec.get("precision", "fp32")]
     fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + weights / GB)
+
+
+def generator_params(spec: dict) -> float:
+    """Parameters a render loads: counted from the study's checkpoint files
+    when they are here (safetensors headers only), else the table's figure."""
+    if spec["generator"] == "embedded-ddpm":
+        return GENERATOR_PARAMS["embedded-ddpm"]
+    refs = spec["weights"]
+    return _counted(tuple([refs] if isinstance(refs, str) else refs)) \
+        or GENERATOR_PARAMS[spec["generator"]]
+
+
+@lru_cache(maxsize=None)
+def _counted(refs: tuple[str, ...]) -> int:
+    from synscale.generators.weights import WeightsError, parameter_count, resolve
+    try:
+        # a cascade's later stages reuse the first one's text embeddings
+        # (generators/imagen.py loads them without their text encoder)
+        return sum(parameter_count(resolve(r), skip=("text_encoder",) if i else ())
+                   for i, r in enumerate(refs))
+    except (WeightsError, OSError):
+        return 0
 
 
 def _pack(fp: KindFootprint, spec: dict, rows: int, gen_bytes_per_image: float,

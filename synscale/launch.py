@@ -90,12 +90,13 @@ def _over_scratch(study, kinds) -> str | None:
 def _print_footprint(console: Console, study, kinds, backend: str) -> None:
     from synscale.study.schema import Resources
     t = Table(title="footprint (estimates: README, \"What a study occupies\")")
-    for col in ("kind", "stages", "images", "on disk", "while running", "memory/node",
+    for col in ("kind", "stages", "images", "files", "on disk", "while running", "memory/node",
                 "mem_gb asked"):
         t.add_column(col, justify="left" if col == "kind" else "right")
     for kind, f in kinds.items():
         asked = (study.resources.get(kind) or Resources()).mem_gb
         t.add_row(kind, f"{f.stages:,}", f"{f.images:,}" if f.images else "",
+                  f"{f.files:,}" if f.files else "",
                   _size(f.bytes), _size(f.transient_bytes) if f.transient_bytes else "",
                   f"{f.node_gb:.1f} GB" + (f" (GPU {f.gpu_gb:.1f})" if f.gpu_gb else ""),
                   f"{asked:g} GB" if backend == "slurm" else "")

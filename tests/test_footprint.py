@@ -58,6 +58,9 @@ def test_imagen_sweep_footprint_per_kind(tmp_path):
     assert k["generate"]["bytes"] == pytest.approx(96e6 * 256 * 256 * 3.5 / 8, rel=0.02)
     # raw pixels would be 18.9 TB
     assert k["generate"]["bytes"] < 96e6 * 256 * 256 * 3 / 4
+    # shards of 1,000 images: 4 per class and configuration (sampler batches of 64 would
+    # have been 63 files each)
+    assert k["generate"]["files"] == 1000 * 24 * 4 and k["pack"]["files"] == 25
     # 198 ViT-B/16 trainings keep their fp32 weights; two bf16 checkpoints while saving
     params = footprint.model_size({"arch": "vit_base_patch16_224"}, 1000, (3, 224, 224)).params
     assert k["train"]["stages"] == 198 and k["train"]["bytes"] == 198 * 4 * params

@@ -43,3 +43,35 @@ def test_resume_renders_only_missing_shards_bit_identically(tmp_path):
     again = execute(str(tmp_path), stage, {})
     assert again["images_rendered"] == 4  # only the two lost shards (2 images each)
     assert {p.name: p.read_bytes() for p in folder.glob("shard-*.npz")} == before
+
+
+def test_shards_gather_several_batches_and_a_crash_keeps_the_batches_rendered(tmp_path,
+                                                                               monkeypatch):
+    import pytest
+
+    from synscale.data import shards
+    spec = {**SPEC, "batch_size": 2, "shard_images": 5}  # per class: [0, 5) in 3 batches, [5, 6)
+    whole = execute(str(tmp_path / "whole"), Stage("g", "generate", spec), {})
+    assert whole["images_rendered"] == 12 and whole["shards"] == 4
+    folder = tmp_path / "whole/stages/generate/g"
+    assert sorted(p.name for p in folder.glob("*.npz")) == [
+        "shard-00002-0000000.npz", "shard-00002-0000005.npz",
+        "shard-00003-0000000.npz", "shard-00003-0000005.npz"]
+    assert [len(shards.Shard(p)) for p in sorted(folder.glob("*.npz"))] == [5, 1, 5, 1]
+    assert read_generated(folder)["indices"].tolist() == list(range(6)) * 2
+
+    # killed as the first shard's three batches are to become the shard
+    real_merge = shards.merge
+    monkeypatch.setattr(shards, "merge", lambda parts, path: (_ for _ in ()).throw(
+        RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        execute(str(tmp_path / "killed"), Stage("g", "generate", spec), {})
+    killed = tmp_path / "killed/stages/generate/g"
+    assert sorted(p.name for p in killed.glob("*.npz")) == [
+        "part-00002-0000000.npz", "part-00002-0000002.npz", "part-00002-0000004.npz"]
+    monkeypatch.setattr(shards, "merge", real_merge)
+    again = execute(str(tmp_path / "killed"), Stage("g", "generate", spec), {})
+    assert again["images_rendered"] == 12 - 5  # the three batches rendered before were kept
+    assert not list(killed.glob("part-*"))
+    for p in folder.glob("*.npz"):
+        assert (killed / p.name).read_bytes() == p.read_bytes()  # bit-identical shards

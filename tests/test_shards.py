@@ -61,6 +61,37 @@ def test_one_image_decodes_from_its_own_bytes(tmp_path):
     assert list(shard.meta("indices")) == [0, 1, 2, 3, 4]
 
 
+def test_an_image_is_read_from_its_own_bytes_alone_and_merges_keep_them(tmp_path, monkeypatch):
+    images = _rgb(7)
+    parts = [tmp_path / "p0.npz", tmp_path / "p1.npz"]
+    shards.write(parts[0], images[:4], _meta(0, 4), "jpeg", 95)
+    shards.write(parts[1], images[4:], _meta(0, 3, start=4), "jpeg", 95)
+    single = tmp_path / "single.npz"
+    shards.write(single, images, _meta(0, 7), "jpeg", 95)
+    merged = tmp_path / "merged.npz"
+    shards.merge(parts, merged)
+    assert not any(p.exists() for p in parts)
+    # the same file as writing the seven images at once
+    assert merged.read_bytes() == single.read_bytes()
+    shard = shards.Shard(merged)
+    reads = []
+    real_open = open
+
+    def counting_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if str(path) == str(merged):
+            real_read = f.read
+            f.read = lambda n=-1: reads.append(n) or real_read(n)
+        return f
+    monkeypatch.setattr("builtins.open", counting_open)
+    monkeypatch.setattr(np, "load", None)  # no whole-array read
+    got = shard.image(5)
+    monkeypatch.undo()
+    assert np.array_equal(got, shards.Shard(single).image(5))
+    size = int(shard.offsets[6] - shard.offsets[5])
+    assert size in reads and sum(r for r in reads if r > 0) < size + 200  # its bytes, a header
+
+
 def _stage(folder, classes, per_class, batch, seed):
     """A finished generate stage's folder, as generate.run leaves it."""
     from synscale.stages.generate import shard_path, shard_plan

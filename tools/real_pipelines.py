@@ -232,7 +232,6 @@ def write_study(name: str, root: Path, weights, precision: str) -> Path:
 
 
 def _stage_here(study: str, kind: str, root: str) -> dict:
-    from synscale.plan.graph import Stage  # noqa: F401  (the plan's own types)
     from synscale.runtime.harness import execute
     from synscale.study.expand import expand
     from synscale.study.load import load_study

@@ -1,8 +1,10 @@
 """Generated images on disk: shards of encoded images with their metadata.
 
-A shard is one sampler batch of one class, an uncompressed .npz holding
+A shard is up to `[generate] shard_images` consecutive images of one class
+(several sampler batches), an uncompressed .npz holding
 - `encoded` (the images' encoded bytes, end to end) and `offsets` (where
-  each starts, one more than images), so one image decodes without the rest;
+  each starts, one more than images), so one image is read and decoded
+  without the rest: a reader seeks to its bytes inside the file;
 - `encoding`, `image_shape`, `image_dtype`: how to get the array back;
 - the per-image metadata the generate stage records (labels, indices, seeds,
   prompts, ...), which readers may take without touching an image.
@@ -14,13 +16,15 @@ float32 (PNG's own compression), lossless and bit-identical. Encoders are
 deterministic for a given library version (`codec_versions` goes into the
 generate manifest), so a re-rendered shard has the same bytes.
 
-At ImageNet scale this is what keeps scratch and memory bounded: JPEG 95 of
-a 256 px image is ~25-40 kB against 196 kB raw, and a reader holds one
-shard's encoded bytes (batch_size images) and decodes one image at a time.
+At ImageNet scale this is what keeps scratch, files and memory bounded: JPEG
+95 of a 256 px image is ~25-40 kB against 196 kB raw, a shard of 1,000 of
+them is one file of ~35 MB, and a reader holds one image's bytes at a time.
 """
 from __future__ import annotations
 
 import io
+import struct
+import zipfile
 import zlib
 from functools import lru_cache
 from pathlib import Path
@@ -85,16 +89,57 @@ def write(path: Path, images: np.ndarray, meta: dict, image_format: str, quality
     encoding = encoding_for(image_format, images.dtype)
     blobs = [encode(im, encoding, quality) for im in images]
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    return _save(path, np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets, encoding,
+                 images.shape[1:], images.dtype, meta)
+
+
+def _save(path: Path, encoded, offsets, encoding: str, shape, dtype, meta: dict) -> int:
     with state.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, encoded=np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets=offsets,
-                     encoding=np.array(encoding), image_shape=np.array(images.shape[1:]),
-                     image_dtype=np.array(images.dtype.str), **meta)
+            np.savez(f, encoded=encoded, offsets=offsets, encoding=np.array(encoding),
+                     image_shape=np.array(shape), image_dtype=np.array(np.dtype(dtype).str),
+                     **meta)
     return path.stat().st_size
 
 
+def merge(parts: list[Path], path: Path) -> int:
+    """One shard at `path` (atomically) holding the parts' images and metadata
+    in order; the parts are deleted after. Its size in bytes."""
+    shards = [Shard(p) for p in parts]
+    first = shards[0]
+    encoded = np.concatenate([sh.encoded() for sh in shards])
+    starts = np.cumsum([0] + [int(sh.offsets[-1]) for sh in shards])  # each part's, and the end
+    offsets = np.concatenate([sh.offsets[:-1] + s for sh, s in zip(shards, starts)]
+                             + [starts[-1:]]).astype(np.int64)
+    meta = {key: np.concatenate([sh.meta(key) for sh in shards]) for key in first.files
+            if key not in ("encoding", "image_shape", "image_dtype")}
+    size = _save(path, encoded, offsets, first.encoding, first.shape, first.dtype, meta)
+    for p in parts:
+        p.unlink()
+    return size
+
+
+def _member_start(path: Path, name: str) -> int:
+    """Where the data of array `name` starts in an uncompressed .npz: after its
+    zip local header and its .npy header."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(name + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{path}: {name} is compressed; shards are written uncompressed")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        name_len, extra_len = struct.unpack("<HH", f.read(30)[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}[version]
+        read_header(f)
+        return f.tell()
+
+
 class Shard:
-    """One shard, read lazily: metadata arrays by name, images one by one."""
+    """One shard, read lazily: metadata arrays by name, images one by one
+    (each image's bytes read from the file alone)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -104,21 +149,27 @@ class Shard:
             self.shape = tuple(int(x) for x in z["image_shape"])
             self.dtype = np.dtype(str(z["image_dtype"]))
             self.offsets = z["offsets"]
-        self._encoded = None
+        self._start = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def meta(self, key: str) -> np.ndarray:
+        return _metas(self.path, [key])[key]
+
+    def encoded(self) -> np.ndarray:
         with np.load(self.path) as z:
-            return z[key]
+            return z["encoded"]
 
     def image(self, i: int) -> np.ndarray:
-        if self._encoded is None:
-            with np.load(self.path) as z:
-                self._encoded = z["encoded"]
-        return decode(self._encoded[self.offsets[i]:self.offsets[i + 1]].tobytes(),
-                      self.encoding, self.shape, self.dtype)
+        if self._start is None:
+            self._start = _member_start(self.path, "encoded")
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        # a read of its own (no shared file position: FFCV's writer forks)
+        with open(self.path, "rb") as f:
+            f.seek(self._start + lo)
+            data = f.read(hi - lo)
+        return decode(data, self.encoding, self.shape, self.dtype)
 
     def images(self) -> np.ndarray:
         return np.stack([self.image(i) for i in range(len(self))])
@@ -137,18 +188,19 @@ def meta_of(folders, key: str) -> np.ndarray:
 
 class Rows:
     """Every image of some generate stages as rows sorted by (class, index),
-    decoded on demand. Holds per-row locations (a few bytes per image) and,
-    per process, the encoded bytes of the one shard last read: a reader that
-    walks rows in order (FFCV's writer workers take consecutive chunks) reads
-    each shard about once, with memory independent of the row count."""
+    decoded on demand. Holds per-row locations (16 bytes per image) and, per
+    process, the header of the one shard last read: memory independent of the
+    row count and of the shard size."""
 
     def __init__(self, folders):
         self.files = [p for f in folders for p in paths(f)]
-        labels, where = [], []
+        labels, where, self.keys = [], [], []
         for k, p in enumerate(self.files):
             with np.load(p) as z:
                 n = len(z["offsets"]) - 1
                 labels.append(z["labels"])
+                if k == 0:  # the metadata every shard of these stages holds
+                    self.keys = [f for f in z.files if f not in ("encoded", "offsets")]
             where.append(np.stack([np.full(n, k), np.arange(n)], axis=1))
         labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
         order = np.argsort(labels, kind="stable")
@@ -165,7 +217,20 @@ class Rows:
 
     def meta(self, key: str) -> np.ndarray:
         """A metadata array aligned with the rows."""
-        return np.concatenate([Shard(p).meta(key) for p in self.files])[self.order]
+        return self.metas([key])[key]
+
+    def metas(self, keys) -> dict[str, np.ndarray]:
+        """Metadata arrays aligned with the rows, each shard opened once."""
+        keys = list(keys)
+        if not self.files:
+            return {k: np.zeros(0) for k in keys}
+        parts = [_metas(p, keys) for p in self.files]
+        return {k: np.concatenate([m[k] for m in parts])[self.order] for k in keys}
+
+
+def _metas(path: Path, keys) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in keys}
 
 
 @lru_cache(maxsize=1)

@@ -59,6 +59,7 @@ class KindFootprint:
     images: int = 0
     bytes: float = 0.0          # what its finished stages keep on disk
     transient_bytes: float = 0.0  # more, while one stage runs (checkpoints)
+    files: int = 0              # image files kept: shards, .beton files (inode quotas)
     node_gb: float = 0.0        # host memory per node of one stage (the largest), as mem_gb
     gpu_gb: float = 0.0         # trainings on GPUs: memory per GPU
     notes: list = field(default_factory=list)
@@ -84,8 +85,10 @@ def image_bytes(spec: dict) -> float:
 def _generate(fp: KindFootprint, spec: dict, gpu: bool) -> None:
     lo, hi = spec["classes"]
     n = (hi - lo) * spec["images_per_class"]
-    shards = (hi - lo) * -(-spec["images_per_class"] // spec["batch_size"])
+    shards = (hi - lo) * -(-spec["images_per_class"] // spec.get("shard_images",
+                                                                 spec["batch_size"]))
     fp.images += n
+    fp.files += shards
     fp.bytes += n * (image_bytes(spec) + META_BYTES) + shards * SHARD_OVERHEAD
     weights = generator_params(spec) * PRECISION_BYTES[spec.get("precision", "fp32")]
     fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + weights / GB)
@@ -113,18 +116,18 @@ def _counted(refs: tuple[str, ...]) -> int:
         return 0
 
 
-def _pack(fp: KindFootprint, spec: dict, rows: int, gen_bytes_per_image: float,
-          batch: int, workers: int) -> None:
+def _pack(fp: KindFootprint, spec: dict, rows: int, source_side: int | None,
+          workers: int) -> None:
+    """`source_side`: the generated images' side (a pack does not upscale them)."""
     fp.images += rows
+    fp.files += 1
     if spec["data"]["dataset"] == "digits":
         fp.bytes += rows * (4 * 64 + 16)
     else:
-        side = min(int(round(spec["resolution"] / 0.875)),
-                   spec.get("_source_side") or 10**9)
+        side = min(int(round(spec["resolution"] / 0.875)), source_side or 10**9)
         fp.bytes += rows * side * side * BETON_BITS_PER_PIXEL / 8
-    # the writer's workers each hold one shard's encoded bytes
-    fp.node_gb = max(fp.node_gb, PACK_GB + rows * PACK_BYTES_PER_ROW / GB
-                     + workers * (batch * gen_bytes_per_image / GB + 0.06))
+    # each of the writer's workers holds one image's bytes and FFCV's buffers
+    fp.node_gb = max(fp.node_gb, PACK_GB + rows * PACK_BYTES_PER_ROW / GB + workers * 0.06)
 
 
 @dataclass(frozen=True)
@@ -245,11 +248,10 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
                 g = inputs[0].spec
                 rows = sum((x.spec["classes"][1] - x.spec["classes"][0]) *
                            x.spec["images_per_class"] for x in inputs)
-                spec = {**s.spec, "_source_side": image_side(g)}
-                _pack(fp, spec, rows, image_bytes(g), g["batch_size"], res("pack").cpus)
+                _pack(fp, s.spec, rows, image_side(g), res("pack").cpus)
             else:
                 rows = _real_rows(study, s.spec)
-                _pack(fp, s.spec, rows, 0.0, 0, res("pack").cpus)
+                _pack(fp, s.spec, rows, None, res("pack").cpus)
         elif s.kind == "train":
             key = repr(sorted(s.spec["model"].items()))
             if key not in sizes:
@@ -305,7 +307,7 @@ def memory_warnings(kinds: dict[str, KindFootprint], study, backend: str) -> lis
 
 def as_json(kinds: dict[str, KindFootprint], study, backend: str) -> dict:
     return {"kinds": {k: {"stages": f.stages, "images": f.images, "bytes": round(f.bytes),
-                          "transient_bytes": round(f.transient_bytes),
+                          "transient_bytes": round(f.transient_bytes), "files": f.files,
                           "memory_per_node_gb": round(f.node_gb, 2),
                           **({"gpu_memory_gb": round(f.gpu_gb, 2)} if f.gpu_gb else {})}
                       for k, f in kinds.items()},

@@ -1,14 +1,18 @@
 """Generate: render a class range of one generation config into shards.
 
-A shard is one sampler batch of one class, written atomically as
-`shard-<class>-<first index>.npz`: the images encoded in the study's
-`image_format` (data/shards.py) with their per-image metadata (class,
-prompt, seed, guidance, generator, steps, resolution, and the safety
+A shard is up to `shard_images` consecutive images of one class, written
+atomically as `shard-<class>-<first index>.npz`: the images encoded in the
+study's `image_format` (data/shards.py) with their per-image metadata
+(class, prompt, seed, guidance, generator, steps, resolution, the safety
 checker's flag where the pipeline has one, and the scores the study asks
-for: generators/scores.py). A rerun after a
-crash keeps finished shards and renders only the missing ones; each image's
-seed comes from (study seed, class, index), so a re-rendered shard is
-bit-identical to the one that was lost.
+for: generators/scores.py). The sampler renders `batch_size` images at a
+time; each batch of a shard still being filled is written as a part
+(`part-<class>-<first index>.npz`, atomically), and the parts become the
+shard once all are there. Files stay few (at ImageNet scale a shard of
+1,000 images is one file where batches of 64 were 16), and a crash loses at
+most one batch: a rerun keeps finished shards and parts and renders only
+the missing batches. Each image's seed comes from (study seed, class,
+index), so a re-rendered shard is bit-identical to the one that was lost.
 """
 from __future__ import annotations
 
@@ -25,17 +29,27 @@ from synscale.generators.scores import Scorer
 from synscale.prompts.classes import of_data
 from synscale.prompts.strategies import pick
 
-VERSION = "3"  # 2: prompts from the prompt strategies, per-image metadata; 3: encoded images
+VERSION = "4"  # 2: prompts from the prompt strategies, per-image metadata; 3: encoded images;
+# 4: shards of shard_images images, filled by several sampler batches
 
 
-def shard_plan(classes: tuple[int, int], per_class: int, batch: int) -> list[tuple[int, int, int]]:
+def shard_plan(classes: tuple[int, int], per_class: int, size: int) -> list[tuple[int, int, int]]:
     """(class, first index, count) for every shard of this stage."""
-    return [(c, start, min(batch, per_class - start))
-            for c in range(*classes) for start in range(0, per_class, batch)]
+    return [(c, start, min(size, per_class - start))
+            for c in range(*classes) for start in range(0, per_class, size)]
 
 
 def shard_path(folder: Path, c: int, start: int) -> Path:
     return Path(folder) / f"shard-{c:05d}-{start:07d}.npz"
+
+
+def part_path(folder: Path, c: int, start: int) -> Path:
+    return Path(folder) / f"part-{c:05d}-{start:07d}.npz"
+
+
+def batches(start: int, count: int, batch: int) -> list[tuple[int, int]]:
+    """(first index, count) of each sampler batch of a shard."""
+    return [(b, min(batch, start + count - b)) for b in range(start, start + count, batch)]
 
 
 def _renderer(spec: dict):
@@ -76,7 +90,9 @@ def run(ctx) -> dict:
     lo, hi = spec["classes"]
     classes = of_data(spec["data"])[lo:hi]
     pools = _prompt_pools(ctx, classes)
-    plan = shard_plan((lo, hi), spec["images_per_class"], spec["batch_size"])
+    # specs from before shard_images: a shard was one batch
+    plan = shard_plan((lo, hi), spec["images_per_class"],
+                      spec.get("shard_images", spec["batch_size"]))
     renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
     rendered, flagged, render_seconds = 0, 0, 0.0
     image_format, quality = spec.get("image_format", "png"), spec.get("image_quality", 95)
@@ -84,29 +100,39 @@ def run(ctx) -> dict:
         path = shard_path(ctx.dir, c, start)
         if path.exists():
             continue
-        renderer = renderer or _renderer(spec)
-        indices = np.arange(start, start + count)
-        seeds = [image_seed(spec["seed"], c, int(i)) for i in indices]
-        prompts = [pick(pools.prompts[c], spec["seed"], c, int(i)) for i in indices]
-        started = time.perf_counter()
-        images, flags = renderer.render(np.full(count, c), prompts, seeds, spec["guidance"],
-                                        spec["steps"])
-        render_seconds += time.perf_counter() - started
-        meta = {"labels": np.full(count, c), "indices": indices,
-                "seeds": np.array(seeds, dtype=np.int64), "prompts": np.array(prompts),
-                "guidance": np.full(count, float(spec["guidance"])),
-                "generator": np.array([spec["generator"]] * count),
-                "steps": np.full(count, spec["steps"]),
-                "resolution": np.full(count, images.shape[-2])}
-        if flags is not None:
-            meta["nsfw"] = flags
-            flagged += int(flags.sum())
-        if spec.get("scores"):
-            scorer = scorer or Scorer(spec)
-            meta.update(scorer(images, meta["labels"], prompts))
-        shards.write(path, images, meta, image_format, quality)
-        rendered += count
+        pieces = batches(start, count, spec["batch_size"])
+        parts = [path] if len(pieces) == 1 else [part_path(ctx.dir, c, b) for b, _ in pieces]
+        for (b, n), part in zip(pieces, parts):
+            if part.exists():  # rendered before a crash
+                continue
+            renderer = renderer or _renderer(spec)
+            indices = np.arange(b, b + n)
+            seeds = [image_seed(spec["seed"], c, int(i)) for i in indices]
+            prompts = [pick(pools.prompts[c], spec["seed"], c, int(i)) for i in indices]
+            started = time.perf_counter()
+            images, flags = renderer.render(np.full(n, c), prompts, seeds, spec["guidance"],
+                                            spec["steps"])
+            render_seconds += time.perf_counter() - started
+            meta = {"labels": np.full(n, c), "indices": indices,
+                    "seeds": np.array(seeds, dtype=np.int64), "prompts": np.array(prompts),
+                    "guidance": np.full(n, float(spec["guidance"])),
+                    "generator": np.array([spec["generator"]] * n),
+                    "steps": np.full(n, spec["steps"]),
+                    "resolution": np.full(n, images.shape[-2])}
+            if flags is not None:
+                meta["nsfw"] = flags
+                flagged += int(flags.sum())
+            if spec.get("scores"):
+                scorer = scorer or Scorer(spec)
+                meta.update(scorer(images, meta["labels"], prompts))
+            shards.write(part, images, meta, image_format, quality)
+            rendered += n
+        if parts != [path]:
+            shards.merge(parts, path)
         ctx.log.info("shard class %d [%d, %d) written", c, start, start + count)
+    # parts left by a kill between a merge and their deletion
+    for stale in ctx.dir.glob("part-*.npz"):
+        stale.unlink()
     per_class = {c.index: sorted({pick(pools.prompts[c.index], spec["seed"], c.index, i)
                                   for i in range(spec["images_per_class"])}) for c in classes}
     import torch

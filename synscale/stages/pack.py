@@ -22,6 +22,10 @@ from synscale.plan import state
 VERSION = "2"  # 2: per-row scores (scores.npz) for curation
 
 
+# what a generate stage may store per image for curation (generators/scores.py)
+SCORE_KEYS = ("recognizability", "clip_score", "nsfw")
+
+
 def _real_pool(data: dict):
     from synscale.data.digits import load_split
     return load_split(data["split_seed"], data["test_per_class"])
@@ -94,9 +98,13 @@ def _run_rgb(ctx) -> dict:
         # decoded one at a time by the writer's workers, in (class, index) order
         items = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
         labels = items.labels
+        # the prompts (as captions) and stored scores, each shard opened once
+        wanted = (["prompts"] if spec.get("captions") else []) + \
+            [k for k in SCORE_KEYS if k in items.keys]
+        meta = items.metas(wanted)
         if spec.get("captions"):
-            captions = [[str(p)] for p in items.meta("prompts")]
-        rows = _row_scores(items)
+            captions = [[str(p)] for p in meta.pop("prompts")]
+        rows = {k: v.astype(float) for k, v in meta.items()}
         if rows:
             write_scores(ctx.dir, rows)
         quality = {("flagged_fraction" if k == "nsfw" else k): float(np.mean(v))
@@ -135,14 +143,6 @@ def _real_captions(spec: dict, labels: np.ndarray, files=None) -> list[list[str]
     first = {int(k): int(np.argmax(labels == k)) for k in np.unique(labels)}
     return [[pick(pools.prompts[int(k)], c["seed"], int(k), i - first[int(k)])]
             for i, k in enumerate(labels)]
-
-
-def _row_scores(rows) -> dict[str, np.ndarray]:
-    """The per-image scores the generate stages stored, aligned with the rows."""
-    from synscale.data.shards import Shard
-    present = set(Shard(rows.files[0]).files) if rows.files else set()
-    return {key: rows.meta(key).astype(float) for key in ("recognizability", "clip_score", "nsfw")
-            if key in present}
 
 
 def _workers(spec: dict) -> int:

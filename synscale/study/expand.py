@@ -124,7 +124,8 @@ def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dic
             for guidance in g.guidance:
                 config = {"generator": generator, "weights": g.weights.get(generator, ""),
                           "prompts": prompts, "guidance": guidance, "scheduler": g.scheduler,
-                          "steps": g.steps, "batch_size": g.batch_size, "seed": s.study.seed,
+                          "steps": g.steps, "batch_size": g.batch_size,
+                          "shard_images": g.shard_images, "seed": s.study.seed,
                           "images_per_class": largest, "data": real,
                           **_render_settings(g, generator), **_storage(g, generator),
                           **_prompt_settings(s, prompts),

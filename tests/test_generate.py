@@ -59,6 +59,10 @@ def test_shards_gather_several_batches_and_a_crash_keeps_the_batches_rendered(tm
         "shard-00003-0000000.npz", "shard-00003-0000005.npz"]
     assert [len(shards.Shard(p)) for p in sorted(folder.glob("*.npz"))] == [5, 1, 5, 1]
     assert read_generated(folder)["indices"].tolist() == list(range(6)) * 2
+    # the same images as one shard per batch (the layout before shard_images)
+    execute(str(tmp_path / "batches"), Stage("g", "generate", {**SPEC, "batch_size": 2}), {})
+    assert np.array_equal(read_generated(tmp_path / "batches/stages/generate/g")["images"],
+                          read_generated(folder)["images"])
 
     # killed as the first shard's three batches are to become the shard
     real_merge = shards.merge

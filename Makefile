@@ -13,11 +13,13 @@ demo: install
 # Two xdist workers: about half the serial suite's time is waiting (on Slurm's
 # scheduler, on timeouts the fault tests provoke), so the Slurm tests run one
 # after another in one worker (xdist_group "slurm": one cluster) while the
-# other runs the CPU-bound ones; the memory-heavy tests share a group too.
+# other runs the CPU-bound ones. The tests marked "memory" (two CLIP-L ranks,
+# IF's T5-XXL: most of a 24 GB machine) run after, alone.
 TEST_WORKERS ?= 2
 
 test: install slurm
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not memory"; first=$$?; \
+	$(PY) -m pytest -q -m memory; exit $$(( first || $$? ))
 
 # A real single-machine Slurm for the integration tests (root installs and
 # starts it; without root those tests say so and skip).

@@ -33,6 +33,47 @@ def test_bootstrap_intervals_cover_the_true_exponent(law, true, noise):
     assert np.median(widths) < 40 * noise + 0.02
 
 
+def test_saturating_law_recovers_its_parameters_from_noisy_points():
+    """L = E + A (D + D0)^-k, 1% noise, two repeats of nine sizes from 4 to
+    1024 (the knee at D0 = 12 inside them): every parameter comes back."""
+    from synscale.analysis.fit import fit_saturating
+    true = {"A": 20.0, "k": 0.6, "E": 0.5, "D0": 12.0}
+    sizes = np.repeat(np.geomspace(4, 1024, 9), 2)
+    clean = true["E"] + true["A"] * (sizes + true["D0"]) ** -true["k"]
+    for draw in range(5):
+        rng = np.random.default_rng(draw)
+        fit = fit_saturating(sizes, clean * np.exp(rng.normal(0, 0.01, sizes.size)))
+        assert fit.params["k"] == pytest.approx(true["k"], rel=0.25)
+        assert fit.params["D0"] == pytest.approx(true["D0"], rel=0.5)
+        assert fit.params["E"] == pytest.approx(true["E"], abs=0.1)
+        assert fit.rmse < 0.015
+        # the curve itself, and its inverse, between the sizes measured
+        assert fit.predict(100.0) == pytest.approx(true["E"] + true["A"] * 112.0 ** -0.6, rel=0.01)
+        assert fit.inverse(fit.predict(100.0)) == pytest.approx(100.0)
+
+
+def test_holdout_band_holds_the_left_out_point_about_95_percent_of_draws():
+    """A known power law with 5% noise, seven sizes of two repeats: leave the
+    largest out, fit the rest, and the measurement falls in the predicted 95%
+    band in close to 95% of 200 draws, and the error is centred."""
+    from synscale.analysis.holdout import holdout
+    sizes = np.repeat([4, 8, 16, 32, 64, 128, 256], 2).astype(float)
+    inside, errors = 0, []
+    for draw in range(200):
+        rng = np.random.default_rng(draw)
+        loss = 3.0 * sizes ** -0.4 * np.exp(rng.normal(0, 0.05, sizes.size))
+        h = holdout(sizes, loss, "power", resamples=60, seed=draw)
+        assert h.size == 256 and h.kept_sizes == 6
+        assert h.band[0] < h.predicted < h.band[1]
+        inside += h.inside
+        errors.append(np.log(h.measured / h.predicted))
+    assert 0.88 <= inside / 200 <= 0.99
+    assert abs(np.mean(errors)) < 0.02
+    # too few sizes for a law: no check rather than a fit through every point
+    assert holdout(sizes[:8], loss[:8], "power") is not None
+    assert holdout(sizes[:8], loss[:8], "saturating") is None
+
+
 def test_a_series_too_short_to_resample_gets_no_interval():
     rows = [{"images_per_class": s, "loss": 2.0 * s ** -0.3} for s in (4, 8, 16, 32)]
     (f,) = fit_series(rows, axes=[], laws=["power"], bootstrap=100)
@@ -71,7 +112,7 @@ def test_fit_curves_fits_a_csv_per_group_with_intervals(tmp_path):
     # a column that is not there, an unknown law, chinchilla without --n: exit 2, nothing fitted
     for args, message in ((["--x", "size"], "--x size: not a column; columns: source, n, loss"),
                           (["--law", "cubic"], "--law cubic: unknown; allowed: power, "
-                                               "power+offset, chinchilla"),
+                                               "power+offset, saturating, chinchilla"),
                           (["--law", "chinchilla"], "name the model-size column with --n")):
         base = {"--law": "power", "--x": "n", "--y": "loss"}
         base.update(dict(zip(args[::2], args[1::2])))
@@ -123,8 +164,11 @@ def test_run_analysis_fits_l_of_n_and_d_and_splits_compute(tmp_path):
     out = analyze_rows(rows, tmp_path, settings, rule, class_names=[f"c{i}" for i in range(10)])
     assert out["fitted"] == 3
     doc = json.loads((tmp_path / "fits.json").read_text())
-    assert doc["schema"] == 2 and doc["lead_law"] == "power"
-    assert set(doc["series"][0]["fits"]) == {"power", "power+offset"}
+    assert doc["schema"] == 3 and doc["lead_law"] == "power"
+    assert set(doc["series"][0]["fits"]) == {"power", "power+offset", "saturating"}
+    # six sizes: each law's check of the largest one, left out
+    assert len(doc["holdout"]) == 3 and all(c["size"] == 128 for c in doc["holdout"])
+    assert set(doc["holdout"][0]["checks"]) == {"power", "power+offset", "saturating"}
     (size_fit,) = doc["model_size"]
     assert size_fit["params"]["alpha"] == pytest.approx(0.3, abs=0.05)
     assert size_fit["params"]["beta"] == pytest.approx(0.4, abs=0.05)
@@ -138,4 +182,5 @@ def test_run_analysis_fits_l_of_n_and_d_and_splits_compute(tmp_path):
     assert all(sum(p["counts"].values()) == 10 for p in per_class)
     md = (tmp_path / "summary.md").read_text()
     assert "Compute-optimal split" in md and "Classes by how they scale" in md
+    assert "How far the law holds" in md
     assert (tmp_path / "plots/per_class.png").stat().st_size > 0

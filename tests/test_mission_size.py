@@ -23,8 +23,8 @@ from conftest import class_folders, record_figure
 from ranks import finish, start, wait_for
 from synscale.plan import state
 
-# up to ~19 GB resident (ranks of CLIP-L, IF's T5-XXL): one at a time, in one xdist worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("memory")]
+# two CLIP-L ranks hold ~18.4 GB: make test runs these alone, after the rest
+pytestmark = [pytest.mark.slow, pytest.mark.memory]
 
 WNIDS = ("n01440764", "n01443537")  # tench, goldfish
 

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import record_figure, run_tool
 
-# up to ~19 GB resident (ranks of CLIP-L, IF's T5-XXL): one at a time, in one xdist worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("memory")]
+pytestmark = pytest.mark.slow
 
 
 def test_twenty_thousand_256px_images_pack_in_bounded_memory():

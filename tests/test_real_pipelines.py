@@ -10,8 +10,8 @@ import pytest
 
 from conftest import record_figure, run_tool
 
-# IF's render holds ~12.6 GB: one at a time with the other memory-heavy tests
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("memory")]
+# IF's render holds ~12.6 GB: make test runs these alone, after the rest
+pytestmark = [pytest.mark.slow, pytest.mark.memory]
 
 # parameters each model's authors publish, per component the render loads
 PUBLISHED = {

@@ -7,8 +7,8 @@
 
 A run directory gets RUN_DIR/results/{metrics.csv, generation.csv,
 fits.json, summary.md, plots/} and the tables in the terminal. A CSV gets
-one fit per group: LAW is power (L = A x^-k), power+offset (L = E + A x^-k)
-or chinchilla (L = E + A/N^alpha + B/D^beta, with D the --x column and N the
+one fit per group: LAW is power (L = A x^-k), power+offset (L = E + A x^-k),
+saturating (L = E + A (x + D0)^-k) or chinchilla (L = E + A/N^alpha + B/D^beta, with D the --x column and N the
 --n column); --json prints {"fits": [...]} (synscale/analysis/points.py).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 def _args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("source", type=Path, help="a run directory (runs/<study>) or a CSV of points")
-    p.add_argument("--law", help="CSV: power, power+offset or chinchilla")
+    p.add_argument("--law", help="CSV: power, power+offset, saturating or chinchilla")
     p.add_argument("--x", help="CSV: the data-size column")
     p.add_argument("--y", help="CSV: the loss column")
     p.add_argument("--n", help="CSV, chinchilla: the model-size column")

@@ -1,12 +1,16 @@
 """Power-law fits of loss against data size, per series.
 
-Two laws, both fitted on log loss so that every point weighs by its relative
-error (losses span an order of magnitude across a sweep, and the small ones
-at large sizes are the ones the extrapolation rests on):
+Three laws, all fitted on log loss so that every point weighs by its
+relative error (losses span an order of magnitude across a sweep, and the
+small ones at large sizes are the ones the extrapolation rests on):
 
     power          L = A * x^-k          linear least squares on (log x, log L)
     power+offset   L = E + A * x^-k      bounded least squares, 0 <= E < min(L),
                                          from a grid of starts
+    saturating     L = E + A * (x + D0)^-k   the same, with D0 >= 0: the curve
+                                         flattens below D0, as near chance at a
+                                         few images per class (Zhai et al.,
+                                         "Scaling Vision Transformers", 2022)
 
 A series is the set of rows that share every axis column; its points are the
 data sizes and losses of those rows. Inputs a law cannot be fitted to raise
@@ -30,13 +34,16 @@ DEFAULT_AXES = ("eval_set", "templates", "source", "generator", "prompts", "guid
 # Axes that say where the training data came from. Two series that differ
 # only in these are the same model on the same eval set, so comparable.
 SOURCE_AXES = ("source", "generator", "prompts", "guidance", "synthetic_share", "curation")
-LAWS = ("power", "power+offset")
+LAWS = ("power", "power+offset", "saturating")
 # Distinct sizes each law needs: more than its parameter count, so that the
 # fit is tested by at least one point rather than passing through all of them.
-MIN_SIZES = {"power": 3, "power+offset": 4}
+MIN_SIZES = {"power": 3, "power+offset": 4, "saturating": 5}
 # The offset law's exponent is searched in [0, K_MAX]; measured data-scaling
 # exponents are well below 1, so this only keeps the optimizer from running off.
 K_MAX = 10.0
+# The saturating law's D0 is searched in [0, D0_MAX x the smallest size]: a knee
+# further out than that is not measured by the sweep.
+D0_MAX = 100.0
 
 
 class FitError(ValueError):
@@ -46,7 +53,7 @@ class FitError(ValueError):
 @dataclass(frozen=True)
 class PowerFit:
     law: str                     # "power" or "power+offset"
-    params: dict[str, float]     # A, k, E (E is 0 for "power")
+    params: dict[str, float]     # A, k, E (0 for "power"); D0 for "saturating" only
     residuals: tuple[float, ...]  # log(measured) - log(fitted), per point, in input order
     rmse: float                  # root mean square of `residuals` (log space)
     n_points: int                # points fitted, repeats of a size included
@@ -57,7 +64,8 @@ class PowerFit:
         """Loss at size(s) x; a float for a scalar, an array otherwise."""
         p = self.params
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            out = p["E"] + p["A"] * np.power(np.asarray(x, dtype=float), -p["k"])
+            out = p["E"] + p["A"] * np.power(np.asarray(x, dtype=float) + p.get("D0", 0.0),
+                                              -p["k"])
         return float(out) if np.ndim(out) == 0 else out
 
     def inverse(self, loss):
@@ -70,7 +78,8 @@ class PowerFit:
         loss = np.asarray(loss, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             excess = loss - p["E"]
-            out = np.power(p["A"] / excess, 1.0 / p["k"]) if p["k"] != 0 else np.full(loss.shape, np.nan)
+            out = np.power(p["A"] / excess, 1.0 / p["k"]) - p.get("D0", 0.0) if p["k"] != 0 \
+                else np.full(loss.shape, np.nan)
             out = np.where((excess > 0) & np.isfinite(out) & (out > 0), out, np.nan)
         return float(out) if np.ndim(out) == 0 else out
 
@@ -132,9 +141,10 @@ def _list(v: Iterable[float]) -> str:
     return ", ".join(f"{a:.6g}" for a in v[:8]) + (" ..." if len(v) > 8 else "")
 
 
-def _finish(law: str, xs: np.ndarray, ys: np.ndarray, A: float, k: float, E: float) -> PowerFit:
-    fit = PowerFit(law, {"A": float(A), "k": float(k), "E": float(E)}, (), 0.0,
-                   int(xs.size), float(xs.min()), float(xs.max()))
+def _finish(law: str, xs: np.ndarray, ys: np.ndarray, A: float, k: float, E: float,
+            **extra: float) -> PowerFit:
+    params = {"A": float(A), "k": float(k), "E": float(E), **{n: float(v) for n, v in extra.items()}}
+    fit = PowerFit(law, params, (), 0.0, int(xs.size), float(xs.min()), float(xs.max()))
     res = np.log(ys) - np.log(fit.predict(xs))
     if not np.all(np.isfinite(res)):
         raise FitError(f"law {law!r} fitted to parameters A={A:.6g}, k={k:.6g}, E={E:.6g} "
@@ -152,49 +162,80 @@ def fit_power(x, y) -> PowerFit:
 
 def fit_power_offset(x, y, start: Mapping[str, float] | None = None) -> PowerFit:
     """L = E + A * x^-k with 0 <= E < min(L), on log loss, best of a grid of
-    starts (or from `start`, parameters near the answer, as a bootstrap refit).
+    starts (or from `start`, parameters near the answer, as a bootstrap refit)."""
+    return _fit_offset("power+offset", x, y, start)
+
+
+def fit_saturating(x, y, start: Mapping[str, float] | None = None) -> PowerFit:
+    """L = E + A * (x + D0)^-k with 0 <= E < min(L) and D0 >= 0, as fit_power_offset."""
+    return _fit_offset("saturating", x, y, start)
+
+
+def _fit_offset(law: str, x, y, start: Mapping[str, float] | None) -> PowerFit:
+    """The two laws with a floor E, by bounded least squares on log loss.
 
     Sizes are divided by the smallest one inside the optimizer so that A stays
     near the losses whatever the units (per class or total images); the
-    returned A is in the caller's units.
+    returned A and D0 are in the caller's units.
     """
-    xs, ys = _check_points(x, y, "power+offset")
+    xs, ys = _check_points(x, y, law)
+    knee = law == "saturating"
     x0 = xs.min()
     u = xs / x0
     logy = np.log(ys)
     e_hi = ys.min() * (1 - 1e-9)
 
     def resid(p):
-        E, log_a, k = p
+        E, log_a, k = p[:3]
+        d = p[3] if knee else 0.0
         with np.errstate(over="ignore", under="ignore"):
-            return np.log(E + np.exp(log_a) * u ** -k) - logy
+            return np.log(E + np.exp(log_a) * (u + d) ** -k) - logy
+
+    def jac(p):  # analytic: half the cost of finite differences, per bootstrap refit
+        E, log_a, k = p[:3]
+        d = p[3] if knee else 0.0
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            term = np.exp(log_a) * (u + d) ** -k
+            f = E + term
+            cols = [1 / f, term / f, -term * np.log(u + d) / f]
+            if knee:
+                cols.append(-k * term / (u + d) / f)
+        return np.stack(cols, axis=1)
 
     if start is not None:
         k0 = min(max(start["k"], 0.0), K_MAX)
-        starts = [(min(max(start["E"], 0.0), e_hi), math.log(start["A"] * x0 ** -k0), k0)]
+        d0 = min(max(start.get("D0", 0.0) / x0, 0.0), D0_MAX)
+        starts = [(min(max(start["E"], 0.0), e_hi),
+                   math.log(start["A"] * x0 ** -k0), k0, d0)]
     else:
         starts = []
         for e_frac in (0.0, 0.5, 0.9):
             for k0 in (0.1, 0.3, 1.0, 3.0):
-                E0 = e_frac * ys.min()
-                a0 = float(np.median(ys - E0))  # ys > E0, and u^-k is 1 at the smallest size
-                starts.append((E0, math.log(a0), k0))
+                for d0 in ((0.0, 1.0, 10.0) if knee else (0.0,)):
+                    E0 = e_frac * ys.min()
+                    # ys > E0; the curve's value at the smallest size is A (1 + d0)^-k0
+                    a0 = float(np.median(ys - E0)) * (1 + d0) ** k0
+                    starts.append((E0, math.log(a0), k0, d0))
+    lower, upper = [0.0, -np.inf, 0.0, 0.0], [e_hi, np.inf, K_MAX, D0_MAX]
+    n = 4 if knee else 3
     best = None
     for p0 in starts:
         try:
-            r = optimize.least_squares(resid, p0, bounds=([0.0, -np.inf, 0.0], [e_hi, np.inf, K_MAX]),
-                                       x_scale=[ys.min(), 1.0, 1.0], method="trf")
+            r = optimize.least_squares(resid, p0[:n], jac=jac, bounds=(lower[:n], upper[:n]),
+                                       x_scale=[ys.min(), 1.0, 1.0, 1.0][:n], method="trf")
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             continue
         if np.isfinite(r.cost) and (best is None or r.cost < best.cost):
             best = r
     if best is None:
-        raise FitError(f"law 'power+offset' did not converge from any of {len(starts)} starts")
-    E, log_a, k = best.x
-    return _finish("power+offset", xs, ys, A=math.exp(log_a) * x0 ** k, k=k, E=E)
+        raise FitError(f"law {law!r} did not converge from any of {len(starts)} starts")
+    E, log_a, k = best.x[:3]
+    extra = {"D0": best.x[3] * x0} if knee else {}
+    return _finish(law, xs, ys, A=math.exp(log_a) * x0 ** k, k=k, E=E, **extra)
 
 
-FITTERS = {"power": fit_power, "power+offset": lambda x, y: fit_power_offset(x, y)}
+FITTERS = {"power": fit_power, "power+offset": lambda x, y: fit_power_offset(x, y),
+           "saturating": lambda x, y: fit_saturating(x, y)}
 
 
 def fit_law(x, y, law: str = "power") -> PowerFit:
@@ -299,7 +340,7 @@ def _law_fit(law: str, xs, ys, bootstrap: int, seed: int, progress) -> LawFit:
         from synscale.analysis.bootstrap import bootstrap as resample
         xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
         refit = (lambda i: fit_power(xa[i], ya[i]).params) if law == "power" else \
-            (lambda i: fit_power_offset(xa[i], ya[i], start=fit.params).params)
+            (lambda i: _fit_offset(law, xa[i], ya[i], start=fit.params).params)
         interval = resample(refit, len(xa), bootstrap, seed, progress)
     return LawFit(law, fit, None, interval)
 

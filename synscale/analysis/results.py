@@ -16,6 +16,8 @@ from synscale.analysis.bootstrap import progress_bar
 from synscale.analysis.curation import curation_deltas
 from synscale.analysis.fit import DEFAULT_AXES, LAWS, _norm, fit_series, synthetic_equivalence
 from synscale.analysis.gather import gather, generation_quality, write_csv
+from synscale.analysis.holdout import holdout_checks
+from synscale.analysis.holdout import to_json as holdout_json
 from synscale.analysis.model_size import model_size_fits
 from synscale.analysis.per_class import Criteria, classify, summarize
 from synscale.plan import state
@@ -23,7 +25,7 @@ from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
 from synscale.study.schema import AnalysisSection
 
-FITS_SCHEMA = 2
+FITS_SCHEMA = 3  # 3: the saturating law, the holdout check
 
 
 def _settings(run: RunDir):
@@ -94,8 +96,9 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
 
     a = settings or AnalysisSection()
     series = len({tuple(_norm(r.get(x)) for x in DEFAULT_AXES) for r in rows})
-    with progress_bar(console, series * len(LAWS) * a.bootstrap) as tick:
+    with progress_bar(console, series * (len(LAWS) * a.bootstrap + 1)) as tick:
         fits = fit_series(rows, law=a.law, bootstrap=a.bootstrap, seed=a.seed, progress=tick)
+        checks = holdout_checks(fits, a.bootstrap, a.seed, progress=tick)
         size_axes = [x for x in DEFAULT_AXES if x not in ("arch", "width") and
                      any(x in r for r in rows)]
         model_size = model_size_fits(rows, size_axes, rule, a.bootstrap, a.seed)
@@ -107,11 +110,12 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
            "bootstrap": {"resamples": a.bootstrap, "seed": a.seed},
            "series": [f.to_dict() for f in fits],
            "synthetic_per_real": [e.to_dict() for e in equivalences],
+           "holdout": holdout_json(checks),
            "model_size": model_size, "curation": curation,
            "per_class": {"criteria": {"easy_top1": a.easy_top1, "scaling_k": a.scaling_k,
                                       "rule": criteria.describe()}, "series": per_class}}
     state.write_json(results / "fits.json", doc)
-    md = summary_markdown(fits, equivalences, per_class, model_size, criteria, curation)
+    md = summary_markdown(fits, equivalences, per_class, model_size, criteria, curation, checks)
     if quality:
         md += "\n## Generated images\n\n| generator | prompts | guidance t | recognizability | " \
               "diversity |\n|---|---|---|---|---|\n" + "".join(
@@ -124,7 +128,7 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
     if console is not None:
         if quality:
             console.print(_quality_table(quality))
-        print_series_table(console, fits)
+        print_series_table(console, fits, holdout=checks)
         print_equivalence_tables(console, equivalences)
         print_model_size_tables(console, model_size)
         print_per_class_table(console, per_class, criteria)

@@ -111,3 +111,28 @@ def curation_grid(deltas: Sequence[Mapping[str, Any]]) -> Grid | None:
         cells.append(f"{d['mean_delta_loss']:+.4f} ({d['mean_delta_top1']:+.1%})")
         grid.rows.append(cells)
     return grid
+
+
+def holdout_grid(checks: Sequence[Mapping[str, Any]]) -> Grid | None:
+    """Each series' largest size left out: what each law, fitted on the
+    rest, predicted there, and whether the measurement fell in its band."""
+    if not checks:
+        return None
+    keys = [c["key"] for c in checks]
+    laws = list(dict.fromkeys(law for c in checks for law in c["checks"]))
+    shared = shared_label(keys)
+    grid = Grid(title="How far the law holds: the largest size left out"
+                      + (f" ({shared})" if shared else ""),
+                headers=["series", "left out", "measured"] + [f"{law}\npredicted" for law in laws]
+                + ["closest"], rows=[],
+                caption="predicted from the smaller sizes (error vs measured); in: the "
+                        "measurement lies in the 95% prediction band, OUT: it does not; "
+                        f"{MISSING}: too few sizes for that law")
+    for c, label in zip(checks, series_labels(keys)):
+        cells = [label, fmt_size(c["size"]), f"{c['measured']:.4f}"]
+        for law in laws:
+            h = c["checks"].get(law)
+            cells.append(MISSING if h is None else
+                         f"{h.predicted:.4f} ({h.error:+.0%}) {'in' if h.inside else 'OUT'}")
+        grid.rows.append(cells + [c["favors"] or MISSING])
+    return grid

@@ -82,6 +82,11 @@ def _with_interval(lf, name: str) -> str:
     return f"{v} ({_fmt_param(name, lo)}-{_fmt_param(name, hi)})"
 
 
+def _shown(law: str) -> list[str]:
+    """The parameters the series table shows of a law (A is in fits.json)."""
+    return {"power": ["k"], "saturating": ["k", "E", "D0"]}.get(law, ["k", "E"])
+
+
 def series_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per class",
                 y_label: str = "loss") -> Grid:
     """One row per series: each law's k (and E) with its interval, and its
@@ -92,8 +97,7 @@ def series_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per cla
     lead = series_fits[0].lead if series_fits else ""
     headers = ["series"]
     for law in laws:
-        headers += [f"{law}\nk"] + ([f"{law}\nE"] if law != "power" else []) + \
-            [f"{law}\nrmse (log)"]
+        headers += [f"{law}\n{n}" for n in _shown(law)] + [f"{law}\nrmse (log)"]
     with_ci = any(lf.interval is not None for f in series_fits for lf in f.laws.values())
     grid = Grid(title=f"Scaling fits: {y_label} vs {x_label}" + (f" ({shared})" if shared else ""),
                 headers=headers, rows=[],
@@ -104,7 +108,7 @@ def series_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per cla
         cells = [label]
         for law in laws:
             lf = f.laws[law]
-            names = ["k", "E"] if law != "power" else ["k"]
+            names = _shown(law)
             if lf.fit is None:
                 cells += ["failed"] + [MISSING] * len(names)
                 grid.notes.append(f"{label} ({law}): {lf.error}")
@@ -224,9 +228,13 @@ def print_grid(console: Console, grid: Grid) -> None:
 
 
 def print_series_table(console: Console, series_fits: Sequence[SeriesFit],
-                       x_label: str = "images per class", y_label: str = "loss") -> None:
+                       x_label: str = "images per class", y_label: str = "loss",
+                       holdout: Sequence[Mapping[str, Any]] = ()) -> None:
+    from synscale.report.extra_grids import holdout_grid
     print_grid(console, series_grid(series_fits, x_label, y_label))
     print_grid(console, measured_grid(series_fits, x_label, y_label))
+    if (grid := holdout_grid(holdout)) is not None:
+        print_grid(console, grid)
 
 
 def print_equivalence_tables(console: Console, equivalences: Sequence[Equivalence],
@@ -257,15 +265,19 @@ def to_markdown(grid: Grid, level: int = 2) -> str:
 def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Equivalence] = (),
                      per_class: Sequence[Mapping[str, Any]] = (),
                      model_size: Sequence[Mapping[str, Any]] = (), criteria=None,
-                     curation: Sequence[Mapping[str, Any]] = (), title: str = "Scaling-law fits",
+                     curation: Sequence[Mapping[str, Any]] = (),
+                     holdout: Sequence[Mapping[str, Any]] = (), title: str = "Scaling-law fits",
                      x_label: str = "images per class",
                      y_label: str = "loss") -> str:
     """results/summary.md: the series table, one equivalence table per real
     series, then L(N, D) fits and per-class verdicts where there are some."""
-    from synscale.report.extra_grids import curation_grid, model_size_grids, per_class_grid
+    from synscale.report.extra_grids import (curation_grid, holdout_grid, model_size_grids,
+                                             per_class_grid)
 
     parts = [f"# {title}\n", to_markdown(series_grid(series_fits, x_label, y_label)),
              to_markdown(measured_grid(series_fits, x_label, y_label))]
+    if (grid := holdout_grid(holdout)) is not None:
+        parts.append(to_markdown(grid))
     grids = equivalence_grids(equivalences, x_label)
     if grids:
         parts += [to_markdown(g) for g in grids]

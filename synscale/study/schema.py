@@ -37,7 +37,7 @@ ZERO_SHOT_TEMPLATES = ("clip-templates-80", "clip-templates-7")
 # prompt strategies that caption real images from their class alone
 CAPTION_STRATEGIES = ("classnames", "classnames+description", "classnames+hypernyms",
                       "clip-templates-7", "clip-templates-80")
-LAWS = ("power", "power+offset")
+LAWS = ("power", "power+offset", "saturating")
 BACKENDS = ("local", "slurm")
 PRECISIONS = ("fp32", "bf16")
 GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -288,8 +288,9 @@ class CurateSection:
 
 @dataclass(frozen=True)
 class AnalysisSection:
-    law: str = spec("power", "law the summary leads with: L = A*D^-k or L = E + A*D^-k", type=str,
-                    choices=LAWS)
+    law: str = spec("power", "law the summary leads with: L = A*D^-k, L = E + A*D^-k or "
+                    "L = E + A*(D + D0)^-k (saturating: flat below D0); all three are fitted",
+                    type=str, choices=LAWS)
     bootstrap: int = spec(200, "bootstrap resamples per fit for standard errors and 95% "
                           "intervals (0: none)", type=int, min=0)
     seed: int = spec(0, "seed of the bootstrap resampling", type=int)

@@ -206,7 +206,10 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
     progress, update = _progress_bars(console, plan)
     with progress:
         outcome = run_plan(plan, run, workers, update)
-    analyze_run(run.root, console=None if args.json else console)
+    if inputs.stale(run):  # no evaluation finished since the last fit: nothing to refit
+        analyze_run(run.root, console=None if args.json else console)
+    elif not args.json:
+        console.print(f"No evaluation finished since the results were fitted: {run.results}/")
     if args.json:
         print(json.dumps({**summary, "submitted": len(outcome.ran) + len(outcome.failed),
                           "skipped_done": len(outcome.skipped_done), "failed": len(outcome.failed),
@@ -281,8 +284,7 @@ def _results_if_finished(run, sub, console) -> str | None:
 
     if sub.submitted or sub.skipped_live or sub.analysis:
         return None
-    listed = stored.load_stages(run)
-    if not inputs.current(run, inputs.evaluations_done(run, zip(listed.ids, listed.kinds))):
+    if inputs.stale(run):
         from synscale.analysis.results import analyze_run
         analyze_run(run.root, console=console)
     return str(run.results)

@@ -228,12 +228,10 @@ def _results(run: RunDir, info: dict, console) -> dict:
     """Once nothing is left to run, results/ match the finished evaluations:
     fitted here when they are older and no analysis job is coming to do it."""
     from synscale.analysis import inputs
-    from synscale.plan import stored
 
     if not finished(info):  # an analysis job, or the local launch, fits them at the end
         return {"current": None, "path": str(run.results)}
-    listed = stored.load_stages(run)
-    current = inputs.current(run, inputs.evaluations_done(run, zip(listed.ids, listed.kinds)))
+    current = not inputs.stale(run)
     if not current and not _analysis_job_coming(run):
         if console is not None:
             console.print("Results are older than the evaluations: fitting them now.")

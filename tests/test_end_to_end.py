@@ -71,6 +71,17 @@ def test_reduced_study_end_to_end(small_study, tmp_path):
     assert again.returncode == 0 and "Nothing to do" in again.stdout
     assert done_files(run) == before
 
+    # a stage run again (a generate stage lost its DONE) leaves the finished
+    # evaluations as they were: the launch does not refit
+    fitted = (run / "results/fits.json").stat().st_mtime_ns
+    (gens[0] / "DONE").unlink()
+    (run / "index/done.jsonl").unlink()  # the index is a cache of DONE files
+    again = run_module("synscale.launch", study, "--root", root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "No evaluation finished since the results were fitted" in again.stdout
+    assert (gens[0] / "DONE").exists()
+    assert (run / "results/fits.json").stat().st_mtime_ns == fitted
+
     status = run_module("synscale.status", run, "--json")
     kinds = json.loads(status.stdout)["kinds"]
     assert all(k["done"] == k["total"] for k in kinds.values())

@@ -36,5 +36,13 @@ def current(run: RunDir, evaluations: Iterable[str]) -> bool:
     return recorded == digest(run, evaluations)
 
 
+def stale(run: RunDir) -> bool:
+    """Whether results/ were fitted from other evaluations (or another study)
+    than the run's finished ones now: one read of the done index."""
+    from synscale.plan import stored
+    listed = stored.load_stages(run)
+    return not current(run, evaluations_done(run, zip(listed.ids, listed.kinds)))
+
+
 def record(run: RunDir, evaluations: Iterable[str]) -> None:
     state.write_json(run.results / "inputs.json", {"digest": digest(run, evaluations)})

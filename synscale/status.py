@@ -66,6 +66,7 @@ class Memory:
     def __init__(self, run: RunDir):
         self.stages: stored.StageList | None = None
         self.index = DoneIndex(run.done_index)
+        self.evaluations_done: list[str] = []  # by the last refresh
 
 
 def collect(run: RunDir, memory: Memory | None = None) -> dict:
@@ -81,11 +82,13 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
     counts = {k: Counter() for k in KINDS}
     spans = defaultdict(list)
     now = time.time()
-    failures, requeued, newly = [], [], {}
+    failures, requeued, newly, evaluated = [], [], {}, []
     for sid, kind in zip(plan.ids, plan.kinds):
         entry = indexed.get(sid)
         if entry is not None:
             counts[kind]["done"] += 1
+            if kind == "evaluate":
+                evaluated.append(sid)
             if entry.started is not None:
                 spans[kind].append((entry.started, entry.finished))
             continue
@@ -95,6 +98,8 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
         verdict = classify(folder, job, queue if jobs else None, acct, log)
         counts[kind][verdict.state] += 1
         if verdict.state == "done":  # seen done for the first time: index it
+            if kind == "evaluate":
+                evaluated.append(sid)
             entry = summarize(folder, kind)
             if entry is not None:
                 newly[sid] = entry
@@ -117,6 +122,7 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
         memory.index.add(newly)
     except OSError:
         pass  # a run directory we may not write to: the next refresh reads them again
+    memory.evaluations_done = evaluated
     return {"study": plan.study, "run_dir": str(run.root),
             "kinds": {k: {st: c[st] for st in STATES} | {
                           "total": sum(c.values()), "arrays": arrays.get(k, []),
@@ -127,8 +133,49 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
             "failures": failures, "requeued": requeued}
 
 
+def fits_so_far(run: RunDir, memory: Memory) -> dict | None:
+    """Each series' fit from the evaluations finished so far (cached:
+    analysis/provisional.py); None before the first or where results/ cannot
+    be written."""
+    if not memory.evaluations_done:
+        return None
+    from synscale.analysis import provisional
+    try:
+        return provisional.refresh(run, memory.evaluations_done)
+    except OSError:
+        return None
+
+
+def _fits_table(fits: dict):
+    from rich.table import Table
+
+    from synscale.report.tables import series_labels
+    rows = fits["series"]
+    labels = series_labels([r["key"] for r in rows])
+    table = Table(title=f"fits so far ({fits['law']} law, from the finished evaluations)")
+    for col in ("series", "points", "k (95%)", ""):
+        table.add_column(col, justify="left" if col == "series" else "right")
+    for r, label in zip(rows, labels):
+        if "k" in r:
+            k = f"{r['k']:.3f}" + (f" ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r["ci95"] else "")
+        else:
+            k = "no fit yet"
+        table.add_row(label, f"{r['points']}/{r['planned']}", k,
+                      "final" if r["final"] else "provisional")
+    final = {json.dumps(r["key"], sort_keys=True) for r in rows if r["final"]}
+    for m in fits["synthetic_per_real"]:
+        done = all(json.dumps(m[s], sort_keys=True) in final for s in ("real", "synthetic"))
+        label = ", ".join(f"{a}={v}" for a, v in m["synthetic"].items()
+                          if m["real"].get(a) != v)
+        value = f"{m['multiplier']:.2f}x" if m["multiplier"] is not None else "-"
+        table.add_row(f"synthetic per real at {m['real_size']:g} ({label})", "",
+                      value + ("*" if m["extrapolated"] else ""),
+                      "final" if done else "provisional")
+    return table
+
+
 def render(info: dict):
-    """The status view: a table of stage kinds, then each failure."""
+    """The status view: a table of stage kinds, the fits so far, then each failure."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -155,7 +202,8 @@ def render(info: dict):
         lines.append(Text("blocked: waiting on an input that failed or was cancelled; it will "
                           "never run. Launch again to resubmit the input and what reads it.",
                           "yellow"))
-    return Group(table, *lines)
+    fits = [_fits_table(info["fits"])] if info.get("fits") else []
+    return Group(table, *fits, *lines)
 
 
 def _duration(seconds: float | None) -> str:
@@ -185,10 +233,12 @@ def watch(run: RunDir, console, interval: float = 5.0) -> dict:
 
     memory = Memory(run)
     info = collect(run, memory)
+    info["fits"] = fits_so_far(run, memory)
     with Live(render(info), console=console, refresh_per_second=1) as live:
         while not finished(info):
             time.sleep(interval)
             info = collect(run, memory)
+            info["fits"] = fits_so_far(run, memory)
             live.update(render(info))
     return info
 
@@ -206,7 +256,9 @@ def main(argv=None) -> int:
               "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
         return 2
     if args.json:
-        info = collect(run)
+        memory = Memory(run)
+        info = collect(run, memory)
+        info["fits"] = fits_so_far(run, memory)
         info["results"] = _results(run, info, None)
         print(json.dumps(info))
         return 0
@@ -216,7 +268,9 @@ def main(argv=None) -> int:
     if args.watch:
         info = watch(run, console, args.interval)
     else:
-        info = collect(run)
+        memory = Memory(run)
+        info = collect(run, memory)
+        info["fits"] = fits_so_far(run, memory)
         console.print(render(info))
     results = _results(run, info, console)
     if results["current"]:

@@ -85,6 +85,13 @@ def test_reduced_study_end_to_end(small_study, tmp_path):
     status = run_module("synscale.status", run, "--json")
     kinds = json.loads(status.stdout)["kinds"]
     assert all(k["done"] == k["total"] for k in kinds.values())
+    # the fits status shows as evaluations land: here all final, as the results say
+    fits = json.loads(status.stdout)["fits"]
+    assert [r["final"] for r in fits["series"]] == [True, True]
+    final_k = {f["key"]["source"]: f["fits"]["power"]["params"]["k"]
+               for f in json.loads((run / "results/fits.json").read_text())["series"]}
+    assert {r["key"]["source"]: r["k"] for r in fits["series"]} == pytest.approx(final_k)
+    assert len(fits["synthetic_per_real"]) == 1
 
 
 def test_kill_then_relaunch_finishes_without_redoing_work(small_study, tmp_path):

@@ -49,6 +49,22 @@ if hasattr(status, "Memory"):  # --watch keeps its state between refreshes
     memory = status.Memory(run)
     status.collect(run, memory)
     t = time.perf_counter(); status.collect(run, memory); out["watch"] = time.perf_counter() - t
+if hasattr(status, "fits_so_far"):  # the fits as evaluations land (the cache's three cases)
+    memory = status.Memory(run)
+    status.collect(run, memory)
+    t = time.perf_counter(); status.fits_so_far(run, memory); out["fits_first"] = time.perf_counter() - t
+    t = time.perf_counter(); status.fits_so_far(run, memory); out["fits_steady"] = time.perf_counter() - t
+    from synscale.plan import state
+    from synscale.plan.graph import Plan
+    plan = Plan.from_json(run.plan_file.read_text())
+    new = next(e for e in plan.of_kind("evaluate") if not state.is_done(run.stage("evaluate", e.id)))
+    folder = run.stage("evaluate", new.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    state.write_json(folder / "metrics.json", {"images_per_class": new.axes["images_per_class"],
+                                               "loss": 2.0 * new.axes["images_per_class"] ** -0.3})
+    state.mark_done(folder, {})
+    status.collect(run, memory)
+    t = time.perf_counter(); status.fits_so_far(run, memory); out["fits_new"] = time.perf_counter() - t
 out["counts"] = {k: {s: n for s, n in c.items() if s not in ("arrays", "elapsed_s")}
                  for k, c in info["kinds"].items()}
 out["elapsed_done"] = {k: c["elapsed_s"] for k, c in info["kinds"].items()
@@ -103,6 +119,10 @@ def lay_out(root: Path, stages: int) -> tuple[Path, Path, list]:
         start = now - 3600 + 3000 * share
         _write(folder / "attempt.json", {"pid": 1, "host": "bench", "started": start})
         if share < 0.95:
+            if s.kind == "evaluate":  # what the fits as evaluations land read
+                ipc = s.axes["images_per_class"]
+                _write(folder / "metrics.json", {"images_per_class": ipc,
+                                                 "loss": 2.0 * ipc ** -0.3 * (1 + 0.01 * (i % 7))})
             _write(folder / "DONE", {"finished": start + 30, "seconds": 30})
         elif share < 0.97:
             _write(folder / "error.json", {"error": "ValueError: bench", "time": start + 5})
@@ -235,6 +255,11 @@ def show(result: dict) -> None:
         add(f"{size}: status refresh, steady", [g and g["steady"] for g in got],
             GOALS["status"] if row["stages"] >= 100000 else None)
         add(f"{size}: status --watch refresh", [g and g.get("watch") for g in got])
+        add(f"{size}: fits so far, first (every series)", [g and g.get("fits_first") for g in got])
+        add(f"{size}: fits so far, nothing new", [g and g.get("fits_steady") for g in got],
+            GOALS["status"] if row["stages"] >= 100000 else None)
+        add(f"{size}: fits so far, one new evaluation", [g and g.get("fits_new") for g in got],
+            GOALS["status"] if row["stages"] >= 100000 else None)
         got = [row.get(f"relaunch_{x}") for x in labels]
         add(f"{size}: no-op relaunch, first", [g and g["first"]["seconds"] for g in got])
         add(f"{size}: no-op relaunch, steady", [g and g["steady"]["seconds"] for g in got],

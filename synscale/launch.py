@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from synscale.plan import footprint, index, state, stored
+from synscale.plan import cost, footprint, index, state, stored
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 from synscale.study import preflight
@@ -34,6 +34,11 @@ def _parse(argv):
     p.add_argument("--watch", action="store_true",
                    help="slurm: after submitting, show live status until everything finished")
     p.add_argument("--workers", type=int, help="local: stages at once (overrides [backend] workers)")
+    p.add_argument("--pilot", action="store_true",
+                   help="run a shrunk copy of the study under RUN_DIR/pilot and write the rates "
+                        "it measured to RUN_DIR/calibration.json (what --dry-run's cost reads)")
+    p.add_argument("--calibration", type=Path,
+                   help="rates to cost the plan with (default: RUN_DIR/calibration.json)")
     return p.parse_args(argv)
 
 
@@ -85,6 +90,37 @@ def _over_scratch(study, kinds) -> str | None:
                 f"scratch is {need:.2f} TB (--dry-run shows it per stage kind); raise the limit, "
                 "shrink the sweep, or lower [generate] image_quality")
     return None
+
+
+def _costs(args, study, plan, run, backend):
+    calibration = cost.read_calibration(args.calibration or run.root / "calibration.json")
+    return cost.estimate(study, plan, backend, calibration), calibration
+
+
+def _over_budget(study, kinds) -> str | None:
+    limit, need = study.study.max_gpu_hours, cost.total(kinds)["gpu_hours"]
+    if limit and need > limit:
+        return (f"{study.path}: study.max_gpu_hours = {limit:g}: the plan's estimated cost is "
+                f"{need:,.0f} GPU-hours (--dry-run shows it per stage kind); raise the limit or "
+                "shrink the sweep")
+    return None
+
+
+def _print_cost(console: Console, kinds, calibration: dict) -> None:
+    t = Table(title="compute (estimates: README, \"What a study costs\")")
+    for col in ("kind", "stages", "hours", "wall time", "rates from"):
+        t.add_column(col, justify="left" if col in ("kind", "rates from") else "right")
+    for kind, c in kinds.items():
+        t.add_row(kind, f"{c.stages:,}", f"{c.hours:,.1f} {c.device.upper()}-h",
+                  f"{c.wall_s / 3600:,.1f} h", c.source)
+    console.print(t)
+    tot = cost.total(kinds)
+    seen = calibration.get("hardware", {}).get("device")
+    console.print(f"in all: {tot['gpu_hours']:,.0f} GPU-hours, {tot['cpu_hours']:,.0f} CPU-hours, "
+                  f"about {tot['wall_hours']:,.1f} h of wall time at each kind's max_parallel"
+                  + (f"; rates from a calibration of {seen} ({calibration.get('date')}), the "
+                     "planning rules where it has none" if calibration else
+                     "; no calibration: planning rates (launch --pilot measures this cluster's)"))
 
 
 def _print_footprint(console: Console, study, kinds, backend: str) -> None:
@@ -153,22 +189,32 @@ def main(argv=None) -> int:
     done = index.done_ids(run, ((s.id, s.kind) for s in plan.stages), record=not args.dry_run)
     summary = {"study": study.study.name, "run_dir": str(run.root), "backend": backend,
                "stages": {k: c["stages"] for k, c in _counts(plan, done).items()}}
+    if args.pilot:
+        from synscale import pilot
+        return pilot.run(study, Path(args.root), backend, console, args.json)
     if args.dry_run:
         kinds = footprint.estimate(study, plan, backend)
-        over = _over_scratch(study, kinds)
+        costs, calibration = _costs(args, study, plan, run, backend)
+        over = [x for x in (_over_scratch(study, kinds), _over_budget(study, costs)) if x]
         if args.json:
             print(json.dumps({**summary, "dry_run": True, "done": len(done),
                               "to_run": len(plan.stages) - len(done),
-                              "footprint": footprint.as_json(kinds, study, backend)}))
+                              "footprint": footprint.as_json(kinds, study, backend),
+                              "cost": {**cost.as_json(costs),
+                                       "calibration": calibration or None}}))
         else:
             _print_plan(console, study, plan, done, run)
             _print_footprint(console, study, kinds, backend)
-            for line in preflight.problems(study, backend) + ([over] if over else []):
+            _print_cost(console, costs, calibration)
+            for line in preflight.problems(study, backend) + over:
                 console.print(f"[yellow]would stop at launch:[/] {escape(line)}", highlight=False)
         return 0
     problems = preflight.problems(study, backend)
     if study.study.max_scratch_tb and not problems:
         over = _over_scratch(study, footprint.estimate(study, plan, backend))
+        problems += [over] if over else []
+    if study.study.max_gpu_hours:  # from the specs alone: checked whatever else is wrong
+        over = _over_budget(study, _costs(args, study, plan, run, backend)[0])
         problems += [over] if over else []
     if problems:
         for line in problems:

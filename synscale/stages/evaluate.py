@@ -105,4 +105,4 @@ def run(ctx) -> dict:
     if "zero_shot_templates" in spec:
         metrics["zero_shot_templates"] = spec["zero_shot_templates"]
     state.write_json(ctx.dir / "metrics.json", metrics)
-    return {"loss": loss, "top1": metrics["top1"]}
+    return {"loss": loss, "top1": metrics["top1"], "images": metrics["n"]}

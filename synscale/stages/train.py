@@ -156,6 +156,7 @@ def run(ctx) -> dict:
         # from here on USR2 is held for a collective save at a step boundary
         ctx.log.info("training from step %d of %d (resident memory %.2f GB)", progress["step"],
                      steps, _rss_gb())
+        loop_began, loop_from = time.time(), progress["step"]  # the rate a pilot measures
         for images, labels, captions in stream.batches(progress["step"] * accumulate):
             if progress["step"] >= steps:
                 break
@@ -179,6 +180,9 @@ def run(ctx) -> dict:
                 ctx.log.info("preempted at step %d: saving on every rank", step)
                 preemption.act(save(), leave=world["rank"] != 0)
     curve = progress["curve"]
+    # steps per second of this attempt's loop (start-up and the final save left out)
+    loop = {"loop_steps": progress["step"] - loop_from,
+            "loop_seconds": round(time.time() - loop_began, 3)}
 
     # Where each rank ran, for the manifest (and for checking multi-node runs).
     ranks = [None] * world["world_size"]
@@ -211,7 +215,8 @@ def run(ctx) -> dict:
         manifest["parts"] = part_info  # mixtures, blends, curated sets: what each pack gave
     state.write_json(ctx.dir / "manifest.json", manifest)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the weights above supersede them
-    return {"steps": steps, "final_train_loss": curve[-1][1]}
+    return {"steps": steps, "final_train_loss": curve[-1][1], **loop,
+            "samples_per_step": recipe["batch_size"], "world_size": world["world_size"]}
 
 
 def _any_rank(flag: bool, world: dict, device) -> bool:

@@ -74,6 +74,9 @@ class StudySection:
     max_scratch_tb: float = spec(0.0, "stop a launch whose estimated disk footprint (the "
                                  "dry-run's peak scratch) is above this many TB (0: no limit)",
                                  type=float, min=0.0)
+    max_gpu_hours: float = spec(0.0, "stop a launch whose estimated GPU-hours (the dry-run's "
+                                "cost, from the pilot's calibration or the planning rates) are "
+                                "above this (0: no limit)", type=float, min=0.0)
 
 
 @dataclass(frozen=True)

@@ -201,8 +201,10 @@ def test_tables_and_markdown_contain_the_numbers():
     assert "160 (4.00x)" in text and "320 (4.00x)*" in text
     assert "extrapolated" in text
     md = summary_markdown(fits, eq)
-    assert "| series | power<br>k | power<br>rmse (log) | power+offset<br>k |" in md  # both laws
-    assert "power+offset<br>E" in md and "## Measured loss per images per class" in md
+    assert "| series | law | k | E | D0 | rmse (log) |" in md
+    # a row per law, the lead law first
+    assert "| power | 0.500" in md and "| power+offset | " in md and "| saturating | " in md
+    assert "## Measured loss per images per class" in md
     assert "320 (4.00x)\\* |" in md and "160 (4.00x) |" in md  # "*" escaped for markdown
     assert "extrapolated" in md
     assert "Synthetic images per class" in md

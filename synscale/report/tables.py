@@ -82,39 +82,31 @@ def _with_interval(lf, name: str) -> str:
     return f"{v} ({_fmt_param(name, lo)}-{_fmt_param(name, hi)})"
 
 
-def _shown(law: str) -> list[str]:
-    """The parameters the series table shows of a law (A is in fits.json)."""
-    return {"power": ["k"], "saturating": ["k", "E", "D0"]}.get(law, ["k", "E"])
-
-
 def series_grid(series_fits: Sequence[SeriesFit], x_label: str = "images per class",
                 y_label: str = "loss") -> Grid:
-    """One row per series: each law's k (and E) with its interval, and its
-    rmse; the law the comparisons read is named."""
+    """A row per series and law (the lead law first): k, the floor E and the
+    knee D0 where the law has them, each with its interval, and the rmse."""
     labels = series_labels([f.key for f in series_fits])
     shared = shared_label([f.key for f in series_fits])
-    laws = list(series_fits[0].laws) if series_fits else []
     lead = series_fits[0].lead if series_fits else ""
-    headers = ["series"]
-    for law in laws:
-        headers += [f"{law}\n{n}" for n in _shown(law)] + [f"{law}\nrmse (log)"]
+    laws = sorted(series_fits[0].laws, key=lambda law: law != lead) if series_fits else []
     with_ci = any(lf.interval is not None for f in series_fits for lf in f.laws.values())
     grid = Grid(title=f"Scaling fits: {y_label} vs {x_label}" + (f" ({shared})" if shared else ""),
-                headers=headers, rows=[],
-                caption=(f"comparisons read the {lead} law; " if len(laws) > 1 else "")
+                headers=["series", "law", "k", "E", "D0", "rmse (log)"], rows=[],
+                caption=(f"comparisons read the {lead} law (first); " if len(laws) > 1 else "")
                 + ("(lo-hi): bootstrap 95% interval; " if with_ci else "")
                 + "A and every residual: results/fits.json")
     for f, label in zip(series_fits, labels):
-        cells = [label]
-        for law in laws:
+        for i, law in enumerate(laws):
             lf = f.laws[law]
-            names = _shown(law)
+            cells = [label if i == 0 else "", law]
             if lf.fit is None:
-                cells += ["failed"] + [MISSING] * len(names)
+                grid.rows.append(cells + ["failed", MISSING, MISSING, MISSING])
                 grid.notes.append(f"{label} ({law}): {lf.error}")
                 continue
-            cells += [_with_interval(lf, n) for n in names] + [_fmt(lf.fit.rmse, ".4f")]
-        grid.rows.append(cells)
+            cells += [_with_interval(lf, n) if n in lf.fit.params and (n != "E" or law != "power")
+                      else "" for n in ("k", "E", "D0")]
+            grid.rows.append(cells + [_fmt(lf.fit.rmse, ".4f")])
     return grid
 
 

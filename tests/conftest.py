@@ -145,3 +145,24 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("figures measured by the tests")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has named each test's group
+def pytest_collection_modifyitems(config, items):
+    """The Slurm tests first: they run one after another in one xdist worker
+    (xdist_group "slurm") and make the suite's longest chain, so that worker
+    starts on them while the other takes everything else. In a worker, a
+    grouped test whose id lacks its group is an error: the tests would share
+    the one cluster from two workers at once (pytest 9 with xdist 3.8 did that
+    silently)."""
+    def group(item) -> str | None:
+        marks = list(item.iter_markers("xdist_group"))
+        return marks[0].args[0] if marks and marks[0].args else None
+
+    if getattr(config.option, "loadgroup", False):
+        lost = [i.nodeid for i in items if group(i) and not i.nodeid.endswith("@" + group(i))]
+        if lost:
+            raise pytest.UsageError(f"xdist_group is not honoured (pytest {pytest.__version__}): "
+                                    f"{lost[0]} runs outside its group; pyproject.toml pins "
+                                    "the pytest that keeps it")
+    items.sort(key=lambda item: group(item) != "slurm")  # stable: file order otherwise

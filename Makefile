@@ -13,8 +13,8 @@ demo: install
 # Two xdist workers: about half the serial suite's time is waiting (on Slurm's
 # scheduler, on timeouts the fault tests provoke), so the Slurm tests run one
 # after another in one worker (xdist_group "slurm": one cluster) while the
-# other runs the CPU-bound ones. The tests marked "memory" (two CLIP-L ranks,
-# IF's T5-XXL: most of a 24 GB machine) run after, alone.
+# other runs the CPU-bound ones. The tests marked "memory" (two CLIP-L ranks:
+# most of a 24 GB machine) run after, alone.
 TEST_WORKERS ?= 2
 
 test: install slurm

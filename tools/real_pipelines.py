@@ -6,7 +6,7 @@ The tiny pipelines of the tests prove the code paths; these prove the shapes,
 the memory and the files of the checkpoints users load.
 
     tools/real_pipelines.py [--only sd15,if-m,amused-256] [--dir DIR]
-                            [--precision bf16] [--keep] [--json]
+                            [--precision bf16] [--device cpu|cuda] [--keep] [--json]
 
 For each pipeline, three fresh processes, each reporting its seconds and peak
 RSS (getrusage):
@@ -205,7 +205,7 @@ prompts = ["clip-templates-7"]
 guidance = [3.0]
 steps = 2
 batch_size = 2
-device = "cpu"
+device = "{device}"
 precision = "{precision}"
 image_format = "jpeg"
 image_quality = 95
@@ -218,7 +218,7 @@ sets = ["imagenet-val"]
 """
 
 
-def write_study(name: str, root: Path, weights, precision: str) -> Path:
+def write_study(name: str, root: Path, weights, precision: str, device: str = "cpu") -> Path:
     """A one-class (tench) study of two synthetic images, in the study format."""
     for sub in ("train", "val"):
         (root / sub / "n01440764").mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def write_study(name: str, root: Path, weights, precision: str) -> Path:
     path = root / f"{name}.toml"
     path.write_text(STUDY.format(name=name, root=root, generator=GENERATOR[name],
                                  weights=json.dumps(weights), precision=precision,
-                                 options=options))
+                                 device=device, options=options))
     return path
 
 
@@ -252,7 +252,7 @@ def in_fresh_process(*args: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def run_one(name: str, work: Path, precision: str, keep: bool) -> dict:
+def run_one(name: str, work: Path, precision: str, keep: bool, device: str = "cpu") -> dict:
     import numpy as np
 
     from synscale.data.shards import Rows, Shard, paths
@@ -262,7 +262,7 @@ def run_one(name: str, work: Path, precision: str, keep: bool) -> dict:
 
     folder = work / "weights" / name
     build = in_fresh_process("--build", name, str(folder), precision)
-    study = write_study(name, work / name, weights_of(name, folder), precision)
+    study = write_study(name, work / name, weights_of(name, folder), precision, device)
     run = work / name / "run"
     generate = in_fresh_process("--stage", str(study), "generate", str(run))
     pack = in_fresh_process("--stage", str(study), "pack", str(run))
@@ -292,6 +292,8 @@ def main(argv=None) -> dict:
     p.add_argument("--only", default=",".join(PIPELINES))
     p.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the generate stage renders (the build is always on the CPU)")
     p.add_argument("--keep", action="store_true", help="keep the checkpoints and runs")
     p.add_argument("--json", action="store_true")
     p.add_argument("--build", nargs=3, metavar=("NAME", "FOLDER", "PRECISION"),
@@ -310,7 +312,7 @@ def main(argv=None) -> dict:
         p.error(f"--only: {', '.join(unknown)} unknown; choose from {', '.join(PIPELINES)}")
     work = Path(tempfile.mkdtemp(prefix="real-pipelines-", dir=a.dir))
     try:
-        result = {"pipelines": [run_one(n, work, a.precision, a.keep) for n in names]}
+        result = {"pipelines": [run_one(n, work, a.precision, a.keep, a.device) for n in names]}
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -48,14 +48,12 @@ def shrink(study, folder: Path):
 
 def rates(plan, run: RunDir, study, backend: str) -> dict:
     """Per-device rates from the pilot's finished stages (cost.estimate's units)."""
-    from synscale.study.schema import Resources
+    from synscale.plan.footprint import image_shape
 
     def devices(kind: str) -> int:
-        res = study.resources.get(kind) or Resources()
-        return res.gpus * res.nodes if backend == "slurm" and res.gpus > 0 else res.cpus * res.nodes
+        return cost.devices(study, kind, backend)[1]
 
-    image_shape = (1, 8, 8) if study.data.dataset == "digits" else \
-        (3, study.data.resolution, study.data.resolution)
+    shape = image_shape(study)
     out: dict = {"generate": {}, "train": {}, "evaluate": {}}
     trained, hosts, packs = {}, set(), []
     for s in plan.stages:
@@ -72,7 +70,7 @@ def rates(plan, run: RunDir, study, backend: str) -> dict:
         elif s.kind == "pack" and done.get("write_seconds"):
             packs.append((done["rows"], done["write_seconds"] * devices("pack")))
         elif s.kind == "train" and done.get("loop_seconds"):
-            key = cost.model_key(s.spec["model"], image_shape)
+            key = cost.model_key(s.spec["model"], shape)
             trained[s.id] = key
             out["train"][key] = done["loop_steps"] * done["samples_per_step"] \
                 / done["loop_seconds"] / devices("train")

@@ -146,6 +146,13 @@ def fits_so_far(run: RunDir, memory: Memory) -> dict | None:
         return None
 
 
+def refresh(run: RunDir, memory: Memory) -> dict:
+    """One refresh of the view: the stages' states, then the fits so far."""
+    info = collect(run, memory)
+    info["fits"] = fits_so_far(run, memory)
+    return info
+
+
 def _fits_table(fits: dict):
     from rich.table import Table
 
@@ -232,13 +239,11 @@ def watch(run: RunDir, console, interval: float = 5.0) -> dict:
     from rich.live import Live
 
     memory = Memory(run)
-    info = collect(run, memory)
-    info["fits"] = fits_so_far(run, memory)
+    info = refresh(run, memory)
     with Live(render(info), console=console, refresh_per_second=1) as live:
         while not finished(info):
             time.sleep(interval)
-            info = collect(run, memory)
-            info["fits"] = fits_so_far(run, memory)
+            info = refresh(run, memory)
             live.update(render(info))
     return info
 
@@ -256,9 +261,7 @@ def main(argv=None) -> int:
               "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
         return 2
     if args.json:
-        memory = Memory(run)
-        info = collect(run, memory)
-        info["fits"] = fits_so_far(run, memory)
+        info = refresh(run, Memory(run))
         info["results"] = _results(run, info, None)
         print(json.dumps(info))
         return 0
@@ -268,9 +271,7 @@ def main(argv=None) -> int:
     if args.watch:
         info = watch(run, console, args.interval)
     else:
-        memory = Memory(run)
-        info = collect(run, memory)
-        info["fits"] = fits_so_far(run, memory)
+        info = refresh(run, Memory(run))
         console.print(render(info))
     results = _results(run, info, console)
     if results["current"]:

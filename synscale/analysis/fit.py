@@ -238,6 +238,12 @@ FITTERS = {"power": fit_power, "power+offset": lambda x, y: fit_power_offset(x, 
            "saturating": lambda x, y: fit_saturating(x, y)}
 
 
+def refit(law: str, x, y, start: Mapping[str, float]) -> PowerFit:
+    """A bootstrap resample's fit: from `start` (the full fit's parameters)
+    where the law is fitted iteratively."""
+    return fit_power(x, y) if law == "power" else _fit_offset(law, x, y, start)
+
+
 def fit_law(x, y, law: str = "power") -> PowerFit:
     if law not in FITTERS:
         raise ValueError(f"unknown law {law!r}; allowed: {', '.join(LAWS)}")
@@ -339,9 +345,8 @@ def _law_fit(law: str, xs, ys, bootstrap: int, seed: int, progress) -> LawFit:
     if bootstrap and len(xs) >= MIN_SIZES[law] + 2:
         from synscale.analysis.bootstrap import bootstrap as resample
         xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-        refit = (lambda i: fit_power(xa[i], ya[i]).params) if law == "power" else \
-            (lambda i: _fit_offset(law, xa[i], ya[i], start=fit.params).params)
-        interval = resample(refit, len(xa), bootstrap, seed, progress)
+        interval = resample(lambda i: refit(law, xa[i], ya[i], fit.params).params, len(xa),
+                            bootstrap, seed, progress)
     return LawFit(law, fit, None, interval)
 
 

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from synscale.analysis.fit import MIN_SIZES, FitError, _fit_offset, fit_law, fit_power
+from synscale.analysis.fit import MIN_SIZES, FitError, fit_law, refit
 
 # fitted parameters of each law (the residuals' degrees of freedom)
 PARAMETERS = {"power": 2, "power+offset": 3, "saturating": 4}
@@ -83,20 +83,17 @@ def holdout(xs: Sequence[float], ys: Sequence[float], law: str, resamples: int =
 
 def _prediction_variance(x, y, law: str, start: dict, at: float, resamples: int,
                          seed: int) -> float:
-    """Variance of log L(at) over bootstrap refits of the points (0 without any)."""
-    rng = np.random.default_rng(seed)
-    preds = []
-    for _ in range(resamples):
-        i = rng.integers(0, x.size, x.size)
-        try:
-            fit = fit_power(x[i], y[i]) if law == "power" else \
-                _fit_offset(law, x[i], y[i], start=start)
-        except FitError:
-            continue
-        p = fit.predict(at)
-        if p > 0 and math.isfinite(p):
-            preds.append(math.log(p))
-    return float(np.var(preds, ddof=1)) if len(preds) > 1 else 0.0
+    """Variance of log L(at) over bootstrap refits of the points (0 without two)."""
+    from synscale.analysis.bootstrap import bootstrap
+
+    def log_prediction(i) -> dict[str, float]:
+        p = refit(law, x[i], y[i], start).predict(at)
+        if not (p > 0 and math.isfinite(p)):
+            raise FitError(f"prediction {p} at {at}")  # counted as a failed resample
+        return {"log_loss": math.log(p)}
+
+    interval = bootstrap(log_prediction, x.size, resamples, seed)
+    return interval.se["log_loss"] ** 2 if interval is not None else 0.0
 
 
 def favored(checks: dict[str, Holdout | None]) -> str | None:

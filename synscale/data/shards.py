@@ -111,8 +111,9 @@ def merge(parts: list[Path], path: Path) -> int:
     starts = np.cumsum([0] + [int(sh.offsets[-1]) for sh in shards])  # each part's, and the end
     offsets = np.concatenate([sh.offsets[:-1] + s for sh, s in zip(shards, starts)]
                              + [starts[-1:]]).astype(np.int64)
-    meta = {key: np.concatenate([sh.meta(key) for sh in shards]) for key in first.files
-            if key not in ("encoding", "image_shape", "image_dtype")}
+    keys = [k for k in first.files if k not in ("encoding", "image_shape", "image_dtype")]
+    metas = [_metas(p, keys) for p in parts]  # each part opened once
+    meta = {key: np.concatenate([m[key] for m in metas]) for key in keys}
     size = _save(path, encoded, offsets, first.encoding, first.shape, first.dtype, meta)
     for p in parts:
         p.unlink()

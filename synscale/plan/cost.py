@@ -75,6 +75,16 @@ def forward_flops(size) -> float:
         or 2.0 * size.params
 
 
+def devices(study, kind: str, backend: str) -> tuple[str, int]:
+    """("gpu" or "cpu", how many) one stage of `kind` holds: GPUs where a Slurm
+    study gives the kind some, CPUs otherwise (what hours and rates count)."""
+    from synscale.study.schema import Resources
+    res = study.resources.get(kind) or Resources()
+    if backend == "slurm" and res.gpus > 0:
+        return "gpu", res.gpus * res.nodes
+    return "cpu", res.cpus * res.nodes
+
+
 def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict[str, KindCost]:
     from synscale.plan import footprint
     from synscale.stages.train import step_count
@@ -82,18 +92,14 @@ def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict
 
     rates = (calibration or {}).get("rates", {})
     out: dict[str, KindCost] = {}
-    image_shape = (1, 8, 8) if study.data.dataset == "digits" else \
-        (3, study.data.resolution, study.data.resolution)
-    sizes: dict[str, object] = {}
-    trained: dict[str, str] = {}
+    shape = footprint.image_shape(study)
+    trained: dict[str, tuple] = {}  # train stage -> (model key, size)
 
     def kind_cost(kind: str) -> KindCost:
         if kind not in out:
             res = study.resources.get(kind) or Resources()
-            gpu = backend == "slurm" and res.gpus > 0
-            out[kind] = KindCost(device="gpu" if gpu else "cpu",
-                                 devices_per_stage=(res.gpus * res.nodes if gpu
-                                                    else res.cpus * res.nodes),
+            device, count = devices(study, kind, backend)
+            out[kind] = KindCost(device=device, devices_per_stage=count,
                                  parallel=res.max_parallel if backend == "slurm"
                                  else study.backend.workers, source="calibration")
         return out[kind]
@@ -114,27 +120,27 @@ def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict
             add(c, (hi - lo) * spec["images_per_class"] / (rate or _generate_rate(spec)),
                 rate is not None)
         elif s.kind == "pack":
-            rows = _pack_rows(study, plan, s)
+            rows = footprint.pack_rows(study, s, [plan.by_id[i] for i in s.inputs
+                                                  if plan.by_id[i].kind == "generate"])
             rate = rates.get("pack_per_cpu")
             add(c, rows / ((rate or PACK_RATE_PER_CPU) * c.devices_per_stage), rate is not None)
         elif s.kind == "train":
-            key = model_key(spec["model"], image_shape)
-            if key not in sizes:
-                sizes[key] = footprint.model_size(spec["model"], spec["num_classes"], image_shape)
-            trained[s.id] = key
+            key = model_key(spec["model"], shape)
+            size = footprint.model_size(spec["model"], spec["num_classes"], shape)
+            trained[s.id] = (key, size)
             recipe = spec["recipe"]
             samples = step_count(recipe, spec["images_per_class"] * spec["num_classes"]) \
                 * recipe["batch_size"]
             arch = spec["model"].get("arch")
             rate = _rate(rates, "train", key, arch)  # samples/s per device
-            per_device = rate or PEAK_FLOPS[c.device] * MFU / (3 * forward_flops(sizes[key]))
+            per_device = rate or PEAK_FLOPS[c.device] * MFU / (3 * forward_flops(size))
             add(c, samples / (per_device * c.devices_per_stage), rate is not None)
         elif s.kind == "evaluate":
-            key = trained.get(s.inputs[0])
+            key, size = trained.get(s.inputs[0], (None, None))
             images = _eval_images(study, spec)
             rate = _rate(rates, "evaluate", key, plan.by_id[s.inputs[0]].spec["model"].get("arch")) \
                 if key else None
-            per_device = rate or (PEAK_FLOPS[c.device] * MFU / forward_flops(sizes[key])
+            per_device = rate or (PEAK_FLOPS[c.device] * MFU / forward_flops(size)
                                   if key else 1000.0)
             add(c, images / (per_device * c.devices_per_stage), rate is not None)
         else:  # caption and curate: small beside the rest; counted, not timed
@@ -152,15 +158,6 @@ def _rate(rates: dict, kind: str, key: str, name: str | None) -> float | None:
 def _generate_rate(spec: dict) -> float:
     base = GENERATE_RATE[spec["generator"]]
     return base * 50 / spec["steps"] * (1.0 if spec["guidance"] > 0 else 2.0)
-
-
-def _pack_rows(study, plan, stage) -> int:
-    gens = [plan.by_id[i] for i in stage.inputs if plan.by_id[i].kind == "generate"]
-    if gens:
-        return sum((g.spec["classes"][1] - g.spec["classes"][0]) * g.spec["images_per_class"]
-                   for g in gens)
-    from synscale.plan.footprint import _real_rows
-    return _real_rows(study, stage.spec)
 
 
 # images per class of an evaluation set when its folder is not counted here (ImageNet's val)

@@ -20,6 +20,7 @@ pass over their specs.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -136,10 +137,24 @@ class ModelSize:
     layers: tuple  # (sequence length, width, heads, depth) of each transformer tower
 
 
+def image_shape(study) -> tuple[int, int, int]:
+    """(channels, height, width) of the images a study's models read."""
+    if study.data.dataset == "digits":
+        return (1, 8, 8)
+    return (3, study.data.resolution, study.data.resolution)
+
+
 def model_size(model: dict, num_classes: int, image_shape: tuple) -> ModelSize:
     """Parameters and transformer shapes of a train stage's model, built on
-    torch's meta device (no weights allocated)."""
+    torch's meta device (no weights allocated); once per distinct model and
+    process (the dry-run's footprint and cost both ask)."""
+    return _model_size(json.dumps(model, sort_keys=True), num_classes, tuple(image_shape))
+
+
+@lru_cache(maxsize=None)
+def _model_size(model_json: str, num_classes: int, image_shape: tuple) -> ModelSize:
     import torch
+    model = json.loads(model_json)
     with torch.device("meta"):
         if model.get("objective", "classifier") == "clip":
             from synscale.models.clip import build_clip
@@ -232,10 +247,8 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
         return backend == "slurm" and res(kind).gpus > 0
 
     out: dict[str, KindFootprint] = defaultdict(KindFootprint)
-    image_shape = (1, 8, 8) if study.data.dataset == "digits" else \
-        (3, study.data.resolution, study.data.resolution)
+    shape = image_shape(study)
     gen = {s.id: s for s in plan.of_kind("generate")}
-    sizes: dict[str, ModelSize] = {}
     trained: dict[str, int] = {}
     for s in plan.stages:
         fp = out[s.kind]
@@ -244,20 +257,12 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
             _generate(fp, s.spec, on_gpu("generate"))
         elif s.kind == "pack":
             inputs = [gen[i] for i in s.inputs if i in gen]
-            if inputs:
-                g = inputs[0].spec
-                rows = sum((x.spec["classes"][1] - x.spec["classes"][0]) *
-                           x.spec["images_per_class"] for x in inputs)
-                _pack(fp, s.spec, rows, image_side(g), res("pack").cpus)
-            else:
-                rows = _real_rows(study, s.spec)
-                _pack(fp, s.spec, rows, None, res("pack").cpus)
+            _pack(fp, s.spec, pack_rows(study, s, inputs),
+                  image_side(inputs[0].spec) if inputs else None, res("pack").cpus)
         elif s.kind == "train":
-            key = repr(sorted(s.spec["model"].items()))
-            if key not in sizes:
-                sizes[key] = model_size(s.spec["model"], s.spec["num_classes"], image_shape)
-            _train(fp, s.spec, sizes[key], res("train"), on_gpu("train"))
-            trained[s.id] = sizes[key].params
+            size = model_size(s.spec["model"], s.spec["num_classes"], shape)
+            _train(fp, s.spec, size, res("train"), on_gpu("train"))
+            trained[s.id] = size.params
         elif s.kind == "evaluate":
             _evaluate(fp, trained.get(s.inputs[0], 0), on_gpu("evaluate"))
     if "generate" in out and not study.generate.keep_shards:
@@ -266,6 +271,14 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
         g = out["generate"]
         g.transient_bytes, g.bytes = g.bytes, 0.0
     return dict(out)
+
+
+def pack_rows(study, stage, generated: list) -> int:
+    """Rows a pack stage writes: its generate inputs' images, or the real pool's."""
+    if generated:
+        return sum((g.spec["classes"][1] - g.spec["classes"][0]) * g.spec["images_per_class"]
+                   for g in generated)
+    return _real_rows(study, stage.spec)
 
 
 def _real_rows(study, spec: dict) -> int:

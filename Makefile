@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 
 demo: install
 	$(PY) -m synscale.launch studies/digits_sweep.toml
+	$(PY) tools/fit_curves.py runs/digits_sweep --suggest
 
 # Two xdist workers: about half the serial suite's time is waiting (on Slurm's
 # scheduler, on timeouts the fault tests provoke), so the Slurm tests run one

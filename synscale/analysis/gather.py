@@ -15,7 +15,7 @@ from synscale.plan import state
 from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
 
-COLUMNS = ["train_id", *AXES, "images_per_class", "images", "kept_share", "steps", "parameters",
+COLUMNS = ["train_id", *AXES, "images_per_class", "seed", "images", "kept_share", "steps", "parameters",
            "train_flops", "loss", "top1"]
 
 
@@ -29,9 +29,11 @@ def gather(run_root: Path) -> list[dict]:
             continue
         m = state.read_json(folder / "metrics.json")
         trained = state.read_json(run.stage("train", s.inputs[0]) / "manifest.json")
+        seed = plan.by_id[s.inputs[0]].spec.get("seed")  # repeats at one size differ in it
         for axes in (s.axes, *s.also):  # one row per question the model answers
             rows.append({"train_id": s.inputs[0], **{a: axes.get(a, "") for a in AXES},
-                         "images_per_class": m["images_per_class"], "images": m["images"],
+                         "images_per_class": m["images_per_class"], "seed": seed,
+                         "images": m["images"],
                          # a curated set's images over the budget it was drawn from
                          "kept_share": m["images"] / (m["images_per_class"]
                                                       * trained["num_classes"]),

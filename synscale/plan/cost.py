@@ -85,7 +85,11 @@ def devices(study, kind: str, backend: str) -> tuple[str, int]:
     return "cpu", res.cpus * res.nodes
 
 
-def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict[str, KindCost]:
+def estimate(study, plan, backend: str, calibration: dict | None = None,
+             only: set[str] | None = None) -> dict[str, KindCost]:
+    """Cost per kind of the plan's stages (of those in `only`, when given:
+    the stages an addition to a study would run; the rest are read for the
+    inputs and models they hand on)."""
     from synscale.plan import footprint
     from synscale.stages.train import step_count
     from synscale.study.schema import Resources
@@ -112,6 +116,8 @@ def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict
             c.source = "table"
 
     for s in plan.stages:
+        if only is not None and s.id not in only and s.kind != "train":
+            continue
         c = kind_cost(s.kind)
         spec = s.spec
         if s.kind == "generate":
@@ -128,6 +134,8 @@ def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict
             key = model_key(spec["model"], shape)
             size = footprint.model_size(spec["model"], spec["num_classes"], shape)
             trained[s.id] = (key, size)
+            if only is not None and s.id not in only:
+                continue  # its evaluations may be new
             recipe = spec["recipe"]
             samples = step_count(recipe, spec["images_per_class"] * spec["num_classes"]) \
                 * recipe["batch_size"]
@@ -145,7 +153,7 @@ def estimate(study, plan, backend: str, calibration: dict | None = None) -> dict
             add(c, images / (per_device * c.devices_per_stage), rate is not None)
         else:  # caption and curate: small beside the rest; counted, not timed
             add(c, 0.0, False)
-    return {k: out[k] for k in ORDER if k in out}
+    return {k: out[k] for k in ORDER if k in out and out[k].stages}
 
 
 def _rate(rates: dict, kind: str, key: str, name: str | None) -> float | None:

@@ -136,3 +136,37 @@ def holdout_grid(checks: Sequence[Mapping[str, Any]]) -> Grid | None:
                          f"{h.predicted:.4f} ({h.error:+.0%}) {'in' if h.inside else 'OUT'}")
         grid.rows.append(cells + [c["favors"] or MISSING])
     return grid
+
+
+def suggestion_grid(result: Mapping[str, Any]) -> Grid:
+    """tools/fit_curves.py --suggest: candidate additions, best per device-hour first."""
+    unit = f"{result['unit'].upper()}-h"
+    n = len(result["headline"])
+    budget = result["budget"]
+    grid = Grid(title=f"Where to measure next: expected narrowing of the {n} headline 95% "
+                      f"intervals per {unit}" + (f" (budget {budget:g} {unit})" if budget else ""),
+                headers=["#", "addition", "trainings", unit, "narrowing\n(mean)",
+                         f"mean\nper {unit}", "narrows most"], rows=[],
+                caption=("narrowing: 1 - expected width / width now, averaged over the headline "
+                         "quantities (each series' k, each synthetic-per-real multiplier at the "
+                         "largest real size, each L(N, D) alpha); "
+                         f"{result['draws']} simulated measurements per addition, from the "
+                         "current fits plus their residual noise; ✓: the lines below; cost from "
+                         + ("the run's calibration.json" if result["calibrated"] else
+                            "the planning rates (no calibration.json: launch --pilot)")
+                         + f"; {result['backend']} backend"))
+    chosen = {id(o) for o in result["chosen"]}
+    for i, o in enumerate(result["outcomes"], 1):
+        c = o.candidate
+        best = max(o.narrowing.items(), key=lambda kv: kv[1], default=None)
+        over = budget is not None and c.hours > budget
+        grid.rows.append([f"{i}" + (" ✓" if id(o) in chosen else ""), c.label,
+                          str(c.meta["trainings"]), f"{c.hours:.3g}" + (" >" if over else ""),
+                          f"{o.mean:+.1%}", f"{o.per_hour:+.3g}" if o.per_hour == o.per_hour
+                          else MISSING,
+                          f"{best[0]} ({best[1]:+.0%})" if best else MISSING])
+        if c.meta.get("note"):
+            grid.notes.append(f"{c.label}: {c.meta['note']}")
+    for r in result["refused"]:
+        grid.notes.append(f"{r['label']}: not possible: {r['error']}")
+    return grid

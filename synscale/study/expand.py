@@ -7,6 +7,7 @@ prefix of it, so nested sizes never re-render or re-pack anything.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, replace
 
 from synscale.plan.graph import Plan, Stage
@@ -231,6 +232,7 @@ def expand(s: Study) -> Plan:
     # specs, and hashed once (the memo). Nothing changes a spec once planned.
     versions, memo = runner_versions(), {}
     models, evaluations, num_classes = _models(s), _evaluations(s, real), _num_classes(s)
+    repeats = {int(k): v for k, v in s.sweep.repeats.items()}
 
     def planned(kind: str, spec: dict, inputs: tuple, axes: dict) -> Stage:
         return Stage(stage_id(kind, spec, inputs, versions[kind], memo), kind, spec, inputs, axes)
@@ -244,10 +246,22 @@ def expand(s: Study) -> Plan:
             for n in src.sizes:
                 axes = {**src.axes, "arch": model["arch"], "width": model.get("width", ""),
                         "images_per_class": n}
-                train = planned("train", {"model": model, "recipe": recipe, "images_per_class": n,
-                                          "num_classes": num_classes, "seed": s.study.seed,
-                                          **src.adds}, reads, axes)
-                add(train)
-                for spec, eval_axes in evaluations:
-                    add(planned("evaluate", spec, (train.id,), {**axes, **eval_axes}))
+                for r in range(repeats.get(n, 1)):
+                    train = planned("train", {"model": model, "recipe": recipe,
+                                              "images_per_class": n, "num_classes": num_classes,
+                                              "seed": repeat_seed(s.study.seed, r), **src.adds},
+                                    reads, axes)
+                    add(train)
+                    for spec, eval_axes in evaluations:
+                        add(planned("evaluate", spec, (train.id,), {**axes, **eval_axes}))
     return Plan(s.study.name, stages)
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The training seed of a size's `repeat`-th run: the study seed for the
+    first (so adding repeats leaves the trainings already done in place),
+    then one drawn from (seed, repeat), far from the small seeds people pick."""
+    if repeat == 0:
+        return seed
+    digest = hashlib.sha256(f"synscale-repeat:{seed}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

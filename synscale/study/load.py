@@ -161,6 +161,7 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
         if source in sw.sources and not getattr(sw, key):
             problems.append(f"{file}: sweep.{key} = []: sweep.sources includes {source!r}, "
                             "so it needs at least one size")
+    _repeat_checks(s, file, problems)
     _objective_checks(s, file, problems)
     _curate_checks(s, file, problems)
     m = s.model
@@ -321,6 +322,26 @@ def _curate_checks(s: Study, file: str, problems: list[str]) -> None:
                             f"{[round(x, 4) for x in shares]} in whole images per batch")
 
 
+def _repeat_checks(s: Study, file: str, problems: list[str]) -> None:
+    sw = s.sweep
+    sizes = {n for src, key in (("real", "real_images_per_class"),
+                                ("synthetic", "synthetic_images_per_class"),
+                                ("mixture", "mixture_images_per_class"))
+             if src in sw.sources for n in getattr(sw, key)}
+    for key, count in sw.repeats.items():
+        where = f"{file}: sweep.repeats.{key}"
+        try:
+            size = int(key)
+        except ValueError:
+            size = None
+        if size is None or size not in sizes:
+            problems.append(f"{where}: not a training size of this study; a key is images per "
+                            f"class, one of {', '.join(map(str, sorted(sizes))) or 'none'}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            problems.append(f"{where} = {_show(count)}: expected a whole number >= 1 (the "
+                            "trainings at that size, each with its own seed)")
+
+
 def real_needed(sw) -> int:
     """Real images per class the mixtures read (the rest of each set is generated)."""
     return max((split_counts(n, [1 - share, share])[0] for n in sw.mixture_images_per_class
@@ -443,6 +464,12 @@ def load_study(path: str | Path) -> Study:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise StudyError([f"{file}: not valid TOML: {e}"]) from None
+    return study_from_tables(raw, file, text)
+
+
+def study_from_tables(raw: dict, file: str, text: str = "") -> Study:
+    """A Study from parsed TOML tables (a study file, or one edited in memory
+    as --suggest's candidates are), with every check load_study makes."""
     problems: list[str] = []
     tables = [*SECTIONS, "resources", "retry"]
     for key, value in raw.items():

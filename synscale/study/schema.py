@@ -115,6 +115,11 @@ class SweepSection:
                                            "images together", type=int, axis=True, min=1)
     synthetic_shares: tuple = spec((0.5,), "mixture: share of generated images in the set and in "
                                    "every batch", type=float, axis=True, min=0.0, max=1.0)
+    # Repeats are points of the same series (not an axis): the fit reads their
+    # spread as measurement noise, and tools/fit_curves.py --suggest proposes them.
+    repeats: dict = spec({}, "images per class -> trainings at that size, each with its own "
+                         "seed (weights' init and data order; the images are the same); "
+                         "sizes not listed train once", type=dict)
 
 
 def split_counts(images_per_class: int, shares) -> list[int]:

@@ -29,13 +29,14 @@ def spawn_launch(study, root, *args, **popen):
 
 
 def test_reduced_study_end_to_end(small_study, tmp_path):
-    study = small_study("e2e", workers=2)
+    # one more seed at size 8: a repeat of each source's training there
+    study = small_study("e2e", workers=2, **{"[generate]": "repeats = {8 = 2}\n\n[generate]"})
     root = tmp_path / "runs"
     r = run_module("synscale.launch", study, "--root", root, "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
-    assert out["stages"] == {"generate": 2, "pack": 2, "train": 6, "evaluate": 6}
-    assert out["submitted"] == 16 and out["failed"] == 0 and out["skipped_done"] == 0
+    assert out["stages"] == {"generate": 2, "pack": 2, "train": 8, "evaluate": 8}
+    assert out["submitted"] == 20 and out["failed"] == 0 and out["skipped_done"] == 0
     run = root / "e2e"
     assert (run / "study.toml").read_text() == study.read_text()
 
@@ -55,13 +56,17 @@ def test_reduced_study_end_to_end(small_study, tmp_path):
 
     # evaluate + gather: one row per trained model, losses that are numbers
     rows = list(csv.DictReader(open(run / "results/metrics.csv")))
-    assert len(rows) == 6 and {r["source"] for r in rows} == {"real", "synthetic"}
+    assert len(rows) == 8 and {r["source"] for r in rows} == {"real", "synthetic"}
+    for source in ("real", "synthetic"):  # the repeat: another seed, another loss
+        at8 = [r for r in rows if r["source"] == source and r["images_per_class"] == "8"]
+        assert len({r["seed"] for r in at8}) == 2 and len({r["loss"] for r in at8}) == 2
     assert all(0 < float(r["loss"]) < 10 and 0 <= float(r["top1"]) <= 1 for r in rows)
     metrics = [state.read_json(p / "metrics.json") for p in (run / "stages/evaluate").iterdir()]
     assert all(m["n"] == 450 and len(m["per_class_top1"]) == 10 for m in metrics)
 
     fits = json.loads((run / "results/fits.json").read_text())
     assert len(fits["series"]) == 2
+    assert all(f["x"] == [4, 8, 8, 16] for f in fits["series"])  # the repeat: one series
     assert (run / "results/plots/scaling.png").stat().st_size > 1000
     assert "k" in (run / "results/summary.md").read_text()
 

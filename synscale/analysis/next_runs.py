@@ -141,7 +141,7 @@ def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = sugg
                                             a.hours[f"{unit}_hours"],
                                             {"edit": a.edit, "trainings": trainings,
                                              "note": _note(a, units, study)}))
-    total = len(candidates) * n_draws
+    total = len(candidates)
     from synscale.analysis.bootstrap import progress_bar
     with progress_bar(console, total) as tick:
         now, outcomes = suggest.rank(units, quantities, candidates, n_draws, seed, tick)

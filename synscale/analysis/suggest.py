@@ -31,11 +31,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from synscale.analysis.fit import MIN_SIZES, FitError, refit
+from synscale.analysis.fit import FitError, refit
 from synscale.analysis.holdout import PARAMETERS
 
 DRAWS = 16       # simulated measurements per candidate
-RESAMPLES = 200  # bootstrap refits per simulated data set (the power law's are vectorized)
+RESAMPLES = 200  # bootstrap refits per simulated data set (a series': batched, batch_fit.py)
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Unit:
     refit: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # params of a fit of points
     parameters: int                             # the law's fitted parameters
     resamples: int = RESAMPLES
-    vectorized: bool = False                    # the power law: closed-form bootstrap
+    batched: Callable | None = None             # (coords, ys, resample indices) -> draws per y
     draws_cap: int | None = None                # simulated data sets at most (then reused)
     noise: float = field(init=False)
 
@@ -65,9 +65,14 @@ def series_unit(key: tuple, x, y, law: str, start: dict[str, float]) -> Unit:
 
     def predict(c):
         return p["E"] + p["A"] * (c[:, 0] + p.get("D0", 0.0)) ** -p["k"]
+    from synscale.analysis import batch_fit
+    if law == "power":
+        batched = lambda c, ys, idx: batch_fit.power(c[:, 0], ys, idx)  # noqa: E731
+    else:
+        batched = lambda c, ys, idx: batch_fit.offset(c[:, 0], ys, idx, start, law)  # noqa: E731
     return Unit(key, x[:, None], y, predict,
                 lambda c, v: refit(law, c[:, 0], v, start).params, PARAMETERS[law],
-                vectorized=law == "power")
+                batched=batched)
 
 
 def group_unit(key: tuple, n, d, y, fit, resamples: int = 25) -> Unit:
@@ -84,36 +89,32 @@ def group_unit(key: tuple, n, d, y, fit, resamples: int = 25) -> Unit:
 
 
 def draws(unit: Unit, coords: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Bootstrap draws of the unit's parameters fitted to these points. Each
-    unit resamples with its own stream: a multiplier pairs the draws of two
-    series, which must be independent."""
+    """Bootstrap draws of the unit's parameters fitted to these points."""
+    return draws_many(unit, coords, y[None, :], seed)[0]
+
+
+def draws_many(unit: Unit, coords: np.ndarray, ys: np.ndarray,
+               seed: int) -> list[dict[str, np.ndarray]]:
+    """The same for several measurements `ys` (data sets, rows) of the same
+    points, with the same resamples: a batched unit refits them all at once.
+    Each unit resamples with its own stream: a multiplier pairs the draws of
+    two series, which must be independent."""
     rng = np.random.default_rng([seed, _unit_id(unit.key)])
-    idx = rng.integers(0, y.size, (unit.resamples, y.size))
-    if unit.vectorized:
-        return _power_draws(np.log(coords[:, 0]), np.log(y), idx)
-    out: dict[str, list] = {}
-    for i in idx:
-        try:
-            params = unit.refit(coords[i], y[i])
-        except FitError:
-            continue
-        for name, v in params.items():
-            out.setdefault(name, []).append(v)
-    return {name: np.asarray(v, dtype=float) for name, v in out.items()}
-
-
-def _power_draws(lx: np.ndarray, ly: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Least squares on (log x, log L) for every resample at once; resamples
-    with fewer distinct sizes than the law needs fail, as in fit_power."""
-    X, Y = lx[idx], ly[idx]
-    distinct = 1 + (np.diff(np.sort(X, axis=1), axis=1) > 1e-12).sum(axis=1)
-    ok = distinct >= MIN_SIZES["power"]
-    X, Y = X[ok], Y[ok]
-    xm, ym = X.mean(axis=1), Y.mean(axis=1)
-    slope = ((X - xm[:, None]) * (Y - ym[:, None])).sum(axis=1) / \
-        ((X - xm[:, None]) ** 2).sum(axis=1)
-    zero = np.zeros_like(slope)
-    return {"A": np.exp(ym - slope * xm), "k": -slope, "E": zero, "D0": zero}
+    idx = rng.integers(0, ys.shape[1], (unit.resamples, ys.shape[1]))
+    if unit.batched is not None:
+        return unit.batched(coords, ys, idx)
+    out = []
+    for y in ys:
+        found: dict[str, list] = {}
+        for i in idx:
+            try:
+                params = unit.refit(coords[i], y[i])
+            except FitError:
+                continue
+            for name, v in params.items():
+                found.setdefault(name, []).append(v)
+        out.append({name: np.asarray(v, dtype=float) for name, v in found.items()})
+    return out
 
 
 @dataclass(frozen=True)
@@ -179,28 +180,26 @@ def widths_now(units: dict[tuple, Unit], quantities: Sequence[Quantity],
 
 def expected_widths(units: dict[tuple, Unit], quantities: Sequence[Quantity],
                     candidate: Candidate, n_draws: int = DRAWS, seed: int = 0,
-                    base: dict[tuple, dict] | None = None, progress=None) -> dict[str, float]:
+                    base: dict[tuple, dict] | None = None) -> dict[str, float]:
     """Mean width of each quantity the candidate touches, over `n_draws`
     simulated measurements of its points (the others keep `base` draws)."""
     touched = [q for q in quantities if set(q.units) & set(candidate.adds)]
     base = base or {k: draws(u, u.coords, u.y, seed) for k, u in units.items()}
     sums = {q.label: [] for q in touched}
-    simulated: dict[tuple, dict] = {}
+    simulated: dict[tuple, list] = {}  # unit -> draws per simulated data set
+    for key, added in candidate.adds.items():
+        unit = units[key]
+        new = np.asarray(added, dtype=float).reshape(-1, unit.coords.shape[1])
+        slots = min(n_draws, unit.draws_cap or n_draws)
+        ys = np.stack([np.concatenate([unit.y, unit.predict(new) * np.exp(
+            unit.noise * _noise(seed, slot, key, new))]) for slot in range(slots)])
+        simulated[key] = draws_many(unit, np.concatenate([unit.coords, new]), ys, seed)
     for r in range(n_draws):
         d = dict(base)
-        for key, added in candidate.adds.items():
-            unit = units[key]
-            slot = r if unit.draws_cap is None else r % unit.draws_cap
-            if (key, slot) not in simulated:
-                new = np.asarray(added, dtype=float).reshape(-1, unit.coords.shape[1])
-                y = unit.predict(new) * np.exp(unit.noise * _noise(seed, slot, key, new))
-                simulated[key, slot] = draws(unit, np.concatenate([unit.coords, new]),
-                                             np.concatenate([unit.y, y]), seed)
-            d[key] = simulated[key, slot]
+        for key, sets in simulated.items():
+            d[key] = sets[r % len(sets)]
         for q in touched:
             sums[q.label].append(q.width(*(d[k] for k in q.units)))
-        if progress is not None:
-            progress()
     return {label: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
             for label, v in sums.items()}
 
@@ -233,7 +232,9 @@ def rank(units: dict[tuple, Unit], quantities: Sequence[Quantity],
     base = {k: draws(u, u.coords, u.y, seed) for k, u in units.items()}
     out = []
     for c in candidates:
-        exp = expected_widths(units, headline, c, n_draws, seed, base, progress)
+        exp = expected_widths(units, headline, c, n_draws, seed, base)
+        if progress is not None:
+            progress()
         narrowing = {label: 1 - w / now[label] for label, w in exp.items() if math.isfinite(w)}
         mean = sum(narrowing.values()) / len(headline) if headline else 0.0
         out.append(Outcome(c, narrowing, mean))

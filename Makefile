@@ -19,6 +19,7 @@ demo: install
 TEST_WORKERS ?= 2
 
 test: install slurm
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not memory"; first=$$?; \
 	$(PY) -m pytest -q -m memory; exit $$(( first || $$? ))
 

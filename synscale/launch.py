@@ -245,8 +245,8 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
         return 0
     if args.backend == "slurm" or (args.backend is None and study.backend.name == "slurm"):
         return _submit(args, console, study, plan, run, summary)
-    from synscale.analysis.results import analyze_run
     from synscale.backends.local import run_plan
+    from synscale.results import analyze_run
 
     workers = args.workers or study.backend.workers
     progress, update = _progress_bars(console, plan)
@@ -331,7 +331,7 @@ def _results_if_finished(run, sub, console) -> str | None:
     if sub.submitted or sub.skipped_live or sub.analysis:
         return None
     if inputs.stale(run):
-        from synscale.analysis.results import analyze_run
+        from synscale.results import analyze_run
         analyze_run(run.root, console=console)
     return str(run.results)
 

@@ -156,7 +156,7 @@ def refresh(run: RunDir, memory: Memory) -> dict:
 def _fits_table(fits: dict):
     from rich.table import Table
 
-    from synscale.report.tables import series_labels
+    from synscale.report.grid import series_labels
     rows = fits["series"]
     labels = series_labels([r["key"] for r in rows])
     table = Table(title=f"fits so far ({fits['law']} law, from the finished evaluations)")
@@ -290,9 +290,15 @@ def _results(run: RunDir, info: dict, console) -> dict:
     if not current and not _analysis_job_coming(run):
         if console is not None:
             console.print("Results are older than the evaluations: fitting them now.")
-        from synscale.analysis.results import analyze_run
-        analyze_run(run.root, console=None)
-        current = True
+        from synscale.results import analyze_run
+        from synscale.study.load import StudyError
+        try:
+            analyze_run(run.root, console=None)
+            current = True
+        except StudyError as e:
+            if console is not None:
+                from rich.markup import escape
+                console.print("[red]error:[/] " + escape(" ".join(e.problems)), highlight=False)
     return {"current": current, "path": str(run.results)}
 
 

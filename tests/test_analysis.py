@@ -143,7 +143,7 @@ def test_run_analysis_fits_l_of_n_and_d_and_splits_compute(tmp_path):
     sizes drawn from a known L(N, D): the fit, the per-class verdicts and
     the compute-optimal table land in fits.json and summary.md."""
     from synscale.analysis.model_size import StepRule
-    from synscale.analysis.results import analyze_rows
+    from synscale.results import analyze_rows
     from synscale.study.schema import AnalysisSection
 
     rule = StepRule(epochs=10, batch_size=64, min_steps=1, max_steps=10**9)

@@ -4,9 +4,9 @@ import pytest
 
 import tiny_pipelines as tiny
 from conftest import class_folders, read_generated
-from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
+from synscale.runtime.harness import execute
 
 pytestmark = pytest.mark.slow
 WNIDS = ("n01440764", "n01443537")  # tench, goldfish

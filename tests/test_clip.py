@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from test_end_to_end import done_files, spawn_launch
 
 from conftest import SMALL_STUDY, read_generated, run_module
 from synscale.plan import state
 from synscale.plan.graph import Plan
-from test_end_to_end import done_files, spawn_launch
 
 pytestmark = pytest.mark.slow
 

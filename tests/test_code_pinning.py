@@ -82,8 +82,8 @@ def test_running_reads_the_copy_it_was_imported_from(tmp_path):
 
 def test_done_records_the_code_that_computed_the_stage(tmp_path, monkeypatch):
     """What the local backend runs (worker.execute in its own processes)."""
-    from synscale.runtime import harness as worker
     from synscale.plan.graph import Stage
+    from synscale.runtime import harness as worker
 
     monkeypatch.setattr(worker, "runner", lambda kind: types.SimpleNamespace(run=lambda ctx: {}))
     worker.execute(str(tmp_path), Stage("s1", "train", {}), {})

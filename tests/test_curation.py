@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_STUDY, run_module
-from synscale.runtime.harness import StageContext
+from conftest import SMALL_STUDY, run_module
 from synscale.data.digits import load_split
 from synscale.data.ffcv_io import write_beton
 from synscale.plan import state
 from synscale.plan.graph import Stage
+from synscale.runtime.harness import StageContext
 from synscale.stages import curate
 from synscale.study.expand import expand
 from synscale.study.load import load_study

@@ -65,7 +65,7 @@ def test_a_mixture_stream_holds_its_share_in_every_batch_and_resumes_anywhere(tm
              Part(tmp_path / "synthetic", prefix_indices(packs["synthetic"], 2), 1)]
     stream = Stream(parts, seed=0, workers=1, distributed=False, captions=True)
     first = []
-    for k, (x, y, captions) in zip(range(50), stream.batches()):
+    for _, (x, y, captions) in zip(range(50), stream.batches()):
         assert x.shape[0] == len(y) == len(captions) == 4
         # three real images then one generated, each with its own pack's caption of its class
         assert [c.split()[0] for c in captions] == ["real"] * 3 + ["synthetic"]

@@ -171,7 +171,7 @@ def test_out_of_gpu_memory_is_its_own_class_by_type_also_when_wrapped(tmp_path):
         try:
             raise gpu_oom()
         except RuntimeError:
-            raise ValueError("while handling it")  # implicit chaining (__context__)
+            raise ValueError("while handling it")  # noqa: B904 (implicit chaining: __context__)
     except ValueError as e:
         assert exception_class(e) == "out of GPU memory"
     # host memory is not GPU memory: Slurm's "out of memory" rule is unchanged

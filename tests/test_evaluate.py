@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import class_folders
-from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import DATA, imagenet1k
+from synscale.runtime.harness import execute
 
 MODEL = {"arch": "vit", "width": 32, "depth": 1, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0}
 KEYS = {"eval_set", "n", "loss", "top1", "top5", "per_class_top1", "per_class_loss",

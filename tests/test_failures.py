@@ -5,8 +5,15 @@ import os
 
 import pytest
 
-from synscale.backends.failures import (CLASSES, STATES, Queued, classify,
-                                        expand_job_ids, parse_sacct, retried_by_default)
+from synscale.backends.failures import (
+    CLASSES,
+    STATES,
+    Queued,
+    classify,
+    expand_job_ids,
+    parse_sacct,
+    retried_by_default,
+)
 
 
 @pytest.fixture

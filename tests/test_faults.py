@@ -8,9 +8,9 @@ import subprocess
 import time
 
 import pytest
+from test_slurm import cluster, finished_with_results, status
 
 from conftest import run_module
-from test_slurm import cluster, finished_with_results, status
 from synscale.plan import state
 
 # one Slurm for the whole suite: these run one after another in one xdist worker
@@ -188,7 +188,7 @@ def test_a_one_minute_limit_ends_done_after_retries_with_more_time(small_study, 
                      '[backend]\nprofile = "slow.toml"'})
     run = tmp_path / "limit"
     seen, retried = [], []
-    for attempt in range(4):
+    for _attempt in range(4):
         retried.append(launch(study, tmp_path).get("retried", {}))
         deadline = time.time() + 900
         while True:

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from synscale.analysis.fit import (DEFAULT_AXES, FitError, fit_power, fit_power_offset,
-                                   fit_series, synthetic_equivalence)
+from synscale.analysis.fit import (
+    DEFAULT_AXES,
+    FitError,
+    fit_power,
+    fit_power_offset,
+    fit_series,
+    synthetic_equivalence,
+)
 from synscale.report.plots import plot_scaling
 from synscale.report.tables import print_equivalence_tables, print_series_table, summary_markdown
 

@@ -2,12 +2,12 @@
 crash that re-renders only missing shards, bit-identically."""
 import numpy as np
 
-from synscale.runtime.harness import execute
+from conftest import read_generated
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.plan.hashing import image_seed
+from synscale.runtime.harness import execute
 from synscale.stages.generate import shard_plan
-from conftest import read_generated
 
 SPEC = {"generator": "embedded-ddpm", "weights": "", "prompts": "classnames", "guidance": 1.0,
         "scheduler": "ddpm", "steps": 10, "batch_size": 4, "seed": 3, "images_per_class": 6,

@@ -9,11 +9,11 @@ import pytest
 
 import tiny_pipelines as tiny
 from conftest import ROOT, at_second_shard, read_generated
-from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import imagenet1k
 from synscale.prompts.strategies import pick, templates
+from synscale.runtime.harness import execute
 
 pytestmark = pytest.mark.slow
 

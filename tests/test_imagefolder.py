@@ -117,7 +117,7 @@ def test_clip_on_real_caption_pairs_mixed_with_generated_images(tmp_path):
             .replace("mixup = 0.8\ncutmix = 1.0\nrandaugment = 9", "")
             .replace('sets = ["imagenet-val", "imagenet-v2"]',
                      'sets = ["imagenet-val"]\nzero_shot_templates = ["clip-templates-7"]')
-            .replace('[evaluate.dirs]\nimagenet-v2 = "{root}/v2"'.format(root=tmp_path), ""))
+            .replace(f'[evaluate.dirs]\nimagenet-v2 = "{tmp_path}/v2"', ""))
     study = tmp_path / "clip.toml"
     study.write_text(text)
     r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")

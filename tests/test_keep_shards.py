@@ -5,10 +5,10 @@ import json
 import shutil
 
 from conftest import run_module
-from synscale.plan.layout import RunDir
-from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Plan
+from synscale.plan.layout import RunDir
+from synscale.runtime.harness import execute
 
 SYNTHETIC_ONLY = {'sources = ["real", "synthetic"]': 'sources = ["synthetic"]',
                   "synthetic_images_per_class = [4, 8, 16]": "synthetic_images_per_class = [8]",

@@ -17,7 +17,7 @@ SIZES = (4, 8, 16, 32, 64)
 def _run(tmp_path):
     """A plan of two series (real, synthetic) of five evaluations each."""
     stages = []
-    for source, k in (("real", 0.5), ("synthetic", 0.3)):
+    for source in ("real", "synthetic"):
         for ipc in SIZES:
             stages.append(Stage(f"{source}{ipc}", "evaluate", {}, ("t",),
                                 {"eval_set": "test", "source": source, "arch": "vit"}))

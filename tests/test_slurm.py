@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,8 +36,8 @@ def status(run_dir) -> dict:
 def finished_with_results(run, total: int) -> dict:
     """Wait for every stage done and results/ fitted from all the evaluations."""
     from synscale.analysis import inputs
-    from synscale.plan.layout import RunDir
     from synscale.plan.graph import Plan
+    from synscale.plan.layout import RunDir
 
     info = wait_until(run, total)
     assert not info["failures"], info["failures"]
@@ -112,7 +113,7 @@ def test_embedded_study_on_slurm_matches_local_and_splits_arrays(small_study, tm
         assert b["top1"] == pytest.approx(a["top1"], abs=1e-9)
 
 
-def _fake_run(tmp_path, jobs: dict) -> "Path":
+def _fake_run(tmp_path, jobs: dict) -> Path:
     """A run directory whose stages are plain sbatch jobs: status reads it as
     it reads a study's, so each failure class can be produced on purpose.
     Each job's output goes where submitit puts a stage's (slurm.job_log)."""

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from synscale.runtime.harness import execute
 from synscale.plan import state
 from synscale.plan.graph import Stage
+from synscale.runtime.harness import execute
 
 
 def test_atomic_write_keeps_old_file_when_the_writer_dies(tmp_path):
@@ -22,8 +22,8 @@ def test_atomic_write_keeps_old_file_when_the_writer_dies(tmp_path):
 
 def test_killed_writer_leaves_only_a_temporary_that_is_cleaned(tmp_path):
     code = ("import os; from pathlib import Path; from synscale.plan import state\n"
-            "with state.atomic_path(Path(%r)) as tmp:\n"
-            "    tmp.write_text('partial'); os._exit(9)\n") % str(tmp_path / "m.json")
+            f"with state.atomic_path(Path({str(tmp_path / 'm.json')!r})) as tmp:\n"
+            "    tmp.write_text('partial'); os._exit(9)\n")
     subprocess.run([sys.executable, "-c", code])
     assert not (tmp_path / "m.json").exists()
     leftovers = list(tmp_path.glob(".*.tmp"))
@@ -37,8 +37,8 @@ def test_lock_refuses_a_second_holder(tmp_path):
     with state.exclusive(lock):
         code = ("from pathlib import Path; from synscale.plan import state\n"
                 "try:\n"
-                "    with state.exclusive(Path(%r)): print('got it')\n"
-                "except state.Locked as e: print('refused:', e)\n") % str(lock)
+                f"    with state.exclusive(Path({str(lock)!r})): print('got it')\n"
+                "except state.Locked as e: print('refused:', e)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.startswith("refused:") and "in use by another launch" in out
     with state.exclusive(lock):  # released on exit

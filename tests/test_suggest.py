@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import ROOT, SMALL_STUDY, run_tool
+from conftest import SMALL_STUDY, run_tool
 from synscale.analysis import suggest
 from synscale.analysis.fit import fit_law
 from synscale.plan import state
@@ -42,10 +42,10 @@ def test_top_suggestion_narrows_more_than_a_random_one_of_the_same_cost():
         top = ranked[0].candidate
         other = [c for c in cands if c is not top][rng.integers(len(cands) - 1)]
 
-        def realized(c):
+        def realized(c, unit=unit, y=y, k=k):
             x = np.concatenate([SIZES, c.adds[KEY]])
-            return k.width(suggest.draws(unit, x[:, None], np.concatenate([y, measure(c.adds[KEY])]),
-                                         0))
+            y = np.concatenate([y, measure(c.adds[KEY])])
+            return k.width(suggest.draws(unit, x[:, None], y, 0))
         a, b = realized(top), realized(other)
         wins += a < b
         top_w.append(a)

@@ -103,7 +103,7 @@ def test_zero_stages_resume_exactly_after_sigkill_and_usr2(runs):
         wait_for(at_step(r.log(z), 110), procs)
         # USR2 to rank 1 only: whichever rank gets it, all save and rank 0 requeues
         procs[1].send_signal(signal.SIGUSR2)
-        wait_for(lambda: state.is_done(stage), procs)
+        wait_for(lambda stage=stage: state.is_done(stage), procs)
         if nxt:
             wait_for(at_step(r.log(z + 1), 60), procs)
             for p in procs:

@@ -226,8 +226,13 @@ def blip2(folder: Path) -> Path:
     """A tiny BLIP-2 (ViT, Q-Former, OPT) with its processor, for the caption stage."""
     import torch
     from tokenizers import pre_tokenizers
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
-                              BlipImageProcessor, GPT2Tokenizer)
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+        GPT2Tokenizer,
+    )
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "<image>": 3}
     for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):

@@ -58,8 +58,8 @@ def baseline(weights: str, prompts: list[str], device: str) -> dict:
 
 
 def synscale_stage(weights: str, n: int, args, device: str, root: Path) -> dict:
-    from synscale.runtime.harness import execute
     from synscale.plan.graph import Stage
+    from synscale.runtime.harness import execute
 
     spec = {"generator": "stable-diffusion", "weights": weights, "prompts": "clip-templates-7",
             "guidance": 6.5, "scheduler": args.sampler, "steps": args.steps,

@@ -248,7 +248,7 @@ def show(result: dict) -> None:
                else " ok" if values[-1] < goal else " MISSED")
         table.add_row(name, *cells, (f"< {goal:g}" + met) if goal else "")
 
-    for n, row in result["runs"].items():
+    for row in result["runs"].values():
         size = f"{row['stages']:,} stages"
         got = [row.get(f"status_{x}") for x in labels]
         add(f"{size}: status refresh, first (indexes)", [g and g["first"] for g in got])

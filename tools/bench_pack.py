@@ -143,8 +143,8 @@ def main(argv=None) -> dict:
                          "shard_bytes": sum(shard_bytes[:k]), "raw_bytes": raw,
                          "shard_share_of_raw": sum(shard_bytes[:k]) / raw})
     x = np.array([r["images"] for r in rows], float)
-    slope = lambda key: float(np.polyfit(x / 1e4, [r[key] for r in rows], 1)[0]) \
-        if len(rows) > 1 else None
+    def slope(key):
+        return float(np.polyfit(x / 1e4, [r[key] for r in rows], 1)[0]) if len(rows) > 1 else None
     result = {"side": a.side, "format": a.format, "quality": a.quality, "workers": a.workers,
               "write_seconds": write_seconds, "rows": rows,
               "peak_rss_gb_per_10k_images": slope("peak_rss_gb"),

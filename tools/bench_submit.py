@@ -37,9 +37,9 @@ def main(argv=None) -> int:
 
     from synscale.backends import slurm
     from synscale.backends.profile import load_profile
+    from synscale.plan import state
     from synscale.plan.graph import Plan, Stage
     from synscale.plan.layout import RunDir
-    from synscale.plan import state
     from synscale.status import collect
     from synscale.study.load import load_study
 

@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from synscale.runtime.distributed import ensure_initialized
     from synscale.models.vit import build_classifier
+    from synscale.runtime.distributed import ensure_initialized
 
     ensure_initialized()
     if args.arch == "vit":

@@ -9,8 +9,9 @@
 A run directory gets RUN_DIR/results/{metrics.csv, generation.csv,
 fits.json, summary.md, plots/} and the tables in the terminal. A CSV gets
 one fit per group: LAW is power (L = A x^-k), power+offset (L = E + A x^-k),
-saturating (L = E + A (x + D0)^-k) or chinchilla (L = E + A/N^alpha + B/D^beta, with D the --x column and N the
---n column); --json prints {"fits": [...]} (synscale/analysis/points.py).
+saturating (L = E + A (x + D0)^-k) or chinchilla (L = E + A/N^alpha + B/D^beta,
+with D the --x column and N the --n column); --json prints {"fits": [...]}
+(synscale/analysis/points.py).
 
 --suggest ranks additions to a run's study (a size past either end of a
 source's sweep, one more seed at a size, a model width) by how much each is
@@ -105,7 +106,7 @@ def _suggest(args) -> int:
         print(json.dumps(next_runs.as_json(result), indent=1))
         return 0
     from synscale.report.extra_grids import suggestion_grid
-    from synscale.report.tables import print_grid
+    from synscale.report.grid import print_grid
     if not result["headline"]:
         console.print("No headline interval yet (series need a bootstrap interval: more sizes "
                       "finished); nothing to rank.")
@@ -134,10 +135,14 @@ def main(argv=None) -> int:
 
     if args.suggest:
         return _suggest(args)
-    from synscale.analysis.results import analyze_run
-
-    analyze_run(args.source, console=None if args.json else Console(),
-                bootstrap=args.bootstrap, seed=args.seed)
+    from synscale.results import analyze_run
+    from synscale.study.load import StudyError
+    try:
+        analyze_run(args.source, console=None if args.json else Console(),
+                    bootstrap=args.bootstrap, seed=args.seed)
+    except StudyError as e:
+        print("error: " + "\n  ".join(e.problems), file=sys.stderr)
+        return 2
     if args.json:
         print((args.source / "results" / "fits.json").read_text())
     return 0

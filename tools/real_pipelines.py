@@ -170,6 +170,7 @@ def weights_of(name: str, folder: Path):
 
 def _build_here(name: str, folder: Path, precision: str) -> dict:
     import torch
+
     from synscale.generators.weights import parameter_count
 
     torch.manual_seed(0)

@@ -59,7 +59,13 @@ def unet_config(channels: tuple[int, ...]) -> dict:
 def train(args, config: dict, x: np.ndarray, y: np.ndarray):
     import torch
     from diffusers import DDPMScheduler
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

@@ -6,13 +6,14 @@ counted, not retried: the count says how much the interval rests on.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from synscale.analysis.fit import FitError
+from synscale.analysis.errors import FitError
 
 
 @dataclass(frozen=True)

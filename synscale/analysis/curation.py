@@ -10,7 +10,8 @@ scaling tables.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from synscale.analysis.fit import _norm, _num, sort_key
 
@@ -48,7 +49,7 @@ def curation_deltas(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         entry["eval_sets"][eval_set] = {"delta_loss": _num(r["loss"]) - _num(base["loss"]),
                                         "delta_top1": _num(r["top1"]) - _num(base["top1"])}
     out = []
-    for (curation, context), e in settings.items():
+    for e in settings.values():
         deltas = list(e["eval_sets"].values())
         e["mean_delta_loss"] = sum(d["delta_loss"] for d in deltas) / len(deltas)
         e["mean_delta_top1"] = sum(d["delta_top1"] for d in deltas) / len(deltas)

@@ -21,11 +21,14 @@ series does not hide the others.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
+
+from synscale.analysis.errors import FitError  # noqa: F401 (fit.FitError: the fitters raise it)
 
 # Axis columns of the metrics table; rows sharing all of them form a series.
 # templates: the zero-shot template set of a CLIP evaluation.
@@ -44,10 +47,6 @@ K_MAX = 10.0
 # The saturating law's D0 is searched in [0, D0_MAX x the smallest size]: a knee
 # further out than that is not measured by the sweep.
 D0_MAX = 100.0
-
-
-class FitError(ValueError):
-    """The points cannot support the requested fit; the message says why."""
 
 
 @dataclass(frozen=True)

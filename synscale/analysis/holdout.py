@@ -16,8 +16,9 @@ kept fit with n - p degrees of freedom (the measurement noise).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats

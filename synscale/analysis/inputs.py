@@ -9,7 +9,7 @@ evaluations come from the done index, not from every evaluation's folder.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 from synscale.plan import index, state
 from synscale.plan.layout import RunDir

@@ -10,8 +10,9 @@ A group that cannot be fitted carries `error` instead of `params`.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +29,11 @@ def read_csv(path: Path) -> list[dict]:
     return rows
 
 
-def _check_columns(rows: Sequence[Mapping], wanted: dict[str, str]) -> None:
+def _check_columns(rows: Sequence[Mapping], wanted: list[tuple[str, str]]) -> None:
+    """Every (flag, column) named is a column; each --group is checked (a
+    mapping by flag kept only the last)."""
     columns = list(rows[0])
-    missing = [f"--{flag} {col}" for flag, col in wanted.items() if col and col not in columns]
+    missing = [f"--{flag} {col}" for flag, col in wanted if col and col not in columns]
     if missing:
         raise ValueError(f"{', '.join(missing)}: not a column; columns: {', '.join(columns)}")
 
@@ -54,7 +57,7 @@ def fit_points(rows: Sequence[Mapping[str, Any]], law: str, x: str, y: str, n: s
         raise ValueError(f"--law {law}: unknown; allowed: {', '.join(ALL_LAWS)}")
     if law == "chinchilla" and not n:
         raise ValueError("--law chinchilla fits L(N, D): name the model-size column with --n")
-    _check_columns(rows, {"x": x, "y": y, "n": n or "", **{"group": g for g in group}})
+    _check_columns(rows, [("x", x), ("y", y), ("n", n or ""), *(("group", g) for g in group)])
     if law != "chinchilla":
         fits = fit_series(rows, x=x, y=y, axes=list(group), law=law, laws=[law],
                           bootstrap=bootstrap, seed=seed, progress=progress)

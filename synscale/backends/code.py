@@ -144,7 +144,7 @@ def load(folder: Path) -> Code:
                    "folder": str(Path(folder).resolve())})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def running() -> dict:
     """The record of the code this process runs: its pinned copy, or the
     checkout it imported (the local backend), hashed once per process."""

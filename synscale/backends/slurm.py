@@ -17,12 +17,11 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from synscale.backends.failures import (Accounted, Queued, classify, parse_sacct,
-                                        retried_by_default)
-
+from synscale.backends.failures import Accounted, Queued, classify, parse_sacct, retried_by_default
 from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan, Stage
 from synscale.plan.layout import RunDir
+
 
 @dataclass
 class Submission:
@@ -359,7 +358,7 @@ def _submit_analysis(run: RunDir, study, profile, evaluations: list[str], hold: 
     """One small CPU job, after every evaluation array ends however it ends
     (afterany), that gathers, fits and writes results/: a Slurm study gets its
     results with no process left on the login node."""
-    from synscale.analysis.results import analyze_run
+    from synscale.results import analyze_run
     from synscale.study.schema import Resources
 
     r = Resources(cpus=2, mem_gb=min(8.0, profile.max_mem_gb),

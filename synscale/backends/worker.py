@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from synscale.plan import state
 from synscale.plan.layout import RunDir
 from synscale.runtime.harness import execute
+
+if TYPE_CHECKING:
+    from synscale.plan.graph import Stage
 
 
 def _record_termination(folder: Path) -> None:

@@ -15,8 +15,8 @@ batch - up to float rounding in batched convolutions (see `sample`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

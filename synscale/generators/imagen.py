@@ -4,9 +4,16 @@ upsamples to 256 px from the same embeddings. The study's weights are the
 stages in order: one id renders 64 px, two render 256 px."""
 from __future__ import annotations
 
-from synscale.generators.pipeline import (RenderOptions, device_and_dtype, generators,
-                                          guidance_scale, safety_flags, speed_up, to_uint8,
-                                          use_sampler)
+from synscale.generators.pipeline import (
+    RenderOptions,
+    device_and_dtype,
+    generators,
+    guidance_scale,
+    safety_flags,
+    speed_up,
+    to_uint8,
+    use_sampler,
+)
 from synscale.generators.weights import resolve
 
 # Stage II's settings: diffusers' defaults (guidance_scale 4.0 is t = 3).

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from synscale.generators.pipeline import (RenderOptions, device_and_dtype,
-                                          guidance_scale, speed_up, to_uint8, use_sampler)
+from synscale.generators.pipeline import (
+    RenderOptions,
+    device_and_dtype,
+    guidance_scale,
+    speed_up,
+    to_uint8,
+    use_sampler,
+)
 from synscale.generators.weights import resolve
 
 OPTIONS: dict = {}

@@ -27,7 +27,7 @@ class RenderOptions:
     resolution: int = 0           # output side in pixels; 0: the model's native size
 
     @classmethod
-    def from_spec(cls, spec: dict) -> "RenderOptions":
+    def from_spec(cls, spec: dict) -> RenderOptions:
         return cls(**{f.name: spec[f.name] for f in fields(cls) if f.name in spec})
 
 

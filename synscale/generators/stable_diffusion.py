@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import json
 
-from synscale.generators.pipeline import (RenderOptions, device_and_dtype, generators,
-                                          guidance_scale, safety_flags, speed_up, to_uint8,
-                                          use_sampler)
+from synscale.generators.pipeline import (
+    RenderOptions,
+    device_and_dtype,
+    generators,
+    guidance_scale,
+    safety_flags,
+    speed_up,
+    to_uint8,
+    use_sampler,
+)
 from synscale.generators.weights import resolve
 
 OPTIONS: dict = {}  # no options of its own

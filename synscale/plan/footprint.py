@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def generator_params(spec: dict) -> float:
         or GENERATOR_PARAMS[spec["generator"]]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _counted(refs: tuple[str, ...]) -> int:
     from synscale.generators.weights import WeightsError, parameter_count, resolve
     try:
@@ -151,7 +151,7 @@ def model_size(model: dict, num_classes: int, image_shape: tuple) -> ModelSize:
     return _model_size(json.dumps(model, sort_keys=True), num_classes, tuple(image_shape))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model_size(model_json: str, num_classes: int, image_shape: tuple) -> ModelSize:
     import torch
     model = json.loads(model_json)

@@ -60,7 +60,7 @@ class Plan:
         return f'{{"study": {json.dumps(self.study)}, "stages": [\n{rows}\n]}}\n'
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         raw = json.loads(text)
         stages = [Stage(s["id"], s["kind"], s["spec"], tuple(s["inputs"]), s.get("axes", {}),
                         tuple(s.get("also", ())))

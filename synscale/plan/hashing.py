@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 # Keys anywhere in a spec that never change a stage's outputs.
 # micro_batch_size splits the same global batch into accumulated pieces: like

@@ -20,8 +20,9 @@ import fcntl
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 
 class Finished(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -34,7 +34,7 @@ class ClassInfo:
         return bool(self.wnid)
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet1k() -> tuple[ClassInfo, ...]:
     rows = json.loads((DATA / "imagenet1k.json").read_text(encoding="utf-8"))
     return tuple(ClassInfo(r["index"], tuple(r["names"]), r["clip_name"], r["wnid"], r["gloss"],

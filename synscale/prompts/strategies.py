@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 from synscale.prompts.classes import DATA, ClassInfo
 
@@ -53,7 +53,7 @@ def hypernym(c: ClassInfo) -> str:
     return ", ".join(c.hypernyms[0]) if c.hypernyms else ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def places() -> tuple[str, ...]:
     """Places365 scenes as phrases: /a/apartment_building/outdoor -> outdoor
     apartment building, /s/stadium/football -> football stadium."""
@@ -64,7 +64,7 @@ def places() -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def templates(count: int) -> tuple[str, ...]:
     lines = (DATA / f"clip_templates_{count}.txt").read_text().splitlines()
     return tuple(t.strip() for t in lines if t.strip())

@@ -3,9 +3,10 @@ and L(N, D) fits with their compute-optimal splits (same Grid as the other
 tables, so terminal and summary.md agree)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from synscale.report.tables import MISSING, Grid, fmt_size, series_labels, shared_label
+from synscale.report.grid import MISSING, Grid, fmt_size, series_labels, shared_label
 
 SHOWN_CLASSES = 8  # names listed per category; the JSON has them all
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from synscale.analysis.fit import SOURCE_AXES, SeriesFit, sort_key
-from synscale.report.tables import series_labels, shared_label
+from synscale.report.grid import series_labels, shared_label
 
 PANEL_WIDTH, PANEL_HEIGHT = 5.0, 3.8  # inches per panel
 MAX_COLUMNS = 3

@@ -8,59 +8,27 @@ the axes shared by all are said once, in the title.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from synscale.analysis.fit import SOURCE_AXES, Equivalence, SeriesFit, sort_key
+from synscale.report.grid import (
+    MISSING,
+    Grid,
+    fmt_size,
+    print_grid,
+    series_labels,
+    shared_label,
+    to_markdown,
+)
 
 EXTRAPOLATED_MARK = "*"
-MISSING = "-"
 EXTRAPOLATED_CAPTION = (f'"{EXTRAPOLATED_MARK}": extrapolated, the synthetic size lies outside the '
                         f"sizes the synthetic series measured, so it rests on the fitted curve alone; "
                         f'"{MISSING}": no synthetic size reaches that loss (see the notes).')
-
-
-@dataclass
-class Grid:
-    title: str                    # what the table shows, with the axes all its rows share
-    headers: list[str]            # column names; a header may hold a second line after "\n"
-    rows: list[list[str]]         # cells, already formatted
-    caption: str = ""             # how to read the marks in the cells
-    notes: list[str] = field(default_factory=list)  # one line each: failed fits, unreachable losses
-
-
-def series_labels(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> list[str]:
-    """Short labels: only the axes whose values differ across `keys`."""
-    axes = [a for a in dict.fromkeys(a for k in keys for a in k) if a not in skip]
-    varying = [a for a in axes if len({_cell(k.get(a)) for k in keys}) > 1]
-    shown = varying or axes
-    labels = [", ".join(f"{a}={k[a]}" for a in shown if k.get(a) is not None) for k in keys]
-    return [lab or "(all)" for lab in labels]
-
-
-def shared_label(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> str:
-    """The axes every key has the same (non-missing) value on."""
-    if not keys:
-        return ""
-    first = keys[0]
-    same = [a for a in first if a not in skip and first[a] is not None
-            and all(_cell(k.get(a)) == _cell(first[a]) for k in keys)]
-    return ", ".join(f"{a}={first[a]}" for a in same)
-
-
-def _cell(v: Any) -> str:
-    return "" if v is None else str(v)
-
-
-def fmt_size(v: float) -> str:
-    if not math.isfinite(v):
-        return MISSING
-    if v >= 1000 or float(v).is_integer():
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -197,28 +165,6 @@ def equivalence_grids(equivalences: Sequence[Equivalence],
     return grids
 
 
-def to_rich(grid: Grid) -> Table:
-    from rich.markup import escape  # cells are plain text: "[...]" is not a style tag here
-
-    grid = Grid(escape(grid.title), [escape(h) for h in grid.headers],
-                [[escape(c) for c in row] for row in grid.rows], escape(grid.caption), grid.notes)
-    table = Table(title=grid.title, caption=grid.caption or None, caption_justify="left")
-    # The label column wraps rather than shrinking to nothing in a narrow terminal.
-    label_width = min(24, max((len(r[0]) for r in grid.rows), default=8))
-    for i, h in enumerate(grid.headers):
-        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i > 0,
-                         min_width=label_width if i == 0 else None)
-    for row in grid.rows:
-        table.add_row(*row)
-    return table
-
-
-def print_grid(console: Console, grid: Grid) -> None:
-    console.print(to_rich(grid))
-    for note in grid.notes:
-        console.print(f"  {note}", style="yellow", markup=False, highlight=False)
-
-
 def print_series_table(console: Console, series_fits: Sequence[SeriesFit],
                        x_label: str = "images per class", y_label: str = "loss",
                        holdout: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -238,22 +184,6 @@ def print_equivalence_tables(console: Console, equivalences: Sequence[Equivalenc
         print_grid(console, grid)
 
 
-def to_markdown(grid: Grid, level: int = 2) -> str:
-    def esc(s: str) -> str:
-        return (s.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
-                .replace("\n", "<br>"))
-
-    lines = [f"{'#' * level} {esc(grid.title)}", "",
-             "| " + " | ".join(esc(h) for h in grid.headers) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(grid.headers) - 1)) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in grid.rows]
-    if grid.caption:
-        lines += ["", esc(grid.caption)]
-    if grid.notes:
-        lines += [""] + [f"- {esc(n)}" for n in grid.notes]
-    return "\n".join(lines) + "\n"
-
-
 def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Equivalence] = (),
                      per_class: Sequence[Mapping[str, Any]] = (),
                      model_size: Sequence[Mapping[str, Any]] = (), criteria=None,
@@ -263,8 +193,12 @@ def summary_markdown(series_fits: Sequence[SeriesFit], equivalences: Sequence[Eq
                      y_label: str = "loss") -> str:
     """results/summary.md: the series table, one equivalence table per real
     series, then L(N, D) fits and per-class verdicts where there are some."""
-    from synscale.report.extra_grids import (curation_grid, holdout_grid, model_size_grids,
-                                             per_class_grid)
+    from synscale.report.extra_grids import (
+        curation_grid,
+        holdout_grid,
+        model_size_grids,
+        per_class_grid,
+    )
 
     parts = [f"# {title}\n", to_markdown(series_grid(series_fits, x_label, y_label)),
              to_markdown(measured_grid(series_fits, x_label, y_label))]

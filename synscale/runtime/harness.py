@@ -112,8 +112,8 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
             log.info("exiting to be requeued")  # preemption or time limit: not a failure
             raise
         except BaseException as e:
-            from synscale.runtime import preemption
             from synscale.backends.failures import exception_class
+            from synscale.runtime import preemption
             state.record_failure(folder, e, traceback.format_exc(), exception_class(e),
                                  preemption.interruption())
             log.info("failed: %s", e)

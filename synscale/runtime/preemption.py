@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 # save() returns whether what it saved holds work the last attempt had not
 _save: Callable[[], bool] | None = None

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from synscale.data import shards
-from synscale.plan import state
-from synscale.plan.hashing import image_seed
 from synscale.generators.pipeline import guidance_scale
 from synscale.generators.scores import Scorer
+from synscale.plan import state
+from synscale.plan.hashing import image_seed
 from synscale.prompts.classes import of_data
 from synscale.prompts.strategies import pick
 

@@ -15,8 +15,8 @@ import resource
 import shutil
 import time
 
-from synscale.runtime import checkpoint, preemption
 from synscale.plan import state
+from synscale.runtime import checkpoint, preemption
 from synscale.study.schema import split_counts
 
 VERSION = "1"
@@ -81,9 +81,9 @@ def run(ctx) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from synscale.runtime.distributed import ensure_initialized
     from synscale.data.stream import Stream
     from synscale.models.objectives import objective_for, prepare_model
+    from synscale.runtime.distributed import ensure_initialized
 
     spec, recipe = ctx.spec, ctx.spec["recipe"]
     # the device first: it sets DeepSpeed's accelerator, read once at its import

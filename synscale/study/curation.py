@@ -11,8 +11,8 @@ done: "" for the unfiltered sets, "recognizability>=0.5", "recognizability<0.5"
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from synscale.plan.graph import Stage
 

@@ -19,8 +19,16 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from synscale.study.schema import (ARCHS, CLIP_CONFIGS, RESOURCE_KINDS, SECTIONS, Resources,
-                                   RetryPolicy, Study, split_counts)
+from synscale.study.schema import (
+    ARCHS,
+    CLIP_CONFIGS,
+    RESOURCE_KINDS,
+    SECTIONS,
+    Resources,
+    RetryPolicy,
+    Study,
+    split_counts,
+)
 
 TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
               dict: "a table"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from synscale.study.schema import Study
 
+
 def problems(s: Study, backend: str) -> list[str]:
     file = s.path
     out = []

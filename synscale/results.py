@@ -1,4 +1,6 @@
 """A run's results: gather -> fit -> report, all written under results/.
+Above both analysis/ (which computes) and report/ (which lays out), so
+neither imports the other.
 
 results/
   metrics.csv       one row per (train stage, eval set)
@@ -29,15 +31,19 @@ FITS_SCHEMA = 3  # 3: the saturating law, the holdout check
 
 
 def _settings(run: RunDir):
-    """The study's [analysis] section and its step rule (None for a study
-    frozen by a version this one cannot read: defaults then)."""
+    """The study's [analysis] section and its step rule, from the study frozen
+    in the run. One this version cannot load is an error that says so: its
+    law, bootstrap and step rule are what the results must be fitted with,
+    and defaults in their place would be results of another study."""
     from synscale.analysis.model_size import StepRule
-    from synscale.study.load import load_study
-    from synscale.study.schema import AnalysisSection
+    from synscale.study.load import StudyError, load_study
     try:
         study = load_study(run.study_file)
-    except Exception:  # a study frozen by an older version still gathers
-        return AnalysisSection(), None
+    except StudyError as e:
+        raise StudyError([f"{run.study_file}: the study frozen in this run does not load with "
+                          "this version of synscale, so its results cannot be fitted with the "
+                          "settings it asks for; fix that copy (or launch into a new --root):",
+                          *e.problems]) from None
     t = study.train
     return study.analysis, StepRule(t.epochs, t.batch_size, t.min_steps, t.max_steps)
 
@@ -90,9 +96,14 @@ def _per_class(rows: list[dict], fits, names: list[str], criteria: Criteria) -> 
 def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, console=None,
                  quality: list[dict] = (), class_names: list[str] = ()) -> dict:
     from synscale.report.plots import plot_per_class, plot_scaling
-    from synscale.report.tables import (print_curation_table, print_equivalence_tables,
-                                        print_model_size_tables, print_per_class_table,
-                                        print_series_table, summary_markdown)
+    from synscale.report.tables import (
+        print_curation_table,
+        print_equivalence_tables,
+        print_model_size_tables,
+        print_per_class_table,
+        print_series_table,
+        summary_markdown,
+    )
 
     a = settings or AnalysisSection()
     series = len({tuple(_norm(r.get(x)) for x in DEFAULT_AXES) for r in rows})

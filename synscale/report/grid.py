@@ -1,0 +1,94 @@
+"""The shared piece of every results table: a `Grid` of formatted cells,
+laid out by rich in the terminal and as markdown in summary.md (so the two
+agree to the digit), and the labels that name series by the axes that tell
+them apart. tables.py and extra_grids.py both build on it.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+MISSING = "-"
+
+
+@dataclass
+class Grid:
+    title: str                    # what the table shows, with the axes all its rows share
+    headers: list[str]            # column names; a header may hold a second line after "\n"
+    rows: list[list[str]]         # cells, already formatted
+    caption: str = ""             # how to read the marks in the cells
+    notes: list[str] = field(default_factory=list)  # one line each: failed fits, unreachable losses
+
+
+def series_labels(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> list[str]:
+    """Short labels: only the axes whose values differ across `keys`."""
+    axes = [a for a in dict.fromkeys(a for k in keys for a in k) if a not in skip]
+    varying = [a for a in axes if len({_cell(k.get(a)) for k in keys}) > 1]
+    shown = varying or axes
+    labels = [", ".join(f"{a}={k[a]}" for a in shown if k.get(a) is not None) for k in keys]
+    return [lab or "(all)" for lab in labels]
+
+
+def shared_label(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> str:
+    """The axes every key has the same (non-missing) value on."""
+    if not keys:
+        return ""
+    first = keys[0]
+    same = [a for a in first if a not in skip and first[a] is not None
+            and all(_cell(k.get(a)) == _cell(first[a]) for k in keys)]
+    return ", ".join(f"{a}={first[a]}" for a in same)
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def fmt_size(v: float) -> str:
+    if not math.isfinite(v):
+        return MISSING
+    if v >= 1000 or float(v).is_integer():
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def to_rich(grid: Grid) -> Table:
+    from rich.markup import escape  # cells are plain text: "[...]" is not a style tag here
+
+    grid = Grid(escape(grid.title), [escape(h) for h in grid.headers],
+                [[escape(c) for c in row] for row in grid.rows], escape(grid.caption), grid.notes)
+    table = Table(title=grid.title, caption=grid.caption or None, caption_justify="left")
+    # The label column wraps rather than shrinking to nothing in a narrow terminal.
+    label_width = min(24, max((len(r[0]) for r in grid.rows), default=8))
+    for i, h in enumerate(grid.headers):
+        table.add_column(h, justify="left" if i == 0 else "right", no_wrap=i > 0,
+                         min_width=label_width if i == 0 else None)
+    for row in grid.rows:
+        table.add_row(*row)
+    return table
+
+
+def print_grid(console: Console, grid: Grid) -> None:
+    console.print(to_rich(grid))
+    for note in grid.notes:
+        console.print(f"  {note}", style="yellow", markup=False, highlight=False)
+
+
+def to_markdown(grid: Grid, level: int = 2) -> str:
+    def esc(s: str) -> str:
+        return (s.replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*")
+                .replace("\n", "<br>"))
+
+    lines = [f"{'#' * level} {esc(grid.title)}", "",
+             "| " + " | ".join(esc(h) for h in grid.headers) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(grid.headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in grid.rows]
+    if grid.caption:
+        lines += ["", esc(grid.caption)]
+    if grid.notes:
+        lines += [""] + [f"- {esc(n)}" for n in grid.notes]
+    return "\n".join(lines) + "\n"

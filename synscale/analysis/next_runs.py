@@ -116,9 +116,11 @@ def device_unit(study, backend: str) -> str:
 
 def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = suggest.DRAWS,
                 seed: int = 0, backend: str | None = None, console=None) -> dict:
+    from synscale.analysis.bootstrap import progress_bar
     from synscale.analysis.gather import gather
     from synscale.plan import additions, cost
     from synscale.plan.layout import RunDir
+    from synscale.study.expand import expand
     from synscale.study.load import load_study
 
     run = RunDir(Path(run_root))
@@ -129,7 +131,6 @@ def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = sugg
     rows = gather(run.root)
     units, quantities, _ = headline(rows, study.analysis.law)
     found = additions.expand_all(study, additions.edits(study), backend, calibration)
-    from synscale.study.expand import expand
     base = _measured(expand(study), units, study)
     candidates, refused = [], []
     for a in found:
@@ -141,9 +142,7 @@ def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = sugg
                                             a.hours[f"{unit}_hours"],
                                             {"edit": a.edit, "trainings": trainings,
                                              "note": _note(a, units, study)}))
-    total = len(candidates)
-    from synscale.analysis.bootstrap import progress_bar
-    with progress_bar(console, total) as tick:
+    with progress_bar(console, len(candidates)) as tick:
         now, outcomes = suggest.rank(units, quantities, candidates, n_draws, seed, tick)
     chosen = _choose(outcomes, budget)
     return {"unit": unit, "backend": backend, "calibrated": bool(calibration),

@@ -173,9 +173,14 @@ class Outcome:
         return self.mean / self.candidate.hours if self.candidate.hours > 0 else math.nan
 
 
+def base_draws(units: dict[tuple, Unit], seed: int = 0) -> dict[tuple, dict]:
+    """Each unit's bootstrap draws from its measured points."""
+    return {k: draws(u, u.coords, u.y, seed) for k, u in units.items()}
+
+
 def widths_now(units: dict[tuple, Unit], quantities: Sequence[Quantity],
-               seed: int = 0) -> dict[str, float]:
-    d = {k: draws(u, u.coords, u.y, seed) for k, u in units.items()}
+               seed: int = 0, base: dict[tuple, dict] | None = None) -> dict[str, float]:
+    d = base or base_draws(units, seed)
     return {q.label: q.width(*(d[k] for k in q.units)) for q in quantities}
 
 
@@ -185,7 +190,7 @@ def expected_widths(units: dict[tuple, Unit], quantities: Sequence[Quantity],
     """Mean width of each quantity the candidate touches, over `n_draws`
     simulated measurements of its points (the others keep `base` draws)."""
     touched = [q for q in quantities if set(q.units) & set(candidate.adds)]
-    base = base or {k: draws(u, u.coords, u.y, seed) for k, u in units.items()}
+    base = base or base_draws(units, seed)
     sums = {q.label: [] for q in touched}
     simulated: dict[tuple, list] = {}  # unit -> draws per simulated data set
     for key, added in candidate.adds.items():
@@ -228,9 +233,9 @@ def rank(units: dict[tuple, Unit], quantities: Sequence[Quantity],
          progress=None) -> tuple[dict[str, float], list[Outcome]]:
     """(widths now, outcomes best first by narrowing per hour). Quantities
     without a width now (too few draws) are left out of the headline."""
-    now = widths_now(units, quantities, seed)
+    base = base_draws(units, seed)
+    now = widths_now(units, quantities, seed, base)
     headline = [q for q in quantities if math.isfinite(now[q.label]) and now[q.label] > 0]
-    base = {k: draws(u, u.coords, u.y, seed) for k, u in units.items()}
     out = []
     for c in candidates:
         exp = expected_widths(units, headline, c, n_draws, seed, base)

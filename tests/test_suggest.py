@@ -278,9 +278,9 @@ def test_a_width_candidate_adds_points_to_the_model_size_law(tmp_path):
     assert len(groups) == 2 and sum(q.label.startswith("alpha") for q in quantities) == 2
     study = load_study(run.study_file)
     (width,) = [e for e in additions.edits(study) if e.label == "width 64"]
-    (added,) = additions.expand_all(study, [width], "local", {})
-    adds = next_runs._points(added, next_runs._measured(expand(study), units, study), units,
-                             study)
+    planned = expand(study)
+    (added,) = additions.expand_all(study, planned, [width], "local", {})
+    adds = next_runs._points(added, next_runs._measured(planned, units, study), units, study)
     assert set(adds) == set(groups)
     model = {**next(s for s in added.new if s.kind == "train").spec["model"]}
     assert model["width"] == 64

@@ -130,8 +130,9 @@ def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = sugg
     calibration = cost.read_calibration(run.root / "calibration.json")
     rows = gather(run.root)
     units, quantities, _ = headline(rows, study.analysis.law)
-    found = additions.expand_all(study, additions.edits(study), backend, calibration)
-    base = _measured(expand(study), units, study)
+    planned = expand(study)
+    found = additions.expand_all(study, planned, additions.edits(study), backend, calibration)
+    base = _measured(planned, units, study)
     candidates, refused = [], []
     for a in found:
         if a.error:

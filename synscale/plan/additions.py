@@ -83,15 +83,15 @@ def frozen_tables(study) -> dict:
     return tomllib.loads(study.text or Path(study.path).read_text())
 
 
-def expand_all(study, all_edits: list[Edit], backend: str,
+def expand_all(study, planned, all_edits: list[Edit], backend: str,
                calibration: dict | None) -> list[Addition]:
-    """Each edit checked and planned: the stages it adds and their cost."""
+    """Each edit checked and planned: the stages it adds to `planned` (the
+    study's own plan) and their cost."""
     from synscale.plan import cost
     from synscale.study.expand import expand
     from synscale.study.load import StudyError, study_from_tables
 
     base = frozen_tables(study)
-    planned = expand(study)
     have = {s.id for s in planned.stages}
     out = []
     for e in all_edits:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from synscale.analysis import suggest
 from synscale.analysis.fit import DEFAULT_AXES, _norm, comparable, fit_series
-from synscale.plan.additions import SIZE_KEYS
+from synscale.study.schema import SIZE_KEYS
 
 SIZE_AXES = tuple(a for a in DEFAULT_AXES if a not in ("arch", "width"))
 

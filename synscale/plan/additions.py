@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SIZE_KEYS = {"real": "real_images_per_class", "synthetic": "synthetic_images_per_class",
-             "mixture": "mixture_images_per_class"}
+from synscale.study.schema import SIZE_KEYS
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from synscale.study.schema import (
     CLIP_CONFIGS,
     RESOURCE_KINDS,
     SECTIONS,
+    SIZE_KEYS,
     Resources,
     RetryPolicy,
     Study,
@@ -164,8 +165,7 @@ def _section(cls: type, raw: Any, name: str, file: str, problems: list[str]):
 def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
     """Rules that relate keys to each other."""
     sw = s.sweep
-    for source, key in (("real", "real_images_per_class"), ("synthetic", "synthetic_images_per_class"),
-                        ("mixture", "mixture_images_per_class")):
+    for source, key in SIZE_KEYS.items():
         if source in sw.sources and not getattr(sw, key):
             problems.append(f"{file}: sweep.{key} = []: sweep.sources includes {source!r}, "
                             "so it needs at least one size")
@@ -332,10 +332,7 @@ def _curate_checks(s: Study, file: str, problems: list[str]) -> None:
 
 def _repeat_checks(s: Study, file: str, problems: list[str]) -> None:
     sw = s.sweep
-    sizes = {n for src, key in (("real", "real_images_per_class"),
-                                ("synthetic", "synthetic_images_per_class"),
-                                ("mixture", "mixture_images_per_class"))
-             if src in sw.sources for n in getattr(sw, key)}
+    sizes = {n for src, key in SIZE_KEYS.items() if src in sw.sources for n in getattr(sw, key)}
     for key, count in sw.repeats.items():
         where = f"{file}: sweep.repeats.{key}"
         try:

@@ -22,6 +22,8 @@ PROMPT_STRATEGIES = (
 SCHEDULERS = ("default", "ddpm", "ddim", "dpm-solver", "euler")
 # mixture: real and generated images of one generation config at fixed shares
 SOURCES = ("real", "synthetic", "mixture")
+# [sweep]'s list of training-set sizes of each source
+SIZE_KEYS = {source: f"{source}_images_per_class" for source in SOURCES}
 DATASETS = ("digits", "imagefolder")
 EVAL_SETS = ("digits-test", "imagenet-val", "imagenet-sketch", "imagenet-r",
              "imagenet-a", "imagenet-v2")

@@ -48,12 +48,12 @@ def shrink(study, folder: Path):
 
 def rates(plan, run: RunDir, study, backend: str) -> dict:
     """Per-device rates from the pilot's finished stages (cost.estimate's units)."""
-    from synscale.plan.footprint import image_shape
+    from synscale.plan import footprint
 
     def devices(kind: str) -> int:
-        return cost.devices(study, kind, backend)[1]
+        return footprint.devices(study, kind, backend)[1]
 
-    shape = image_shape(study)
+    shape = footprint.image_shape(study)
     out: dict = {"generate": {}, "train": {}, "evaluate": {}}
     trained, hosts, packs = {}, set(), []
     for s in plan.stages:

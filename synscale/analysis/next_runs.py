@@ -109,9 +109,9 @@ def _points(addition, base: Counter, units: dict, study) -> dict[tuple, list]:
 
 
 def device_unit(study, backend: str) -> str:
-    from synscale.plan import cost
+    from synscale.plan import footprint
     kinds = ("generate", "train", "evaluate")
-    return "gpu" if any(cost.devices(study, k, backend)[0] == "gpu" for k in kinds) else "cpu"
+    return "gpu" if any(footprint.devices(study, k, backend)[0] == "gpu" for k in kinds) else "cpu"
 
 
 def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = suggest.DRAWS,

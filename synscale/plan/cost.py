@@ -75,16 +75,6 @@ def forward_flops(size) -> float:
         or 2.0 * size.params
 
 
-def devices(study, kind: str, backend: str) -> tuple[str, int]:
-    """("gpu" or "cpu", how many) one stage of `kind` holds: GPUs where a Slurm
-    study gives the kind some, CPUs otherwise (what hours and rates count)."""
-    from synscale.study.schema import Resources
-    res = study.resources.get(kind) or Resources()
-    if backend == "slurm" and res.gpus > 0:
-        return "gpu", res.gpus * res.nodes
-    return "cpu", res.cpus * res.nodes
-
-
 def estimate(study, plan, backend: str, calibration: dict | None = None,
              only: set[str] | None = None) -> dict[str, KindCost]:
     """Cost per kind of the plan's stages (of those in `only`, when given:
@@ -102,7 +92,7 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
     def kind_cost(kind: str) -> KindCost:
         if kind not in out:
             res = study.resources.get(kind) or Resources()
-            device, count = devices(study, kind, backend)
+            device, count = footprint.devices(study, kind, backend)
             out[kind] = KindCost(device=device, devices_per_stage=count,
                                  parallel=res.max_parallel if backend == "slurm"
                                  else study.backend.workers, source="calibration")

@@ -236,6 +236,16 @@ def _evaluate(fp: KindFootprint, params: int, gpu: bool) -> None:
     fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + 4 * params / GB)
 
 
+def devices(study, kind: str, backend: str) -> tuple[str, int]:
+    """("gpu" or "cpu", how many) one stage of `kind` holds: GPUs where a Slurm
+    study gives the kind some, CPUs otherwise (what hours and rates count)."""
+    from synscale.study.schema import Resources
+    res = study.resources.get(kind) or Resources()
+    if backend == "slurm" and res.gpus > 0:
+        return "gpu", res.gpus * res.nodes
+    return "cpu", res.cpus * res.nodes
+
+
 def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
     """Per stage kind, what the plan's stages occupy and need."""
     from synscale.study.schema import Resources
@@ -244,7 +254,7 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
         return study.resources.get(kind) or Resources()
 
     def on_gpu(kind):
-        return backend == "slurm" and res(kind).gpus > 0
+        return devices(study, kind, backend)[0] == "gpu"
 
     out: dict[str, KindFootprint] = defaultdict(KindFootprint)
     shape = image_shape(study)

@@ -163,7 +163,6 @@ def test_queued_stage_runs_the_code_it_was_submitted_with(small_study, tmp_path)
 
     cluster("on")
     checkout = checkout_copy(tmp_path / "checkout").parent
-    shutil.copytree(ROOT / "slurm/profiles", checkout / "slurm/profiles")  # read at launch
     marks = tmp_path / "marks"
     marks.mkdir()
     study = small_study("pinned", **{'sources = ["real", "synthetic"]': 'sources = ["real"]'})

@@ -167,7 +167,7 @@ def slow_start_profile(tmp_path, seconds: int):
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_START.replace("{seconds}", str(seconds)))
     profile = tmp_path / "slow.toml"
-    local = (ROOT / "slurm/profiles/local.toml").read_text()
+    local = (ROOT / "synscale/profiles/local.toml").read_text()
     profile.write_text(local.replace("setup = [", f'setup = ["export PYTHONPATH={hook}", '))
     return profile
 

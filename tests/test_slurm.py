@@ -408,7 +408,7 @@ def test_task_killed_mid_write_leaves_nothing_taken_as_done(small_study, tmp_pat
     hook.mkdir(), marks.mkdir()
     (hook / "sitecustomize.py").write_text(STALL_AT_SECOND_SHARD)
     profile = tmp_path / "stall.toml"
-    local = (ROOT / "slurm/profiles/local.toml").read_text()
+    local = (ROOT / "synscale/profiles/local.toml").read_text()
     profile.write_text(local.replace('setup = [', f'setup = ["export PYTHONPATH={hook}", '
                                                   f'"export STALL_MARKS={marks}", '))
     study = small_study("midwrite", **{

@@ -1,4 +1,5 @@
-"""Site profiles: what a cluster offers, under slurm/profiles/<name>.toml.
+"""Site profiles: what a cluster offers. A name reads synscale/profiles/<name>.toml
+(shipped with the package); a path ending in .toml is a site's own file.
 
 Resources a study asks for are checked against the profile before anything
 is submitted, so an impossible request fails at validation, never at sbatch
@@ -16,7 +17,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ def load_profile(name: str, study_file: str) -> tuple[Profile | None, list[str]]
     path = profile_path(name, study_file)
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES.glob("*.toml"))
-        return None, [f"{where}: no profile at {path}; known: {', '.join(known)}"]
+        return None, [f"{where}: no profile at {path}; allowed: a shipped profile "
+                      f"({', '.join(known)}) or a path to a site's .toml file"]
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

@@ -316,7 +316,7 @@ class BackendSection:
     name: str = spec("local", "where stages run (the command line's --backend overrides)",
                      type=str, choices=BACKENDS)
     workers: int = spec(2, "local: stages run at once, each in its own process", type=int, min=1)
-    profile: str = spec("local", "slurm: site profile slurm/profiles/<profile>.toml or a path "
+    profile: str = spec("local", "slurm: site profile synscale/profiles/<profile>.toml or a path "
                         "to one (partition, account, qos, constraint, setup lines)", type=str)
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from synscale.generators import SAMPLERS
+
 NULL_CLASS = 10
-SCHEDULERS = ("ddpm", "ddim")
+SCHEDULERS = tuple(s for s in SAMPLERS["embedded-ddpm"] if s != "default")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_FILE = WEIGHTS_DIR / "digits_ddpm.safetensors"
 CONFIG_FILE = WEIGHTS_DIR / "digits_ddpm.json"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-SCORES = ("recognizability", "clip")
+# score name ([generate] scores) -> its column in scores.npz (what curation reads)
+COLUMNS = {"recognizability": "recognizability", "clip": "clip_score"}
+SCORES = tuple(COLUMNS)
 
 
 class Scorer:
@@ -25,9 +27,9 @@ class Scorer:
     def __call__(self, images: np.ndarray, labels: np.ndarray, prompts: list[str]) -> dict:
         out = {}
         if "recognizability" in self.wanted:
-            out["recognizability"] = self._recognizability(images, labels)
+            out[COLUMNS["recognizability"]] = self._recognizability(images, labels)
         if "clip" in self.wanted:
-            out["clip_score"] = self._clip(images, prompts)
+            out[COLUMNS["clip"]] = self._clip(images, prompts)
         return out
 
     def _recognizability(self, images, labels) -> np.ndarray:

@@ -10,16 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Choice lists live where the thing they name does (registries light to
+# import); those beside heavy modules are here, and tests/test_choices.py
+# holds them equal to their registries.
+from synscale.generators import GENERATORS, SCHEDULERS  # "default": the checkpoint's own sampler
 from synscale.plan.graph import KINDS
+from synscale.prompts import STRATEGIES as PROMPT_STRATEGIES
+from synscale.runtime.device import DEVICES  # auto takes a GPU when torch sees one
 
-GENERATORS = ("embedded-ddpm", "stable-diffusion", "imagen", "muse")
-PROMPT_STRATEGIES = (
-    "classnames", "classnames+description", "classnames+hypernyms",
-    "classnames+hypernyms+places", "classnames+description+places",
-    "word2sen", "clip-templates-7", "clip-templates-80", "in-captions",
-)
-# "default": the checkpoint's own sampler (the embedded DDPM's is ddpm).
-SCHEDULERS = ("default", "ddpm", "ddim", "dpm-solver", "euler")
 # mixture: real and generated images of one generation config at fixed shares
 SOURCES = ("real", "synthetic", "mixture")
 # [sweep]'s list of training-set sizes of each source
@@ -46,7 +44,6 @@ GENERATE_PRECISIONS = ("fp32", "fp16", "bf16")
 SCORES = ("recognizability", "clip")
 # data/shards.py's FORMATS, and "auto" (png for the embedded DDPM, jpeg for RGB generators)
 IMAGE_FORMATS = ("auto", "png", "jpeg", "webp")
-DEVICES = ("auto", "cuda", "cpu")  # runtime/device.py: auto takes a GPU when torch sees one
 CURATION_SCORES = ("recognizability", "clip_score")
 
 

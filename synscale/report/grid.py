@@ -25,23 +25,38 @@ class Grid:
     notes: list[str] = field(default_factory=list)  # one line each: failed fits, unreachable losses
 
 
-def series_labels(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> list[str]:
-    """Short labels: only the axes whose values differ across `keys`."""
+def _split(keys: Sequence[Mapping[str, Any]], skip: Sequence[str]) -> tuple[list, list]:
+    """(axes shared by the keys, axes that tell them apart). An axis some
+    keys lack (a real series has no generator or guidance) is shared when the
+    keys that have it agree, so "generator=embedded-ddpm" goes to the title
+    once instead of on every synthetic row; unless the rows then read alike,
+    where having the axis or not is what tells them apart."""
     axes = [a for a in dict.fromkeys(a for k in keys for a in k) if a not in skip]
-    varying = [a for a in axes if len({_cell(k.get(a)) for k in keys}) > 1]
-    shown = varying or axes
+    present = {a: {_cell(k[a]) for k in keys if k.get(a) is not None} for a in axes}
+    varying = [a for a in axes if len(present[a]) > 1]
+
+    def rows(shown):
+        return len({tuple(_cell(k.get(a)) for a in shown) for k in keys})
+    if rows(varying) < rows(axes):
+        varying = [a for a in axes if len({_cell(k.get(a)) for k in keys}) > 1]
+    return [a for a in axes if a not in varying and len(present[a]) == 1], varying
+
+
+def series_labels(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> list[str]:
+    """Short labels: only the axes whose values differ across `keys` (all of
+    them for a single key)."""
+    shared, varying = _split(keys, skip)
+    shown = varying or [a for a in dict.fromkeys(a for k in keys for a in k) if a not in skip]
     labels = [", ".join(f"{a}={k[a]}" for a in shown if k.get(a) is not None) for k in keys]
     return [lab or "(all)" for lab in labels]
 
 
 def shared_label(keys: Sequence[Mapping[str, Any]], skip: Sequence[str] = ()) -> str:
-    """The axes every key has the same (non-missing) value on."""
+    """The axes the keys agree on (where they have them): a table's title."""
     if not keys:
         return ""
-    first = keys[0]
-    same = [a for a in first if a not in skip and first[a] is not None
-            and all(_cell(k.get(a)) == _cell(first[a]) for k in keys)]
-    return ", ".join(f"{a}={first[a]}" for a in same)
+    shared, _ = _split(keys, skip)
+    return ", ".join(f"{a}={next(k[a] for k in keys if k.get(a) is not None)}" for a in shared)
 
 
 def _cell(v: Any) -> str:

@@ -154,47 +154,59 @@ def refresh(run: RunDir, memory: Memory) -> dict:
 
 
 def _fits_table(fits: dict):
+    from rich import box
     from rich.table import Table
 
-    from synscale.report.grid import series_labels
+    from synscale.report.grid import series_labels, shared_label
     rows = fits["series"]
-    labels = series_labels([r["key"] for r in rows])
-    table = Table(title=f"fits so far ({fits['law']} law, from the finished evaluations)")
+    keys = [r["key"] for r in rows]
+    labels = dict(zip((json.dumps(k, sort_keys=True) for k in keys), series_labels(keys)))
+    shared = shared_label(keys)
+    table = Table(title=f"fits so far ({fits['law']} law, from the finished evaluations"
+                        + (f"; {shared}" if shared else "") + ")",
+                  box=box.SIMPLE_HEAD, padding=0, show_edge=False)
     for col in ("series", "points", "k (95%)", ""):
-        table.add_column(col, justify="left" if col == "series" else "right")
-    for r, label in zip(rows, labels):
+        table.add_column(col, justify="left" if col == "series" else "right",
+                         no_wrap=col != "series")
+    for r in rows:
         if "k" in r:
             k = f"{r['k']:.3f}" + (f" ({r['ci95'][0]:.3f}-{r['ci95'][1]:.3f})" if r["ci95"] else "")
         else:
             k = "no fit yet"
-        table.add_row(label, f"{r['points']}/{r['planned']}", k,
-                      "final" if r["final"] else "provisional")
+        table.add_row(labels[json.dumps(r["key"], sort_keys=True)], f"{r['points']}/{r['planned']}",
+                      k, "final" if r["final"] else "so far")
     final = {json.dumps(r["key"], sort_keys=True) for r in rows if r["final"]}
     for m in fits["synthetic_per_real"]:
         done = all(json.dumps(m[s], sort_keys=True) in final for s in ("real", "synthetic"))
-        label = ", ".join(f"{a}={v}" for a, v in m["synthetic"].items()
-                          if m["real"].get(a) != v)
+        label = labels.get(json.dumps(m["synthetic"], sort_keys=True), "synthetic")
         value = f"{m['multiplier']:.2f}x" if m["multiplier"] is not None else "-"
-        table.add_row(f"synthetic per real at {m['real_size']:g} ({label})", "",
-                      value + ("*" if m["extrapolated"] else ""),
-                      "final" if done else "provisional")
+        table.add_row(f"synthetic per real at {m['real_size']:g}: {label}", "",
+                      value + ("*" if m["extrapolated"] else ""), "final" if done else "so far")
     return table
 
 
 def render(info: dict):
     """The status view: a table of stage kinds, the fits so far, then each failure."""
+    from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"{info['study']} ({info['run_dir']})")
-    table.add_column("kind")
-    for col in (*STATES, "total", "elapsed"):
-        table.add_column(col, justify="right")
-    table.add_column("arrays")
+    # Only the states some kind is in, no vertical rules, and the job ids on
+    # lines of their own: the table reads whole in an 80-column terminal
+    # (a real study: six kinds, five states, eight-digit ids, weeks elapsed).
+    kinds = info["kinds"].values()
+    states = [st for st in STATES if any(c[st] for c in kinds)]
+    table = Table(title=f"{info['study']} ({info['run_dir']})", box=box.SIMPLE_HEAD,
+                  padding=0, show_edge=False)
+    table.add_column("kind", no_wrap=True)
+    for col in (*states, "total", "elapsed"):
+        table.add_column(col.replace(" ", "\n"), justify="right", no_wrap=True)
     for kind, c in info["kinds"].items():
-        table.add_row(kind, *(str(c[col]) if c[col] else "" for col in (*STATES, "total")),
-                      _duration(c["elapsed_s"]), _arrays(c["arrays"]))
+        table.add_row(kind, *(str(c[col]) if c[col] else "" for col in (*states, "total")),
+                      _duration(c["elapsed_s"]))
+    arrays = [Text(f"{kind} arrays: {_arrays(c['arrays'])}", "dim")
+              for kind, c in info["kinds"].items() if c["arrays"]]
     lines = [Text.assemble(("failed ", "red"), f"{f['kind']}/{f['id']}",
                            f" [{f['job']}]" if f.get("job") else "",
                            f" ({f['class']}): {f['error']}\n  log: {f['log']}",
@@ -210,7 +222,7 @@ def render(info: dict):
                           "never run. Launch again to resubmit the input and what reads it.",
                           "yellow"))
     fits = [_fits_table(info["fits"])] if info.get("fits") else []
-    return Group(table, *fits, *lines)
+    return Group(table, *arrays, *fits, *lines)
 
 
 def _duration(seconds: float | None) -> str:
@@ -218,6 +230,9 @@ def _duration(seconds: float | None) -> str:
         return ""
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:  # runs last weeks: days and hours, seconds no longer matter
+        return f"{days}d {hours:02d}:{minutes:02d}"
     return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
 
 

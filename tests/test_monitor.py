@@ -222,3 +222,40 @@ def test_the_memo_writes_what_the_encoder_writes():
         assert stage_id("train", spec, ("b", "a"), "1", memo) == stage_id("train", spec,
                                                                           ("b", "a"), "1")
     assert stage_id("train", specs[0], (), "1") != stage_id("train", specs[1], (), "1")
+
+
+def _view(kinds: dict, fits=None) -> list[str]:
+    from rich.console import Console
+
+    from synscale.backends.failures import STATES
+    info = {"study": "imagen_sweep", "run_dir": "/scratch/me/runs/imagen_sweep", "failures": [],
+            "requeued": [], "fits": fits, "kinds": {}}
+    for kind, counts in kinds.items():
+        c = {st: 0 for st in STATES} | counts
+        info["kinds"][kind] = c | {"total": sum(c.values()), "elapsed_s": 19 * 86400 + 4000,
+                                   "arrays": ["45123456", "45123508", "45124001"]}
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(status.render(info))
+    return console.export_text().splitlines()
+
+
+def test_status_reads_whole_in_80_columns_at_real_scale():
+    """Six kinds, every state, six-digit counts, eight-digit job ids, weeks
+    elapsed: nothing is cut ("…" or a wrapped row) and nothing is wider than 80."""
+    from synscale.backends.failures import STATES
+    every = {st: 123 for st in STATES} | {"done": 112000}
+    lines = _view({k: every for k in ("generate", "pack", "curate", "caption", "train",
+                                      "evaluate")})
+    table = lines[:lines.index(next(line for line in lines if "arrays:" in line))]
+    assert max(len(line) for line in lines) <= 80
+    assert not any("…" in line for line in table)
+    rows = [line for line in table if line.split() and line.split()[0] in
+            ("generate", "pack", "curate", "caption", "train", "evaluate")]
+    assert len(rows) == 6 and all("19d 01:06" in r and "112000" in r for r in rows)
+    assert "train arrays: 45123456 45123508 45124001" in lines
+
+
+def test_status_hides_the_states_no_kind_is_in():
+    lines = _view({"train": {"done": 5, "running": 1}, "evaluate": {"pending": 6}})
+    header = next(line for line in lines if line.startswith("kind"))
+    assert header.split() == ["kind", "done", "running", "pending", "total", "elapsed"]

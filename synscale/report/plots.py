@@ -22,6 +22,16 @@ from synscale.report.grid import series_labels, shared_label
 
 PANEL_WIDTH, PANEL_HEIGHT = 5.0, 3.8  # inches per panel
 MAX_COLUMNS = 3
+TITLE_SIZE, SUPTITLE_SIZE = 9, 12  # points
+
+
+def wrapped(text: str, inches: float, points: float) -> str:
+    """`text` broken at its ", " and spaces into lines that fit `inches` at
+    `points` (an average glyph is ~0.6 em wide): long series labels stay
+    within their panel instead of running into the next one's title."""
+    import textwrap
+    return textwrap.fill(text, width=max(16, int(inches * 72 / (points * 0.6))),
+                         break_on_hyphens=False)
 
 
 def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
@@ -65,14 +75,15 @@ def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
             axis.set_minor_formatter(ticker.FuncFormatter(_minor_labeller(axis)))
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
-        ax.set_title(ptitle, fontsize=9)
+        ax.set_title(wrapped(ptitle, PANEL_WIDTH, TITLE_SIZE), fontsize=TITLE_SIZE)
         ax.grid(True, which="both", alpha=0.3)
         # Curves fall from upper left to lower right: the lower left stays clear.
         ax.legend(fontsize=7, loc="lower left")
     for ax in axes[len(order):]:
         ax.set_visible(False)
-    fig.suptitle(f"{y_label} vs {x_label}" + (f" ({common})" if common else "")
-                 + ("; bands: bootstrap 95%" if any(f.interval for f in series_fits) else ""))
+    fig.suptitle(wrapped(f"{y_label} vs {x_label}" + (f" ({common})" if common else "")
+                         + ("; bands: bootstrap 95%" if any(f.interval for f in series_fits)
+                            else ""), PANEL_WIDTH * ncols, SUPTITLE_SIZE), fontsize=SUPTITLE_SIZE)
     return _save(fig, path)
 
 
@@ -144,6 +155,10 @@ CATEGORY_COLOURS = {"easy": "C2", "scaling": "C0", "poor": "C3"}
 def plot_per_class(per_class, criteria, path: str | os.PathLike) -> Path:
     """One panel per series: each class at (top-1 at the smallest size,
     per-class exponent k), coloured by its category, with the thresholds."""
+    return _save(per_class_figure(per_class, criteria), Path(path))
+
+
+def per_class_figure(per_class, criteria):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -166,7 +181,7 @@ def plot_per_class(per_class, criteria, path: str | os.PathLike) -> Path:
         ax.axhline(criteria.scaling_k, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("top-1 at the smallest size")
         ax.set_ylabel("per-class k (loss vs size)")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(wrapped(title, PANEL_WIDTH, TITLE_SIZE), fontsize=TITLE_SIZE)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
         else:
@@ -174,5 +189,6 @@ def plot_per_class(per_class, criteria, path: str | os.PathLike) -> Path:
     for ax in axes[len(per_class):]:
         ax.set_visible(False)
     shared = shared_label(keys)
-    fig.suptitle("classes by how they scale" + (f" ({shared})" if shared else ""))
-    return _save(fig, Path(path))
+    fig.suptitle(wrapped("classes by how they scale" + (f" ({shared})" if shared else ""),
+                         PANEL_WIDTH * ncols, SUPTITLE_SIZE), fontsize=SUPTITLE_SIZE)
+    return fig

@@ -114,6 +114,27 @@ def test_a_multiplier_narrows_most_where_the_synthetic_curve_is_extended():
     assert np.mean(gains["syn 128"]) > max(0.05, np.mean(gains["syn 32"]))
 
 
+def test_batched_chinchilla_refits_agree_with_one_at_a_time():
+    """batch_fit.chinchilla (per-problem L-BFGS in lockstep) against
+    fit_chinchilla from the same start on the same resamples: alpha and beta
+    of nearly every resample agree, and so do their intervals."""
+    from synscale.analysis.chinchilla import fit_chinchilla
+    rng = np.random.default_rng(1)
+    ns, ds = [2e4, 8e4, 3e5], 10.0 * np.array([4, 8, 16, 32, 64, 128, 256, 512])
+    n, d = np.repeat(ns, len(ds)), np.tile(ds, len(ns))
+    loss = (0.2 + 40 * n ** -0.3 + 30 * d ** -0.5) * np.exp(rng.normal(0, 0.05, n.size))
+    key = ("group", "g")
+    unit = suggest.group_unit(key, n, d, loss, fit_chinchilla(n, d, loss), resamples=60)
+    one_by_one = suggest.Unit(key, unit.coords, loss, unit.predict, unit.refit, 5, resamples=60)
+    a, b = (suggest.draws(u, unit.coords, loss, 0) for u in (unit, one_by_one))
+    assert a["alpha"].size == b["alpha"].size > 50
+    for name in ("alpha", "beta", "A", "B"):
+        close = np.isclose(a[name], b[name], rtol=1e-3, atol=1e-4)
+        assert close.mean() > 0.95, (name, close.mean())
+    alpha = suggest.exponent("alpha", key, "alpha")
+    assert alpha.width(a) == pytest.approx(alpha.width(b), rel=0.02)
+
+
 def test_a_new_model_width_narrows_the_model_size_exponent():
     """L(N, D) over three widths: a fourth width (all sizes) narrows alpha's
     interval; repeating a point or a larger D for the same models does not."""

@@ -37,6 +37,8 @@ from synscale.analysis.holdout import PARAMETERS
 
 DRAWS = 16       # simulated measurements per candidate
 RESAMPLES = 200  # bootstrap refits per simulated data set (a series': batched, batch_fit.py)
+# L(N, D): 5 parameters by L-BFGS, ~100x a series' refit even batched
+GROUP_RESAMPLES, GROUP_DRAWS = 100, 8
 
 
 @dataclass
@@ -76,17 +78,18 @@ def series_unit(key: tuple, x, y, law: str, start: dict[str, float]) -> Unit:
                 batched=batched)
 
 
-def group_unit(key: tuple, n, d, y, fit, resamples: int = 25) -> Unit:
-    """A model-size group's L(N, D) (chinchilla.ChinchillaFit). Its refits are
-    iterative and slow (~40 ms): fewer resamples and simulated data sets
-    (4 x 25 refits, ~4 s a candidate) than a series gets."""
+def group_unit(key: tuple, n, d, y, fit, resamples: int = GROUP_RESAMPLES) -> Unit:
+    """A model-size group's L(N, D) (chinchilla.ChinchillaFit), refitted in
+    batches (batch_fit.chinchilla: ~50 ms one at a time)."""
+    from synscale.analysis import batch_fit
     from synscale.analysis.chinchilla import fit_chinchilla, log_params
     start = log_params(fit)
     coords = np.stack([np.asarray(n, dtype=float), np.asarray(d, dtype=float)], axis=1)
     return Unit(key, coords, np.asarray(y, dtype=float),
                 lambda c: fit.predict(c[:, 0], c[:, 1]),
                 lambda c, v: fit_chinchilla(c[:, 0], c[:, 1], v, x0=start).params, 5,
-                resamples=resamples, draws_cap=4)
+                resamples=resamples, draws_cap=GROUP_DRAWS,
+                batched=lambda c, ys, idx: batch_fit.chinchilla(c[:, 0], c[:, 1], ys, idx, start))
 
 
 def draws(unit: Unit, coords: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from synscale.plan import state
-from synscale.plan.graph import Plan, Stage
+from synscale.plan.graph import KINDS, Plan, Stage
 from synscale.plan.layout import RunDir
 
 
@@ -72,23 +72,56 @@ def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
             todo.append(s)
     if not todo:
         return out
+    _run_ready_first(todo, finished, kinds, run, workers, report, out)
+    return out
+
+
+def _run_ready_first(todo: list[Stage], finished: set[str], kinds: dict, run: RunDir,
+                     workers: int, report, out: Outcome, pool=None, execute=None) -> None:
+    """Keep `workers` stages in flight, each time the ready one furthest down
+    the pipeline first (an evaluation before a training, a training before a
+    generation), so a finished training is evaluated next and results fill
+    in as the study runs instead of all at the end. Ties: plan order.
+    (`pool` and `execute`: a test's stand-ins for the worker processes.)"""
+    import heapq
+
+    rank = {k: -i for i, k in enumerate(KINDS)}
+    place = {s.id: i for i, s in enumerate(todo)}
+    waiting = {s.id: sum(i not in finished for i in s.inputs) for s in todo}
+    readers: dict[str, list[Stage]] = {}
+    for s in todo:
+        for i in s.inputs:
+            readers.setdefault(i, []).append(s)
+    ready = [(rank[s.kind], place[s.id], s) for s in todo if waiting[s.id] == 0]
+    heapq.heapify(ready)
+    left = {s.id for s in todo}  # not yet started, failed or blocked
     workers = max(1, min(workers, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    dead: set[str] = set()
     running = {}
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
-                             initializer=_init_worker,
-                             initargs=(threads, str(run.root / "logs"))) as pool:
-        while todo or running:
-            for s in [s for s in todo if all(i in finished for i in s.inputs)]:
-                todo.remove(s)
-                running[pool.submit(_execute, str(run.root), s,
-                                    {i: kinds[i] for i in s.inputs})] = s
-            for s in [s for s in todo if any(i in dead for i in s.inputs)]:
-                todo.remove(s)
-                dead.add(s.id)
+
+    def block(failed: Stage) -> None:
+        stack = list(readers.get(failed.id, ()))
+        while stack:
+            s = stack.pop()
+            if s.id in left:
+                left.discard(s.id)
                 out.blocked.append(s.id)
                 report(s, "blocked")
+                stack += readers.get(s.id, ())
+
+    execute = execute or _execute
+    pool = pool or ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                                       initializer=_init_worker,
+                                       initargs=(threads, str(run.root / "logs")))
+    with pool:
+        while ready or running:
+            while ready and len(running) < workers:
+                s = heapq.heappop(ready)[2]
+                if s.id not in left:
+                    continue
+                left.discard(s.id)
+                running[pool.submit(execute, str(run.root), s,
+                                    {i: kinds[i] for i in s.inputs})] = s
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -101,19 +134,22 @@ def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
                     # failed; nothing of theirs counts until a relaunch reruns them.
                     out.failed[s.id] = "worker process died (killed?); relaunch to rerun"
                     report(s, "failed")
-                    for other in list(running.values()) + todo:
+                    for other in [*running.values(), *(x for x in todo if x.id in left)]:
                         out.blocked.append(other.id)
                         report(other, "blocked")
-                    return out
+                    return
                 except Exception as e:  # the worker already recorded error.json
-                    dead.add(s.id)
                     out.failed[s.id] = _last_line(run, s, e)
                     report(s, "failed")
+                    block(s)
                 else:
                     finished.add(s.id)
                     out.ran.append(s.id)
                     report(s, "done")
-    return out
+                    for r in readers.get(s.id, ()):
+                        waiting[r.id] -= 1
+                        if waiting[r.id] == 0:
+                            heapq.heappush(ready, (rank[r.kind], place[r.id], r))
 
 
 def _last_line(run: RunDir, s: Stage, e: BaseException) -> str:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import ROOT, SMALL_STUDY
+from synscale.backends.decide import micro_batch_of, retry_resources, with_micro_batch
 from synscale.backends.failures import CLASSES, RETRIED, classify, exception_class
 from synscale.backends.profile import Profile
-from synscale.backends.slurm import micro_batch_of, retry_resources, with_micro_batch
 from synscale.plan import state
 from synscale.runtime import device as devices
 from synscale.study.load import StudyError, load_study

@@ -1,6 +1,6 @@
 """The retry policy: which failed stages a relaunch resubmits, and with what."""
+from synscale.backends.decide import retry_resources
 from synscale.backends.profile import Profile
-from synscale.backends.slurm import retry_resources
 from synscale.study.schema import Resources, RetryPolicy
 
 PROFILE = Profile(max_mem_gb=32, max_time_min=600)

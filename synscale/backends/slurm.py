@@ -8,18 +8,27 @@ one task of an array submitted with it follows that one task by task
 (aftercorr; see `batches`). Every submitted stage is
 recorded in slurm/submissions.json; a relaunch skips stages that are done
 and stages whose job is still queued or running.
+
+What to submit, skip, retry or cancel is decided from data by decide.py;
+this module asks Slurm (squeue, sacct, scontrol) and submits.
 """
 from __future__ import annotations
 
-import re
 import subprocess
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from synscale.backends.failures import Accounted, Queued, classify, parse_sacct, retried_by_default
+from synscale.backends.decide import (
+    SQUEUE_FORMAT,
+    batches,
+    decide,
+    parse_max_array_size,
+    parse_squeue,
+    with_micro_batch,
+)
+from synscale.backends.failures import Accounted, Queued, classify, parse_sacct
 from synscale.plan import state
-from synscale.plan.graph import KINDS, Plan, Stage
+from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
 
 
@@ -42,25 +51,16 @@ def max_array_size() -> int:
     out = _run(["scontrol", "show", "config"])
     if out.returncode != 0:
         raise RuntimeError(f"scontrol show config failed: {out.stderr.strip()}")
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.M)
-    return int(match.group(1)) if match else 1001  # Slurm's documented default
+    return parse_max_array_size(out.stdout)
 
 
 def queue_states() -> dict[str, Queued]:
-    """job id (array tasks as '<array>_<index>') -> Queued, in one squeue call.
-
-    A job pending on a dependency that can never be satisfied (an input was
-    cancelled or failed) will never run: its state is NEVER, so that status
-    shows it blocked and a relaunch replaces it instead of waiting forever."""
-    out = _run(["squeue", "--me", "-h", "-r", "-O", "JobArrayID:|,State:|,Reason:|,RestartCnt:"])
+    """job id (array tasks as '<array>_<index>') -> Queued, in one squeue call
+    (decide.parse_squeue: NEVER for a dependency that can never be met)."""
+    out = _run(["squeue", "--me", "-h", "-r", "-O", SQUEUE_FORMAT])
     if out.returncode != 0:
         raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
-    states = {}
-    for line in out.stdout.splitlines():
-        job, st, reason, restarts = ([x.strip() for x in line.split("|")] + ["", "", ""])[:4]
-        states[job] = Queued("NEVER" if reason == "DependencyNeverSatisfied" else st,
-                             int(restarts) if restarts.isdigit() else 0)
-    return states
+    return parse_squeue(out.stdout)
 
 
 def cancel(job_ids: list[str]) -> None:
@@ -93,100 +93,6 @@ def job_log(run: RunDir, job: str) -> Path:
 def load_records(run: RunDir) -> dict:
     path = records_path(run)
     return state.read_json(path) if path.exists() else {"stages": {}, "arrays": []}
-
-
-def retry_resources(klass: str, attempts: int, resources, policy, profile,
-                    micro_batch: tuple[int, int] | None = None):
-    """(resources for the next job, "") or (None, why the stage stays failed).
-    `micro_batch`: a training's (micro batch, images per task per step) as
-    the failed attempt ran it (`micro_batch_of`); None for other kinds."""
-    if attempts >= policy.attempts:
-        return None, f"failed {attempts} time(s); retry.attempts = {policy.attempts}"
-    if not retried_by_default(klass) and not policy.python_exceptions:
-        return None, (f"a {klass} is usually a bug and is not retried (fix it, or set "
-                      "retry.<kind>.python_exceptions = true)")
-    if klass == "out of memory":
-        cap = min(policy.max_mem_gb, profile.max_mem_gb)
-        if resources.mem_gb >= cap:
-            return None, f"out of memory at {resources.mem_gb:g} GB, the cap"
-        return replace(resources, mem_gb=min(resources.mem_gb * policy.oom_mem_factor, cap)), ""
-    if klass == "out of GPU memory":
-        if micro_batch is None:
-            return None, ("out of GPU memory outside training: lower this kind's batch size or "
-                          "ask for larger GPUs")
-        micro, per_task = micro_batch
-        # the largest divisor of the task's images at most half the micro batch, so
-        # gradient accumulation keeps the global batch (and the results) the same
-        smaller = next((d for d in range(micro // 2, 0, -1) if per_task % d == 0), None)
-        if smaller is None:
-            return None, f"out of GPU memory at micro_batch_size {micro}, the floor"
-        return replace(resources, micro_batch_size=smaller), ""
-    if klass == "timeout":
-        cap = min(policy.max_time_min, profile.max_time_min)
-        if resources.time_min >= cap:
-            return None, f"timed out at {resources.time_min} min, the cap"
-        return replace(resources, time_min=min(int(resources.time_min *
-                                                   policy.timeout_time_factor), cap)), ""
-    return resources, ""
-
-
-def micro_batch_of(stage: Stage, resources) -> tuple[int, int] | None:
-    """(micro batch, images per task per step) a training runs with under
-    `resources` (stages/train.run's rule); None for other kinds."""
-    recipe = stage.spec.get("recipe") if stage.kind == "train" else None
-    if recipe is None:  # not a training, or a spec its runner will refuse anyway
-        return None
-    per_task = recipe["batch_size"] // (resources.nodes * resources.tasks_per_node)
-    asked = resources.micro_batch_size or recipe.get("micro_batch_size") or per_task
-    return min(per_task, asked), per_task
-
-
-def with_micro_batch(stage: Stage, resources) -> Stage:
-    """The stage as its job runs it: a training gets [resources.train]'s micro
-    batch (set by the retry after out of GPU memory). Its id stays: the micro
-    batch splits the same global batch, and is not hashed."""
-    if stage.kind != "train" or not resources.micro_batch_size:
-        return stage
-    recipe = {**stage.spec["recipe"], "micro_batch_size": resources.micro_batch_size}
-    return replace(stage, spec={**stage.spec, "recipe": recipe})
-
-
-def chunks(stages: list[Stage], size: int) -> list[list[Stage]]:
-    return [stages[i:i + size] for i in range(0, len(stages), size)]
-
-
-def batches(stages: list[Stage], size: int, task_of: dict[str, tuple[str, int]],
-            array_tasks: dict[str, int]) -> list[tuple[list[Stage], str | None]]:
-    """The arrays for `stages` (one kind, one resource shape), each with the
-    array it follows task by task, or None.
-
-    Where every task of an array just submitted is the one input of one of
-    these stages (an evaluation per training; one array per evaluation set),
-    the stages are laid out in that array's task order and depend on it with
-    aftercorr: each starts as soon as its own input is done, and a failed
-    input blocks only its readers. The rest wait on whole input arrays
-    (afterok)."""
-    lanes: dict[str, dict[int, list[Stage]]] = defaultdict(lambda: defaultdict(list))
-    rest = []
-    for s in stages:
-        source = task_of.get(s.inputs[0]) if len(s.inputs) == 1 else None
-        if source:
-            lanes[source[0]][source[1]].append(s)
-        else:
-            rest.append(s)
-    out = []
-    for array, by_task in lanes.items():
-        n = array_tasks[array]
-        full = min(len(by_task[i]) for i in range(n))  # readers every task of it has
-        # Many readers per task (the trainings of one packed dataset) would
-        # make many short arrays: those wait on the whole array instead.
-        if full <= n:
-            for _ in range(full):
-                out.append(([by_task[i].pop(0) for i in range(n)], array))
-        rest += [s for i in sorted(by_task) for s in by_task[i]]
-    position = {s.id: n for n, s in enumerate(stages)}
-    rest.sort(key=lambda s: position[s.id])
-    return out + [(chunk, None) for chunk in chunks(rest, size)]
 
 
 def _executor(run: RunDir, study, profile, kind: str, r, code_dir=None):
@@ -232,51 +138,20 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
     live = queue_states()
     acct = accounting_states(sorted({a["job_id"] for a in records["arrays"]}))
     kinds = {s.id: s.kind for s in plan.stages}
-    out = Submission()
-    job_of: dict[str, str] = {}      # stage id -> job id (task) it waits on
+    done = {s.id for s in plan.stages if state.is_done(run.stage(s.kind, s.id))}
+    plan_of = decide(plan, done, state.needed_again(plan, run), records, live,
+                     lambda s, job: classify(run.stage(s.kind, s.id), job, live, acct,
+                                             job_log(run, job)),
+                     study.resources, study.retry, profile)
+    out = Submission(skipped_done=plan_of.skipped_done, skipped_live=list(plan_of.skipped_live),
+                     not_retried=plan_of.not_retried,
+                     retried={i: _retry_note(v, before, after, run.stage(kinds[i], i))
+                              for i, (v, before, after) in plan_of.retried.items()})
+    job_of = dict(plan_of.skipped_live)  # stage id -> job (task) it waits on
     task_of: dict[str, tuple[str, int]] = {}  # stage id -> (array id, task), submitted now
     array_tasks: dict[str, int] = {}
-    todo: dict[tuple, list[Stage]] = defaultdict(list)   # (kind, resources) -> stages
-    todo_ids: set[str] = set()
-    drop: list[str] = []             # queued jobs that will never run
-    again = state.needed_again(plan, run)   # released, and read by a stage not done
-    for s in plan.order():
-        job = records["stages"].get(s.id)
-        if state.is_done(run.stage(s.kind, s.id)) and s.id not in again:
-            out.skipped_done.append(s.id)
-            continue
-        # A queued stage stays queued, unless an input of it is submitted
-        # again: its job waits on the old input job, which will never run.
-        if job in live and live[job].state != "NEVER" and not any(i in todo_ids for i in s.inputs):
-            out.skipped_live.append(s.id)
-            job_of[s.id] = job
-            continue
-        if any(i in out.not_retried for i in s.inputs):
-            out.not_retried[s.id] = "an input stays failed"
-            if job in live:  # waiting on it would be forever
-                drop.append(job)
-            continue
-        resources = study.resources[s.kind]
-        # it ran before and did not finish (a released stage did: it runs again, not retried)
-        if job is not None and job not in live and s.id not in again:
-            if s.id in records["resources"]:
-                resources = replace(resources, **records["resources"][s.id])
-            verdict = classify(run.stage(s.kind, s.id), job, live, acct, job_log(run, job))
-            before = resources
-            resources, why = retry_resources(verdict.klass, records["attempts"].get(s.id, 1),
-                                             resources, study.retry[s.kind], profile,
-                                             micro_batch_of(s, resources))
-            if resources is None:
-                out.not_retried[s.id] = f"{verdict.klass}: {why}"
-                continue
-            out.retried[s.id] = _retry_note(verdict, before, resources,
-                                            run.stage(s.kind, s.id))
-        todo[(s.kind, resources)].append(s)
-        todo_ids.add(s.id)
-    # Jobs stuck behind a dead dependency, or behind an input submitted again:
-    # drop them from the queue, they are submitted again below.
-    cancel(drop + [records["stages"][s.id] for k in todo for s in todo[k]
-                   if records["stages"].get(s.id) in live])
+    todo = plan_of.submit
+    cancel(plan_of.cancel)
     size = max_array_size()
     # Kinds in data-flow order, so inputs are submitted first; one array per
     # (kind, resource shape): a retry with more memory gets its own.

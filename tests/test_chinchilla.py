@@ -123,3 +123,27 @@ def test_a_law_without_a_floor_fits_and_bootstraps():
     entry, fit = fit_chinchilla_group({}, n, d, loss, bootstrap=20, seed=0)
     assert fit is not None and fit.params["E"] < 1e-3 and entry["bootstrap"]["resamples"] > 0
     assert fit.params["alpha"] == pytest.approx(0.3, abs=0.02)
+
+
+def test_a_refit_that_runs_off_is_a_failed_resample_not_an_overflow(monkeypatch):
+    """A bootstrap resample of few distinct sizes can let log A run off along
+    a flat direction (seen in the embedded demo with three widths: e^a
+    overflowed and the whole analysis stopped). It is a FitError, which the
+    bootstrap counts as a failed resample, and the batched refits drop it."""
+    import types
+
+    from scipy import optimize
+
+    from synscale.analysis import batch_fit, chinchilla
+    n = np.repeat([2e4, 8e4, 3e5], 3)
+    d = np.tile([40.0, 80.0, 160.0], 3)
+    loss = 0.2 + 40 * n ** -0.3 + 30 * d ** -0.5
+    ran_off = types.SimpleNamespace(x=np.array([812.0, 3.0, -1.0, 60.0, 0.5]), fun=1e-3)
+    monkeypatch.setattr(optimize, "minimize", lambda *a, **k: ran_off)
+    with pytest.raises(FitError, match="diverged"):
+        chinchilla.fit_chinchilla(n, d, loss, x0=(5.0, 3.0, -1.0, 0.3, 0.5))
+    monkeypatch.setattr(batch_fit, "lbfgs", lambda fun, x: (np.tile(ran_off.x, (len(x), 1)),
+                                                            np.full(len(x), 1e-3)))
+    idx = np.tile(np.arange(n.size), (4, 1))
+    (draws,) = batch_fit.chinchilla(n, d, loss[None, :], idx, (5.0, 3.0, -1.0, 0.3, 0.5))
+    assert draws["alpha"].size == 0

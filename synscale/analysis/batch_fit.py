@@ -147,7 +147,7 @@ def chinchilla(n: np.ndarray, d: np.ndarray, ys: np.ndarray, idx: np.ndarray,
     ((a, b, e, alpha, beta), chinchilla.log_params) with fit_chinchilla's
     tolerances. Measured against it on 300 resamples: alpha, beta, A, B of
     99-100% within 1e-3; E differs only where it sinks to 0 (e below -20)."""
-    from synscale.analysis.chinchilla import HUBER_DELTA
+    from synscale.analysis.chinchilla import HUBER_DELTA, LOG_MAX
     ok = np.array([np.unique(n[i]).size >= 3 and np.unique(d[i]).size >= 3 for i in idx],
                   dtype=bool)
     idx = idx[ok]
@@ -160,7 +160,9 @@ def chinchilla(n: np.ndarray, d: np.ndarray, ys: np.ndarray, idx: np.ndarray,
     def huber(X, rows):
         return _huber(X, log_n[rows], log_d[rows], log_l[rows], HUBER_DELTA)
     theta, f = lbfgs(huber, theta)
-    fine = np.isfinite(f) & np.all(np.isfinite(theta), axis=1)
+    # as fit_chinchilla: a refit whose log coefficients ran off has diverged
+    fine = np.isfinite(f) & np.all(np.isfinite(theta), axis=1) & \
+        (theta[:, :3].max(axis=1, initial=-np.inf) <= LOG_MAX)
     a, b, e, alpha, beta = theta[fine].T
     return _split({"A": np.exp(a), "B": np.exp(b), "E": np.exp(e), "alpha": alpha,
                    "beta": beta}, which[fine], len(ys))

@@ -19,6 +19,7 @@ from scipy import optimize
 from synscale.analysis.fit import FitError
 
 HUBER_DELTA = 1e-3
+LOG_MAX = 700.0  # e^700 ~ 1e304: a log coefficient past it has diverged (and exp overflows)
 NAMES = ("A", "B", "E", "alpha", "beta")
 # Hoffmann's grid of starts, as the replication reused it: (a, b, e, alpha, beta)
 GRID = {"a": np.arange(0, 26, 5.0), "b": np.arange(0, 26, 5.0), "e": np.arange(-1, 1.01, 0.5),
@@ -119,6 +120,8 @@ def fit_chinchilla(n, d, loss, x0=None, grid: dict | None = None, refine: int = 
     if best is None:
         raise FitError("L(N, D) did not converge from any start")
     a, b, e, alpha, beta = best.x
+    if max(a, b, e) > LOG_MAX:  # ran off along a flat direction (a resample with few sizes)
+        raise FitError(f"L(N, D) diverged: log A, log B, log E = {a:.3g}, {b:.3g}, {e:.3g}")
     params = {"A": math.exp(a), "B": math.exp(b), "E": math.exp(e),
               "alpha": float(alpha), "beta": float(beta)}
     fit = ChinchillaFit(params, float(best.fun), (), 0.0, int(n.size),

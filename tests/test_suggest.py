@@ -297,6 +297,9 @@ def test_a_width_candidate_adds_points_to_the_model_size_law(tmp_path):
     units, quantities, _ = next_runs.headline(gather(run.root), "power")
     groups = [k for k in units if k[0] == "group"]
     assert len(groups) == 2 and sum(q.label.startswith("alpha") for q in quantities) == 2
+    # labelled by what tells the groups apart, as the series are
+    assert {q.label for q in quantities if q.label.startswith("alpha")} == \
+        {"alpha  real", "alpha  synthetic"}
     study = load_study(run.study_file)
     (width,) = [e for e in additions.edits(study) if e.label == "width 64"]
     planned = expand(study)

@@ -42,10 +42,13 @@ def headline(rows: list[dict], law: str) -> tuple[dict, list, dict]:
                 quantities.append(suggest.multiplier(
                     f"x{real.fit.x_max:g}  {labels[_series_key(syn.key)]}",
                     _series_key(real.key), _series_key(syn.key), real.fit.x_max))
-    for key, unit in _groups(rows).items():
+    groups = _groups(rows)
+    # a group's key: its SIZE_AXES values; labelled like the series, by what varies
+    named = _labels([{a: v for a, v in zip(SIZE_AXES, key[1]) if v not in ("", None)}
+                     for key in groups])
+    for (key, unit), name in zip(groups.items(), named):
         units[key] = unit
-        quantities.append(suggest.exponent(f"alpha  {', '.join(str(v) for v in key[1] if v)}",
-                                           key, "alpha"))
+        quantities.append(suggest.exponent(f"alpha  {name}", key, "alpha"))
     return units, quantities, labels
 
 

@@ -37,10 +37,13 @@ def model_size_grids(fits: Sequence[Mapping[str, Any]]) -> list[Grid]:
         return []
     keys = [f["group"] for f in fits]
     labels, shared = series_labels(keys), shared_label(keys)
-    with_se = any("se" in f for f in fits)
+    # 95% percentile intervals, as the series table: an ill-determined term's
+    # bootstrap is far from normal (A's standard error can reach 1e70 while
+    # half its draws sit within 10x of the fit), so a standard error misleads
+    with_ci = any("ci95" in f for f in fits)
     grid = Grid(title="L(N, D) = E + A/N^alpha + B/D^beta" + (f" ({shared})" if shared else ""),
                 headers=["series", "E", "A", "alpha", "B", "beta", "rmse (log)", "N", "D"],
-                rows=[], caption=("± bootstrap standard error; " if with_se else "")
+                rows=[], caption=("(lo-hi): bootstrap 95% interval; " if with_ci else "")
                 + "N: parameters, D: training images (measured ranges)")
     grids = [grid]
     for f, label in zip(fits, labels):
@@ -49,7 +52,8 @@ def model_size_grids(fits: Sequence[Mapping[str, Any]]) -> list[Grid]:
             grid.notes.append(f"{label}: {f['error']}")
             continue
         p = f["params"]
-        grid.rows.append([label] + [f"{p[k]:.4g}" + (f" ± {f['se'][k]:.2g}" if "se" in f else "")
+        grid.rows.append([label] + [f"{p[k]:.4g}" + ("\n({:.3g}-{:.3g})".format(*f["ci95"][k])
+                                                     if "ci95" in f else "")
                                     for k in ("E", "A", "alpha", "B", "beta")]
                          + [f"{f['rmse']:.4f}",
                             f"{_sci(f['n_range'][0])}..{_sci(f['n_range'][1])}",

@@ -60,3 +60,29 @@ def test_a_failed_training_blocks_its_evaluations_only():
     assert "t1" in out.failed and sorted(out.blocked) == ["e10", "e11"]
     assert "e10" not in started and {"e00", "e01", "t2", "e20", "e21"} <= set(out.ran)
     assert ("e10", "blocked") in reports and ("t1", "failed") in reports
+
+
+def test_a_killed_worker_keeps_what_finished_and_blocks_the_rest():
+    """t0's worker dies (the pool breaks) while t1 runs on the other: t1
+    still counts as done, t0 failed with the relaunch hint, and what never
+    started (the evaluations, t2) is blocked for the next launch."""
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    def execute(root, stage, input_kinds):
+        if stage.id == "t0":
+            raise BrokenProcessPool("a worker died")
+        if stage.id == "t1":
+            time.sleep(0.2)  # still running when t0's loss is seen
+        return {}
+
+    stages = _plan(3)
+    out, reports = Outcome(), []
+    _run_ready_first(list(stages), set(), {s.id: s.kind for s in stages},
+                     RunDir(Path("/nonexistent")), 2,
+                     lambda s, status: reports.append((s.id, status)), out,
+                     pool=ThreadPoolExecutor(2), execute=execute)
+    assert "t1" in out.ran and "worker process died" in out.failed["t0"]
+    assert set(out.blocked) >= {"t2", "e00", "e01"} and "t1" not in out.blocked
+    assert len(reports) == len(stages)  # every stage told once
+    assert len({s for s, _ in reports}) == len(stages)

@@ -208,7 +208,8 @@ def lbfgs(fun, x: np.ndarray, ftol: float = 1e-15, gtol: float = 1e-12,
             q -= alphas[:, i:i + 1] * Ya[:, i]
         yy = dot(Ya[:, -1], Ya[:, -1])
         gamma = np.where(ra[:, -1] > 0, dot(Sa[:, -1], Ya[:, -1]) / np.where(yy > 0, yy, 1), 0.0)
-        # no history yet: a gradient step of length at most 1 (as scipy's first)
+        # no history yet: a gradient step, shortened where the gradient is large
+        # (the line search only halves it)
         gamma = np.where(gamma > 0, gamma, 1.0 / np.maximum(1.0, np.abs(ga).sum(axis=1)))
         r = gamma[:, None] * q
         for i in range(memory):
@@ -234,6 +235,10 @@ def lbfgs(fun, x: np.ndarray, ftol: float = 1e-15, gtol: float = 1e-12,
             pending = pending[~ok]
         moved = np.ones(len(active), dtype=bool)
         moved[pending] = False
+        # no step along the quasi-Newton direction lowered f: as scipy, forget
+        # the history and try the gradient once more before stopping
+        retry = ~moved & (ra.any(axis=1))
+        rho[active[retry]] = 0.0
         s, y = x_new - xa, g_new - ga
         sy = dot(s, y)
         keep = moved & (sy > 1e-10 * dot(y, y))
@@ -242,6 +247,6 @@ def lbfgs(fun, x: np.ndarray, ftol: float = 1e-15, gtol: float = 1e-12,
         S[upd, -1], Y[upd, -1], rho[upd, -1] = s[keep], y[keep], 1.0 / sy[keep]
         x[active], f[active], g[active] = x_new, f_new, g_new
         drop = (fa - f_new) / np.maximum(np.maximum(np.abs(fa), np.abs(f_new)), 1.0)
-        done = ~moved | (drop <= ftol) | (np.abs(g_new).max(axis=1) <= gtol)
+        done = (~moved & ~retry) | (moved & (drop <= ftol)) | (np.abs(g_new).max(axis=1) <= gtol)
         active = active[~done]
     return x, f

@@ -54,11 +54,18 @@ def headline(rows: list[dict], law: str) -> tuple[dict, list, dict]:
 
 def _labels(keys: list[dict]) -> list[str]:
     """Short series labels: the source, then the axes that tell series apart
-    among those that have them (a real series has no guidance)."""
-    varying = [a for a in DEFAULT_AXES if a != "source" and
-               len({str(k.get(a)) for k in keys if k.get(a) is not None}) > 1]
-    return [" ".join([str(k.get("source"))] + [f"{a}={k[a]}" for a in varying
-                                               if k.get(a) is not None]) for k in keys]
+    among those that have them (a real series has no guidance); where that
+    leaves two alike (a curated and a plain series of one config), every
+    axis that differs, having it or not included. Quantities are keyed by
+    these labels, so they must not repeat."""
+    def labelled(present_only: bool) -> list[str]:
+        varying = [a for a in DEFAULT_AXES if a != "source" and len(
+            {str(k.get(a)) for k in keys if not present_only or k.get(a) is not None}) > 1]
+        return [" ".join([str(k.get("source"))] + [f"{a}={k.get(a)}" for a in varying
+                                                   if k.get(a) is not None or not present_only])
+                for k in keys]
+    short = labelled(True)
+    return short if len(set(short)) == len(short) else labelled(False)
 
 
 def _groups(rows: list[dict]) -> dict:

@@ -183,7 +183,7 @@ def base_draws(units: dict[tuple, Unit], seed: int = 0) -> dict[tuple, dict]:
 
 def widths_now(units: dict[tuple, Unit], quantities: Sequence[Quantity],
                seed: int = 0, base: dict[tuple, dict] | None = None) -> dict[str, float]:
-    d = base or base_draws(units, seed)
+    d = base if base is not None else base_draws(units, seed)
     return {q.label: q.width(*(d[k] for k in q.units)) for q in quantities}
 
 
@@ -193,7 +193,7 @@ def expected_widths(units: dict[tuple, Unit], quantities: Sequence[Quantity],
     """Mean width of each quantity the candidate touches, over `n_draws`
     simulated measurements of its points (the others keep `base` draws)."""
     touched = [q for q in quantities if set(q.units) & set(candidate.adds)]
-    base = base or base_draws(units, seed)
+    base = base if base is not None else base_draws(units, seed)
     sums = {q.label: [] for q in touched}
     simulated: dict[tuple, list] = {}  # unit -> draws per simulated data set
     for key, added in candidate.adds.items():

@@ -113,43 +113,64 @@ def _run_ready_first(todo: list[Stage], finished: set[str], kinds: dict, run: Ru
     pool = pool or ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                        initializer=_init_worker,
                                        initargs=(threads, str(run.root / "logs")))
+    def settle(fut, s: Stage, first_loss: bool = True) -> bool:
+        """Record how a finished future ended; False when the pool broke.
+        A worker killed loses the stage it ran (failed: it says so) and
+        every other one in flight (blocked); nothing of theirs counts until
+        a relaunch reruns them."""
+        try:
+            fut.result()
+        except BrokenProcessPool:
+            if first_loss:
+                out.failed[s.id] = "worker process died (killed?); relaunch to rerun"
+                report(s, "failed")
+            else:
+                out.blocked.append(s.id)
+                report(s, "blocked")
+            return False
+        except Exception as e:  # the worker already recorded error.json
+            out.failed[s.id] = _last_line(run, s, e)
+            report(s, "failed")
+            block(s)
+        else:
+            finished.add(s.id)
+            out.ran.append(s.id)
+            report(s, "done")
+            for r in readers.get(s.id, ()):
+                waiting[r.id] -= 1
+                if waiting[r.id] == 0:
+                    heapq.heappush(ready, (rank[r.kind], place[r.id], r))
+        return True
+
     with pool:
-        while ready or running:
+        broken = False
+        while (ready or running) and not broken:
             while ready and len(running) < workers:
                 s = heapq.heappop(ready)[2]
                 if s.id not in left:
                     continue
+                try:
+                    fut = pool.submit(execute, str(run.root), s, {i: kinds[i] for i in s.inputs})
+                except BrokenProcessPool:  # it broke since the last stage ended
+                    broken = True
+                    break
                 left.discard(s.id)
-                running[pool.submit(execute, str(run.root), s,
-                                    {i: kinds[i] for i in s.inputs})] = s
+                running[fut] = s
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                s = running.pop(fut)
-                try:
-                    fut.result()
-                except BrokenProcessPool:
-                    # A worker was killed: every stage in flight is lost, not
-                    # failed; nothing of theirs counts until a relaunch reruns them.
-                    out.failed[s.id] = "worker process died (killed?); relaunch to rerun"
-                    report(s, "failed")
-                    for other in [*running.values(), *(x for x in todo if x.id in left)]:
-                        out.blocked.append(other.id)
-                        report(other, "blocked")
-                    return
-                except Exception as e:  # the worker already recorded error.json
-                    out.failed[s.id] = _last_line(run, s, e)
-                    report(s, "failed")
-                    block(s)
-                else:
-                    finished.add(s.id)
-                    out.ran.append(s.id)
-                    report(s, "done")
-                    for r in readers.get(s.id, ()):
-                        waiting[r.id] -= 1
-                        if waiting[r.id] == 0:
-                            heapq.heappush(ready, (rank[r.kind], place[r.id], r))
+                broken = not settle(fut, running.pop(fut), not broken) or broken
+        if broken:
+            # The stages in flight end at once (each done, failed, or lost
+            # with the pool); what never started is blocked until a relaunch.
+            for fut in wait(running).done:
+                settle(fut, running.pop(fut), first_loss=False)
+            for s in todo:
+                if s.id in left:
+                    left.discard(s.id)
+                    out.blocked.append(s.id)
+                    report(s, "blocked")
 
 
 def _last_line(run: RunDir, s: Stage, e: BaseException) -> str:

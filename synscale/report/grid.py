@@ -27,13 +27,24 @@ class Grid:
 
 def _split(keys: Sequence[Mapping[str, Any]], skip: Sequence[str]) -> tuple[list, list]:
     """(axes shared by the keys, axes that tell them apart). An axis some
-    keys lack (a real series has no generator or guidance) is shared when the
-    keys that have it agree, so "generator=embedded-ddpm" goes to the title
-    once instead of on every synthetic row; unless the rows then read alike,
-    where having the axis or not is what tells them apart."""
+    keys lack because of their source (a real series has no generator or
+    guidance) is shared when the keys that have it agree, so
+    "generator=embedded-ddpm" goes to the title once instead of on every
+    synthetic row. One whose absence means something (no curation rule, no
+    synthetic share) among keys of the same source still tells them apart,
+    and so does any axis when the rows would otherwise read alike."""
     axes = [a for a in dict.fromkeys(a for k in keys for a in k) if a not in skip]
     present = {a: {_cell(k[a]) for k in keys if k.get(a) is not None} for a in axes}
-    varying = [a for a in axes if len(present[a]) > 1]
+
+    def by_source(a: str) -> bool:
+        """Keys lacking `a` are of other sources than those having it."""
+        having = {_cell(k.get("source")) for k in keys if k.get(a) is not None}
+        lacking = {_cell(k.get("source")) for k in keys if k.get(a) is None}
+        return "source" not in skip and all("source" in k for k in keys) and \
+            not having & lacking
+    varying = [a for a in axes if len(present[a]) > 1 or
+               (len(present[a]) == 1 and not by_source(a) and
+                any(k.get(a) is None for k in keys))]
 
     def rows(shown):
         return len({tuple(_cell(k.get(a)) for a in shown) for k in keys})

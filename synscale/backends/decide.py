@@ -75,15 +75,15 @@ def decide(plan: Plan, done: set[str], again: set[str], records: dict,
         if s.id in done and s.id not in again:
             out.skipped_done.append(s.id)
             continue
+        if any(i in out.not_retried for i in s.inputs):
+            out.not_retried[s.id] = "an input stays failed"
+            if job in live:  # waiting on it would be forever (even before Slurm says so)
+                out.cancel.append(job)
+            continue
         # A queued stage stays queued, unless an input of it is submitted
         # again: its job waits on the old input job, which will never run.
         if job in live and live[job].state != "NEVER" and not resubmitted & set(s.inputs):
             out.skipped_live[s.id] = job
-            continue
-        if any(i in out.not_retried for i in s.inputs):
-            out.not_retried[s.id] = "an input stays failed"
-            if job in live:  # waiting on it would be forever
-                out.cancel.append(job)
             continue
         res = resources[s.kind]
         # it ran before and did not finish (a released stage did: it runs again, not retried)

@@ -1,9 +1,8 @@
 """Each list of allowed values a study file offers matches the registry of
-the thing it names. The schema imports the light registries (generators,
-samplers, prompt strategies, devices); those kept in the schema because
-their registry sits beside heavy imports (scipy, torch) are held equal here,
-so adding a law, an image format or a score in one place and not the other
-fails here rather than on a cluster."""
+the thing it names (the schema restates them: every stage runner imports it,
+and importing the registries would widen what code pinning deems each kind
+to run), so adding a generator, a law, an image format or a score in one
+place and not the other fails here rather than on a cluster."""
 import pytest
 
 from synscale.study import schema
@@ -20,6 +19,7 @@ def pairs():
     from synscale.plan import footprint
     from synscale.prompts import STRATEGIES
     from synscale.prompts.strategies import POOLS
+    from synscale.runtime import device
     fit = _fit()
     return {
         "laws (analysis/fit.py: LAWS and its fitters)": (schema.LAWS, fit.LAWS, tuple(fit.FITTERS)),
@@ -34,6 +34,9 @@ def pairs():
         "schedulers (diffusers' classes by name, and default)": (
             schema.SCHEDULERS, ("default", *pipeline.SAMPLERS)),
         "prompt strategies": (schema.PROMPT_STRATEGIES, STRATEGIES),
+        "schedulers each generator takes (generators/__init__.py)": (
+            schema.SCHEDULERS, tuple(dict.fromkeys(s for v in SAMPLERS.values() for s in v))),
+        "devices (runtime/device.py)": (schema.DEVICES, device.DEVICES),
         "generation precisions (the pipelines' dtypes, footprint's bytes)": (
             schema.GENERATE_PRECISIONS, tuple(footprint.PRECISION_BYTES)),
         "zero-shot template sets (template pools)": (

@@ -24,9 +24,6 @@ SAMPLERS = {
     "imagen": ("default", "ddpm", "dpm-solver"),
     "muse": ("default",),
 }
-# the study's choices ([generate] generator, scheduler): read by study/schema.py
-GENERATORS = ("embedded-ddpm", *FAMILIES)
-SCHEDULERS = tuple(dict.fromkeys(s for names in SAMPLERS.values() for s in names))
 
 
 def options_of(name: str) -> dict:

@@ -10,14 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Choice lists live where the thing they name does (registries light to
-# import); those beside heavy modules are here, and tests/test_choices.py
-# holds them equal to their registries.
-from synscale.generators import GENERATORS, SCHEDULERS  # "default": the checkpoint's own sampler
 from synscale.plan.graph import KINDS
-from synscale.prompts import STRATEGIES as PROMPT_STRATEGIES
-from synscale.runtime.device import DEVICES  # auto takes a GPU when torch sees one
 
+# The choice lists a study file offers. Each is defined by the registry of the
+# thing it names (generators/, prompts/, analysis/fit.py, ...), and
+# tests/test_choices.py holds every list here equal to its registry. They are
+# restated rather than imported because every stage runner imports this
+# module: importing the registries would pull their packages (and, for code
+# pinning, their data files: prompt lists, generator weights) into what every
+# stage kind is deemed to run (backends/code.py).
+GENERATORS = ("embedded-ddpm", "stable-diffusion", "imagen", "muse")
+PROMPT_STRATEGIES = (
+    "classnames", "classnames+description", "classnames+hypernyms",
+    "classnames+hypernyms+places", "classnames+description+places",
+    "clip-templates-7", "clip-templates-80", "word2sen", "in-captions",
+)
+# "default": the checkpoint's own sampler (the embedded DDPM's is ddpm).
+SCHEDULERS = ("default", "ddpm", "ddim", "dpm-solver", "euler")
+DEVICES = ("auto", "cuda", "cpu")  # runtime/device.py: auto takes a GPU when torch sees one
 # mixture: real and generated images of one generation config at fixed shares
 SOURCES = ("real", "synthetic", "mixture")
 # [sweep]'s list of training-set sizes of each source

@@ -147,7 +147,7 @@ def chinchilla(n: np.ndarray, d: np.ndarray, ys: np.ndarray, idx: np.ndarray,
     ((a, b, e, alpha, beta), chinchilla.log_params) with fit_chinchilla's
     tolerances. Measured against it on 300 resamples: alpha, beta, A, B of
     99-100% within 1e-3; E differs only where it sinks to 0 (e below -20)."""
-    from synscale.analysis.chinchilla import HUBER_DELTA, LOG_MAX
+    from synscale.analysis.chinchilla import HUBER_DELTA, LOG_MAX, objective_rows
     ok = np.array([np.unique(n[i]).size >= 3 and np.unique(d[i]).size >= 3 for i in idx],
                   dtype=bool)
     idx = idx[ok]
@@ -158,7 +158,7 @@ def chinchilla(n: np.ndarray, d: np.ndarray, ys: np.ndarray, idx: np.ndarray,
     theta = np.tile(np.asarray(start, dtype=float), (len(log_l), 1))
 
     def huber(X, rows):
-        return _huber(X, log_n[rows], log_d[rows], log_l[rows], HUBER_DELTA)
+        return objective_rows(X, log_n[rows], log_d[rows], log_l[rows], HUBER_DELTA)
     theta, f = lbfgs(huber, theta)
     # as fit_chinchilla: a refit whose log coefficients ran off has diverged
     fine = np.isfinite(f) & np.all(np.isfinite(theta), axis=1) & \
@@ -166,22 +166,6 @@ def chinchilla(n: np.ndarray, d: np.ndarray, ys: np.ndarray, idx: np.ndarray,
     a, b, e, alpha, beta = theta[fine].T
     return _split({"A": np.exp(a), "B": np.exp(b), "E": np.exp(e), "alpha": alpha,
                    "beta": beta}, which[fine], len(ys))
-
-
-def _huber(theta, log_n, log_d, log_l, delta):
-    """chinchilla._objective over a leading problem axis: each problem's
-    summed Huber loss of its log residuals, and its gradient."""
-    a, b, e, alpha, beta = (theta[:, i:i + 1] for i in range(5))
-    t_n, t_d = a - alpha * log_n, b - beta * log_d
-    pred = np.logaddexp(np.logaddexp(t_n, t_d), e)
-    r = pred - log_l
-    small = np.abs(r) <= delta
-    loss = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum(axis=1)
-    dr = np.where(small, r, delta * np.sign(r))
-    w_n, w_d, w_e = dr * np.exp(t_n - pred), dr * np.exp(t_d - pred), dr * np.exp(e - pred)
-    grad = np.stack([w_n.sum(1), w_d.sum(1), w_e.sum(1), -(w_n * log_n).sum(1),
-                     -(w_d * log_d).sum(1)], axis=1)
-    return loss, grad
 
 
 def lbfgs(fun, x: np.ndarray, ftol: float = 1e-15, gtol: float = 1e-12,

@@ -28,15 +28,26 @@ GRID = {"a": np.arange(0, 26, 5.0), "b": np.arange(0, 26, 5.0), "e": np.arange(-
 
 def _objective(theta, log_n, log_d, log_l, delta):
     """Summed Huber loss of the log-loss residuals, and its gradient."""
-    a, b, e, alpha, beta = theta
+    loss, grad = objective_rows(np.asarray(theta)[None, :], log_n[None, :], log_d[None, :],
+                                log_l[None, :], delta)
+    return loss[0], grad[0]
+
+
+def objective_rows(theta, log_n, log_d, log_l, delta):
+    """_objective for many problems at once: theta (P, 5), the log arrays
+    (P, points) or (1, points); each row's summed Huber loss and gradient
+    (the screen of starts, and batch_fit's refits)."""
+    a, b, e, alpha, beta = (theta[:, i:i + 1] for i in range(5))
     t_n, t_d = a - alpha * log_n, b - beta * log_d
     pred = np.logaddexp(np.logaddexp(t_n, t_d), e)
     r = pred - log_l
     small = np.abs(r) <= delta
-    loss = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum()
+    loss = np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum(axis=1)
     dr = np.where(small, r, delta * np.sign(r))
     w_n, w_d, w_e = dr * np.exp(t_n - pred), dr * np.exp(t_d - pred), dr * np.exp(e - pred)
-    return loss, np.array([w_n.sum(), w_d.sum(), w_e.sum(), -(w_n @ log_n), -(w_d @ log_d)])
+    grad = np.stack([w_n.sum(1), w_d.sum(1), w_e.sum(1), -(w_n * log_n).sum(1),
+                     -(w_d * log_d).sum(1)], axis=1)
+    return loss, grad
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,7 @@ def _screen(grid: dict, log_n, log_d, log_l, delta: float, keep: int) -> np.ndar
     start is scored (one array operation), the optimizer runs from the best."""
     starts = np.array(list(itertools.product(grid["a"], grid["b"], grid["e"], grid["alpha"],
                                              grid["beta"])))
-    a, b, e, alpha, beta = (starts[:, i:i + 1] for i in range(5))
-    pred = np.logaddexp(np.logaddexp(a - alpha * log_n, b - beta * log_d), e)
-    r = np.abs(pred - log_l)
-    score = np.where(r <= delta, 0.5 * r ** 2, delta * (r - 0.5 * delta)).sum(1)
+    score, _ = objective_rows(starts, log_n[None, :], log_d[None, :], log_l[None, :], delta)
     return starts[np.argsort(score, kind="stable")[:keep]]
 
 

@@ -37,8 +37,9 @@ def shrink(study, folder: Path):
         from synscale.data.folders import class_key
         from synscale.prompts.classes import of_data
         folder.mkdir(parents=True, exist_ok=True)
-        keys = [class_key(c) for c in of_data({"dataset": data.dataset,
-                                               "classes": data.classes})[:PILOT_CLASSES]]
+        from synscale.study.specs import DataSpec
+        keys = [class_key(c) for c in of_data(DataSpec(data.dataset,
+                                                       classes=data.classes))[:PILOT_CLASSES]]
         state.write_text(folder / "classes.txt", "\n".join(keys) + "\n")
         data = replace(data, classes=str(folder / "classes.txt"))
     return replace(study, study=replace(study.study, name="pilot"), data=data, sweep=sweep,

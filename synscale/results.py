@@ -50,9 +50,11 @@ def _settings(run: RunDir):
 
 def _class_names(run: RunDir) -> list[str]:
     from synscale.prompts.classes import of_data
+    from synscale.study.specs import DataSpec, parse
     plan = Plan.from_json(run.plan_file.read_text())
     evaluations = plan.of_kind("evaluate")
-    return [c.name for c in of_data(evaluations[0].spec["data"])] if evaluations else []
+    return [c.name for c in of_data(parse(DataSpec, evaluations[0].spec["data"]))] \
+        if evaluations else []
 
 
 def _quality_table(quality: list[dict]):

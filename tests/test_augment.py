@@ -1,9 +1,12 @@
 """The recipe's batch augmentations: seeded by step, so a resume repeats them."""
+from dataclasses import replace
+
 import torch
 
 from synscale.data.augment import BatchAugment
+from synscale.study.schema import TrainSection
 
-RECIPE = {"label_smoothing": 0.1, "mixup": 0.8, "cutmix": 1.0, "randaugment": 9}
+RECIPE = TrainSection(label_smoothing=0.1, mixup=0.8, cutmix=1.0, randaugment=9)
 
 
 def batch(n=4):
@@ -27,7 +30,7 @@ def test_randaugment_then_mixup_are_a_function_of_the_step():
 
 
 def test_an_odd_last_batch_gets_smoothed_one_hot_targets_unmixed():
-    augment = BatchAugment({**RECIPE, "randaugment": 0}, num_classes=10, seed=0)
+    augment = BatchAugment(replace(RECIPE, randaugment=0), num_classes=10, seed=0)
     images = torch.randn(3, 3, 8, 8)
     out, targets = augment(images, torch.tensor([1, 2, 3]), micro_step=0)
     assert torch.equal(out, images)
@@ -36,7 +39,7 @@ def test_an_odd_last_batch_gets_smoothed_one_hot_targets_unmixed():
 
 
 def test_off_by_default():
-    augment = BatchAugment({"label_smoothing": 0.1}, num_classes=10, seed=0)
+    augment = BatchAugment(TrainSection(label_smoothing=0.1), num_classes=10, seed=0)
     images, labels = batch()
     assert not augment.soft_targets
     out, same = augment(images, labels, 0)

@@ -122,8 +122,9 @@ def test_named_clip_models_build_at_the_study_resolution(arch, embed):
 
     from synscale.models.clip import build_clip, tokenizer, zero_shot_weights
     from synscale.prompts.classes import digits
+    from synscale.study.specs import ModelSpec
 
-    model = build_clip({"arch": arch, "context_length": 16}, (3, 64, 64))
+    model = build_clip(ModelSpec(arch, context_length=16), (3, 64, 64))
     tokens = tokenizer(16)(["a photo of a digit 3", "a sketch of a digit 4"])
     assert tokens.shape == (2, 16)
     with torch.no_grad():

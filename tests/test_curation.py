@@ -16,6 +16,8 @@ from synscale.runtime.harness import StageContext
 from synscale.stages import curate
 from synscale.study.expand import expand
 from synscale.study.load import load_study
+from synscale.study.schema import TrainSection
+from synscale.study.specs import ModelSpec, TrainSpec, wire
 
 
 def _pack(folder, per_class=(30, 20, 10), seed=0):
@@ -65,7 +67,7 @@ def test_a_mixture_hits_its_ratio_in_every_class_and_a_filter_applies_to_the_pre
     rule = {"kind": "quality", "score": "recognizability", "threshold": 0.5, "inverse": False}
     _curate(tmp_path, tmp_path / "synthetic", rule, "cur")
     for n, shares in ((16, [0.75, 0.25]), (10, [0.5, 0.5]), (12, [0.25, 0.75])):
-        spec = {"images_per_class": n, "shares": shares}
+        spec = wire(TrainSpec(ModelSpec("vit"), TrainSection(), n, 3, 0, tuple(shares)))
         stage = Stage("t", "train", spec, ("real", "synthetic"))
         ctx = StageContext(stage, tmp_path, {"real": tmp_path / "real",
                                              "synthetic": tmp_path / "synthetic"},

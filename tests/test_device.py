@@ -258,11 +258,13 @@ def classifier_curve(channels_last: bool, steps: int = 12, device: str = "cpu",
     """The Classifier objective's losses under AdamW on fixed random digits
     (`compile`: torch.compile's backend, none when empty)."""
     from synscale.models.objectives import Classifier, prepare_model
+    from synscale.study.schema import TrainSection
+    from synscale.study.specs import ModelSpec, TrainSpec
 
-    recipe = {"label_smoothing": 0.1, "channels_last": channels_last, "compile": bool(compile)}
-    spec = {"recipe": recipe, "num_classes": 10, "seed": 0,
-            "model": {"arch": "vit", "width": 16, "depth": 1, "heads": 2, "patch_size": 2,
-                      "mlp_ratio": 2.0}}
+    recipe = TrainSection(label_smoothing=0.1, channels_last=channels_last,
+                          compile=bool(compile))
+    spec = TrainSpec(ModelSpec("vit", width=16, depth=1, heads=2, patch_size=2, mlp_ratio=2.0),
+                     recipe, images_per_class=0, num_classes=10, seed=0)
     torch.manual_seed(0)
     objective = Classifier(spec, (1, 8, 8), {"rank": 0}, {})
     model = prepare_model(objective.model.to(device), recipe, compile or "inductor")

@@ -9,6 +9,7 @@ from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import DATA, imagenet1k
 from synscale.runtime.harness import execute
+from synscale.study.specs import ModelSpec
 
 MODEL = {"arch": "vit", "width": 32, "depth": 1, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0}
 KEYS = {"eval_set", "n", "loss", "top1", "top5", "per_class_top1", "per_class_loss",
@@ -21,7 +22,7 @@ def trained_stage(run, favourite: int):
     folder = run / "stages/train/t"
     folder.mkdir(parents=True)
     torch.manual_seed(0)
-    model = build_classifier(MODEL, 1000, (3, 32, 32))
+    model = build_classifier(ModelSpec(**MODEL), 1000, (3, 32, 32))
     with torch.no_grad():
         model.head.bias[favourite] = 100.0
     save_file(model.state_dict(), str(folder / "model.safetensors"))
@@ -33,6 +34,7 @@ def trained_stage(run, favourite: int):
 
 def evaluate(run, eval_set, folder):
     spec = {"eval_set": eval_set, "batch_size": 4, "dir": str(folder), "workers": 0,
+            "device": "auto", "precision": "fp32",
             "data": {"dataset": "imagefolder", "train_dir": "", "val_dir": "",
                      "classes": "imagenet-1k"}}
     stage = Stage(eval_set, "evaluate", spec, ("t",))

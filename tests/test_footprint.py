@@ -12,7 +12,8 @@ from synscale.runtime.harness import execute
 
 def test_generated_bytes_estimate_matches_the_shards_written(tmp_path):
     from test_generate import SPEC
-    spec = {**SPEC, "image_format": "png", "images_per_class": 16, "batch_size": 8}
+    spec = {**SPEC, "image_format": "png", "images_per_class": 16, "batch_size": 8,
+            "shard_images": 8}
     done = execute(str(tmp_path), Stage("g", "generate", spec), {})
     fp = footprint.KindFootprint()
     footprint._generate(fp, spec, gpu=False)
@@ -22,9 +23,10 @@ def test_generated_bytes_estimate_matches_the_shards_written(tmp_path):
 
 def test_parameter_counts_come_from_the_real_builders_without_weights():
     from synscale.models.vit import build_classifier
+    from synscale.study.specs import ModelSpec
     model = {"arch": "vit", "width": 32, "depth": 2, "heads": 2, "patch_size": 2, "mlp_ratio": 4.0}
     size = footprint.model_size(model, 10, (1, 8, 8))
-    built = build_classifier(model, 10, (1, 8, 8))
+    built = build_classifier(ModelSpec(**model), 10, (1, 8, 8))
     assert size.params == sum(p.numel() for p in built.parameters())
     assert size.layers == ((17, 32, 2, 2),)  # 16 patches and the class token, width, heads, depth
     large = footprint.model_size({"arch": "vit_large_patch16_224"}, 1000, (3, 224, 224))

@@ -10,7 +10,8 @@ from synscale.runtime.harness import execute
 from synscale.stages.generate import shard_plan
 
 SPEC = {"generator": "embedded-ddpm", "weights": "", "prompts": "classnames", "guidance": 1.0,
-        "scheduler": "ddpm", "steps": 10, "batch_size": 4, "seed": 3, "images_per_class": 6,
+        "scheduler": "ddpm", "steps": 10, "batch_size": 4, "shard_images": 4,
+        "image_format": "png", "seed": 3, "images_per_class": 6,
         "classes": [2, 4], "data": {"dataset": "digits", "split_seed": 0, "test_per_class": 45}}
 
 
@@ -60,7 +61,8 @@ def test_shards_gather_several_batches_and_a_crash_keeps_the_batches_rendered(tm
     assert [len(shards.Shard(p)) for p in sorted(folder.glob("*.npz"))] == [5, 1, 5, 1]
     assert read_generated(folder)["indices"].tolist() == list(range(6)) * 2
     # the same images as one shard per batch (the layout before shard_images)
-    execute(str(tmp_path / "batches"), Stage("g", "generate", {**SPEC, "batch_size": 2}), {})
+    execute(str(tmp_path / "batches"),
+            Stage("g", "generate", {**SPEC, "batch_size": 2, "shard_images": 2}), {})
     assert np.array_equal(read_generated(tmp_path / "batches/stages/generate/g")["images"],
                           read_generated(folder)["images"])
 

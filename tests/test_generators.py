@@ -30,7 +30,8 @@ def checkpoints(tmp_path_factory):
 
 def spec(generator, weights, **changes):
     out = {"generator": generator, "weights": weights, "prompts": "clip-templates-7",
-           "guidance": 2.0, "scheduler": "default", "steps": 2, "batch_size": 2, "seed": 5,
+           "guidance": 2.0, "scheduler": "default", "steps": 2, "batch_size": 2,
+           "shard_images": 2, "image_format": "png", "seed": 5,
            "images_per_class": 3, "classes": [0, 2],
            "data": {"dataset": "imagefolder", "classes": "imagenet-1k"},
            "resolution": 0, "precision": "fp32", "attention": "sdpa", "channels_last": False,

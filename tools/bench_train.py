@@ -43,11 +43,13 @@ def main(argv=None) -> int:
     from synscale.runtime.distributed import ensure_initialized
 
     ensure_initialized()
+    from synscale.study.specs import ModelSpec
+
     if args.arch == "vit":
-        spec, shape, classes = {"arch": "vit", "width": 64, "depth": 2, "heads": 2,
-                                "patch_size": 2, "mlp_ratio": 2.0}, (1, 8, 8), 10
+        spec, shape, classes = ModelSpec("vit", width=64, depth=2, heads=2, patch_size=2,
+                                         mlp_ratio=2.0), (1, 8, 8), 10
     else:
-        spec, shape, classes = {"arch": args.arch}, (3, 224, 224), 1000
+        spec, shape, classes = ModelSpec(args.arch), (3, 224, 224), 1000
     model = build_classifier(spec, classes, shape)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x = torch.randn(args.batch, *shape)

@@ -7,6 +7,10 @@ sees the same augmentations as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synscale.study.schema import TrainSection
 
 
 def _seed(seed: int, micro_step: int, what: str) -> int:
@@ -15,16 +19,15 @@ def _seed(seed: int, micro_step: int, what: str) -> int:
 
 
 class BatchAugment:
-    def __init__(self, recipe: dict, num_classes: int, seed: int):
+    def __init__(self, recipe: TrainSection, num_classes: int, seed: int):
         self.seed = seed
-        self.randaugment = recipe.get("randaugment", 0)
+        self.randaugment = recipe.randaugment
         self.mixup = None
-        if recipe.get("mixup", 0) or recipe.get("cutmix", 0):
+        if recipe.mixup or recipe.cutmix:
             from timm.data import Mixup
             # timm's Mixup folds label smoothing into its soft targets
-            self.mixup = Mixup(mixup_alpha=recipe.get("mixup", 0.0),
-                               cutmix_alpha=recipe.get("cutmix", 0.0),
-                               label_smoothing=recipe["label_smoothing"], num_classes=num_classes)
+            self.mixup = Mixup(mixup_alpha=recipe.mixup, cutmix_alpha=recipe.cutmix,
+                               label_smoothing=recipe.label_smoothing, num_classes=num_classes)
 
     @property
     def soft_targets(self) -> bool:

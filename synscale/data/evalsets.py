@@ -9,20 +9,24 @@ its logits masked to those 200 (Hendrycks et al.'s protocol).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from synscale.data.folders import is_image
+
+if TYPE_CHECKING:
+    from synscale.study.specs import DataSpec
 
 FOLDER_SETS = ("imagenet-val", "imagenet-sketch", "imagenet-r", "imagenet-a", "imagenet-v2")
 SUBSETS = {"imagenet-r": "imagenet_r_wnids.txt", "imagenet-a": "imagenet_a_wnids.txt"}
 CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then center-crop: 256 -> 224
 
 
-def load_eval_set(name: str, data: dict) -> tuple[np.ndarray, np.ndarray]:
+def load_eval_set(name: str, data: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     if name == "digits-test":
         from synscale.data.digits import load_split
-        split = load_split(data["split_seed"], data["test_per_class"])
+        split = load_split(data.split_seed, data.test_per_class)
         return split.test_x, split.test_y
     raise ValueError(f"evaluation set {name!r} is an image folder; use ImageFolderSet")
 

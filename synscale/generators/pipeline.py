@@ -27,8 +27,11 @@ class RenderOptions:
     resolution: int = 0           # output side in pixels; 0: the model's native size
 
     @classmethod
-    def from_spec(cls, spec: dict) -> RenderOptions:
-        return cls(**{f.name: spec[f.name] for f in fields(cls) if f.name in spec})
+    def from_spec(cls, spec) -> RenderOptions:
+        """A generate or caption stage's settings (study/specs.py); those it
+        leaves out (None) keep the defaults here."""
+        given = {f.name: getattr(spec, f.name, None) for f in fields(cls)}
+        return cls(**{k: v for k, v in given.items() if v is not None})
 
 
 def guidance_scale(t: float) -> float:

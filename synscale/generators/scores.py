@@ -12,7 +12,12 @@ The safety checker's flag needs no scorer: the pipeline returns it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from synscale.study.specs import GenerateSpec
 
 # score name ([generate] scores) -> its column in scores.npz (what curation reads)
 COLUMNS = {"recognizability": "recognizability", "clip": "clip_score"}
@@ -20,8 +25,8 @@ SCORES = tuple(COLUMNS)
 
 
 class Scorer:
-    def __init__(self, spec: dict):
-        self.spec, self.wanted = spec, tuple(spec.get("scores", ()))
+    def __init__(self, spec: GenerateSpec):
+        self.spec, self.wanted = spec, spec.scores or ()
         self._models: dict = {}
 
     def __call__(self, images: np.ndarray, labels: np.ndarray, prompts: list[str]) -> dict:
@@ -33,14 +38,14 @@ class Scorer:
         return out
 
     def _recognizability(self, images, labels) -> np.ndarray:
-        if self.spec["data"]["dataset"] == "digits":
+        if self.spec.data.dataset == "digits":
             if "reference" not in self._models:
                 from synscale.data.digits import load_split
                 from synscale.models.reference import fit_reference
-                d = self.spec["data"]
-                split = load_split(d["split_seed"], d["test_per_class"])
+                d = self.spec.data
+                split = load_split(d.split_seed, d.test_per_class)
                 self._models["reference"] = fit_reference(split.train_x, split.train_y,
-                                                          seed=d["split_seed"])
+                                                          seed=d.split_seed)
             return self._models["reference"].proba_of(images, labels).astype(np.float32)
         import torch
         model, transform = self._classifier()
@@ -54,7 +59,7 @@ class Scorer:
             import timm
 
             from synscale.generators.weights import resolve
-            model = timm.create_model(f"local-dir:{resolve(self.spec['score_classifier'])}",
+            model = timm.create_model(f"local-dir:{resolve(self.spec.score_classifier)}",
                                       pretrained=True).eval()
             config = timm.data.resolve_data_config({}, model=model)
             self._models["classifier"] = (model, timm.data.create_transform(**config))
@@ -66,7 +71,7 @@ class Scorer:
             from transformers import CLIPModel, CLIPProcessor
 
             from synscale.generators.weights import resolve
-            path = resolve(self.spec["score_clip_model"])
+            path = resolve(self.spec.score_clip_model)
             self._models["clip"] = (CLIPModel.from_pretrained(path).eval(),
                                     CLIPProcessor.from_pretrained(path))
         model, processor = self._models["clip"]

@@ -11,8 +11,12 @@ The tokenizer is open_clip's CLIP BPE, whose vocabulary ships in the wheel.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from synscale.study.specs import ModelSpec
 
 from synscale.study.schema import CLIP_CONFIGS
 
@@ -44,30 +48,30 @@ class ClipModel(torch.nn.Module):
                 self.clip.logit_scale.exp())
 
 
-def _config(model: dict, size: int) -> dict:
+def _config(model: ModelSpec, size: int) -> dict:
     import open_clip
 
-    ctx = model["context_length"]
-    if model["arch"] == "vit":
-        heads = model["heads"]
-        tower = {"width": model["width"], "layers": model["depth"],
-                 "mlp_ratio": model["mlp_ratio"]}
-        return {"embed_dim": model["embed_dim"],
-                "vision_cfg": {**tower, "head_width": model["width"] // heads,
-                               "patch_size": model["patch_size"], "image_size": size},
+    ctx = model.context_length
+    if model.arch == "vit":
+        heads = model.heads
+        tower = {"width": model.width, "layers": model.depth,
+                 "mlp_ratio": model.mlp_ratio}
+        return {"embed_dim": model.embed_dim,
+                "vision_cfg": {**tower, "head_width": model.width // heads,
+                               "patch_size": model.patch_size, "image_size": size},
                 "text_cfg": {**tower, "heads": heads, "context_length": ctx}}
-    name = model["arch"] if model["arch"] in CLIP_CONFIGS else "ViT-B-16"
+    name = model.arch if model.arch in CLIP_CONFIGS else "ViT-B-16"
     cfg = copy.deepcopy(open_clip.get_model_config(name))
-    if model["arch"] in CLIP_CONFIGS:
+    if model.arch in CLIP_CONFIGS:
         cfg["vision_cfg"]["image_size"] = size
     else:  # a timm image tower: its own pooling, a linear projection to the joint space
-        cfg["vision_cfg"] = {"timm_model_name": model["arch"], "timm_model_pretrained": False,
+        cfg["vision_cfg"] = {"timm_model_name": model.arch, "timm_model_pretrained": False,
                              "timm_pool": "", "timm_proj": "linear", "image_size": size}
     cfg["text_cfg"]["context_length"] = ctx
     return cfg
 
 
-def build_clip(model: dict, image_shape) -> ClipModel:
+def build_clip(model: ModelSpec, image_shape) -> ClipModel:
     """`model` is a train stage's model spec; image_shape (channels, side, side)."""
     import open_clip
 
@@ -78,7 +82,7 @@ def build_clip(model: dict, image_shape) -> ClipModel:
     if "timm_model_name" in cfg["vision_cfg"]:
         import timm
         # open_clip builds timm towers at their native size; the same trunk at ours
-        clip.visual.trunk = timm.create_model(model["arch"], pretrained=False, num_classes=0,
+        clip.visual.trunk = timm.create_model(model.arch, pretrained=False, num_classes=0,
                                               img_size=size)
     return ClipModel(clip)
 

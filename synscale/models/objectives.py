@@ -7,6 +7,11 @@ sample costs (forward FLOPs, for compute-optimal analyses).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synscale.study.schema import TrainSection
+    from synscale.study.specs import TrainSpec
 
 
 def forward_flops(model, *inputs) -> int:
@@ -21,16 +26,16 @@ def forward_flops(model, *inputs) -> int:
     return int(counter.get_total_flops())
 
 
-def prepare_model(model, recipe: dict, backend: str = "inductor"):
+def prepare_model(model, recipe: TrainSection, backend: str = "inductor"):
     """The recipe's speed options, before DeepSpeed wraps the model; neither
     changes results beyond float noise. channels_last: NHWC weights (the
     inputs follow, in model_input). compile: torch.compile in place, so the
     state dict's keys (checkpoints, model.safetensors) stay as they are."""
     import torch
 
-    if recipe.get("channels_last"):
+    if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
-    if recipe.get("compile"):
+    if recipe.compile:
         model.compile(backend=backend)
     return model
 
@@ -54,23 +59,23 @@ class Classifier:
     label smoothing, mixup/cutmix and RandAugment."""
     captions = False
 
-    def __init__(self, spec: dict, image_shape, world: dict, index: dict):
+    def __init__(self, spec: TrainSpec, image_shape, world: dict, index: dict):
         import torch
 
         from synscale.data.augment import BatchAugment
         from synscale.models.vit import build_classifier
 
-        recipe = spec["recipe"]
-        self.channels_last = recipe.get("channels_last", False)
-        self.model = build_classifier(spec["model"], spec["num_classes"], tuple(image_shape))
-        self.augment = BatchAugment(recipe, spec["num_classes"], spec["seed"] * 1000 + world["rank"])
+        recipe = spec.recipe
+        self.channels_last = recipe.channels_last
+        self.model = build_classifier(spec.model, spec.num_classes, tuple(image_shape))
+        self.augment = BatchAugment(recipe, spec.num_classes, spec.seed * 1000 + world["rank"])
         if self.augment.randaugment and index.get("kind") != "rgb":
             raise ValueError("train.randaugment works on image folders' RGB images, not the digits")
         if self.augment.soft_targets:  # mixup's targets already carry the label smoothing
             from timm.loss import SoftTargetCrossEntropy
             self.criterion = SoftTargetCrossEntropy()
         else:
-            self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+            self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     @property
     def normalize(self) -> bool:
@@ -97,12 +102,12 @@ class Contrastive:
     captions = True
     normalize = True
 
-    def __init__(self, spec: dict, image_shape, world: dict, index: dict):
+    def __init__(self, spec: TrainSpec, image_shape, world: dict, index: dict):
         from synscale.models.clip import build_clip, clip_loss, tokenizer
 
-        self.channels_last = spec["recipe"].get("channels_last", False)
-        self.model = build_clip(spec["model"], image_shape)
-        self.tokenize = tokenizer(spec["model"]["context_length"])
+        self.channels_last = spec.recipe.channels_last
+        self.model = build_clip(spec.model, image_shape)
+        self.tokenize = tokenizer(spec.model.context_length)
         self.criterion = clip_loss(world)
 
     def loss(self, engine, images, labels, captions, micro_step: int):
@@ -129,6 +134,6 @@ class Contrastive:
 OBJECTIVES = {"classifier": Classifier, "clip": Contrastive}
 
 
-def objective_for(spec: dict, image_shape, world: dict, index: dict):
-    kind = spec["model"].get("objective", "classifier")
+def objective_for(spec: TrainSpec, image_shape, world: dict, index: dict):
+    kind = spec.model.objective or "classifier"
     return OBJECTIVES[kind](spec, image_shape, world, index)

@@ -82,7 +82,8 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
     inputs and models they hand on)."""
     from synscale.plan import footprint
     from synscale.stages.train import step_count
-    from synscale.study.schema import Resources
+    from synscale.study.schema import Resources, TrainSection
+    from synscale.study.specs import parse
 
     rates = (calibration or {}).get("rates", {})
     out: dict[str, KindCost] = {}
@@ -105,6 +106,7 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
         if not measured:
             c.source = "table"
 
+    recipes: dict[int, TrainSection] = {}  # a plan's trainings share a few recipe dicts
     for s in plan.stages:
         if only is not None and s.id not in only and s.kind != "train":
             continue
@@ -126,9 +128,10 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
             trained[s.id] = (key, size)
             if only is not None and s.id not in only:
                 continue  # its evaluations may be new
-            recipe = spec["recipe"]
+            recipe = recipes.get(id(spec["recipe"])) or recipes.setdefault(
+                id(spec["recipe"]), parse(TrainSection, spec["recipe"], "recipe"))
             samples = step_count(recipe, spec["images_per_class"] * spec["num_classes"]) \
-                * recipe["batch_size"]
+                * recipe.batch_size
             arch = spec["model"].get("arch")
             rate = _rate(rates, "train", key, arch)  # samples/s per device
             per_device = rate or PEAK_FLOPS[c.device] * MFU / (3 * forward_flops(size))
@@ -166,7 +169,8 @@ def _eval_images(study, spec: dict) -> int:
     if study.data.dataset == "digits":
         return 10 * study.data.test_per_class
     from synscale.prompts.classes import of_data
-    return len(of_data(spec["data"])) * EVAL_IMAGES_PER_CLASS
+    from synscale.study.specs import DataSpec, parse
+    return len(of_data(parse(DataSpec, spec["data"]))) * EVAL_IMAGES_PER_CLASS
 
 
 def total(kinds: dict[str, KindCost]) -> dict:

@@ -154,9 +154,11 @@ def model_size(model: dict, num_classes: int, image_shape: tuple) -> ModelSize:
 @cache
 def _model_size(model_json: str, num_classes: int, image_shape: tuple) -> ModelSize:
     import torch
-    model = json.loads(model_json)
+
+    from synscale.study.specs import ModelSpec, parse
+    model = parse(ModelSpec, json.loads(model_json), "model")
     with torch.device("meta"):
-        if model.get("objective", "classifier") == "clip":
+        if model.objective == "clip":
             from synscale.models.clip import build_clip
             m = build_clip(model, image_shape).clip
             towers = [_tower(getattr(m.visual, "trunk", m.visual)), _tower(m)]
@@ -296,7 +298,8 @@ def _real_rows(study, spec: dict) -> int:
         from synscale.data.digits import smallest_class_pool
         return 10 * smallest_class_pool(spec["data"]["test_per_class"])
     from synscale.prompts.classes import of_data
-    return len(of_data(spec["data"])) * spec["per_class"]
+    from synscale.study.specs import DataSpec, parse
+    return len(of_data(parse(DataSpec, spec["data"]))) * spec["per_class"]
 
 
 def peak_scratch_bytes(kinds: dict[str, KindFootprint], study) -> float:

@@ -12,6 +12,10 @@ import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: prompts/ runs without the study package loaded
+    from synscale.study.specs import DataSpec
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -77,12 +81,12 @@ def class_list(name: str) -> tuple[ClassInfo, ...]:
                      "nor a file with one wnid or name per line")
 
 
-def of_data(data: dict) -> tuple[ClassInfo, ...]:
+def of_data(data: DataSpec) -> tuple[ClassInfo, ...]:
     """The classes a run's data spec names: the digits, or an image folder's
     class list (ImageNet-1k when it names none)."""
-    if data["dataset"] == "digits":
+    if data.dataset == "digits":
         return digits()
-    return class_list(data.get("classes") or "imagenet-1k")
+    return class_list(data.classes or "imagenet-1k")
 
 
 def find(classes: tuple[ClassInfo, ...], query: str) -> ClassInfo:

@@ -8,6 +8,7 @@ DONE is written last, after every output has been renamed into place.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.plan.layout import RunDir
 from synscale.stages import runner
+from synscale.study import specs
 
 
 @dataclass
@@ -29,9 +31,11 @@ class StageContext:
     input_kinds: dict[str, str]  # input stage id -> its kind
     log: logging.Logger
 
-    @property
-    def spec(self) -> dict:
-        return self.stage.spec
+    @functools.cached_property
+    def spec(self):
+        """The stage's spec as its kind's type (study/specs.py), read strictly:
+        a spec the runner cannot read fails here, before any work."""
+        return specs.read(self.stage.kind, self.stage.spec)
 
 
 def _logger(folder: Path, stage: Stage) -> logging.Logger:

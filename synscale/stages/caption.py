@@ -16,21 +16,22 @@ from pathlib import Path
 from synscale.data.folders import class_key, images_of
 from synscale.plan import state
 from synscale.prompts.classes import of_data
+from synscale.study.specs import CaptionSpec
 
 VERSION = "1"
 
 
 def run(ctx) -> dict:
-    spec = ctx.spec
-    lo, hi = spec["classes"]
-    classes = of_data(spec["data"])[lo:hi]
+    spec: CaptionSpec = ctx.spec
+    lo, hi = spec.classes
+    classes = of_data(spec.data)[lo:hi]
     captioner = None
     captioned = 0
     for c in classes:
         part = ctx.dir / f"captions-{c.index:05d}.json"
         if part.exists():
             continue
-        files = images_of(spec["data"]["train_dir"], class_key(c), spec["per_class"])
+        files = images_of(spec.data.train_dir, class_key(c), spec.per_class)
         captioner = captioner or _Captioner(spec)
         captions = captioner(files)
         state.write_json(part, {"class": class_key(c),
@@ -42,27 +43,26 @@ def run(ctx) -> dict:
         part = state.read_json(ctx.dir / f"captions-{c.index:05d}.json")
         merged[part["class"]] = part["captions"]
     state.write_json(ctx.dir / "captions.json", merged)
-    state.write_json(ctx.dir / "manifest.json", {"model": spec["model"], "classes": spec["classes"],
-                                                 "per_class": spec["per_class"]})
+    state.write_json(ctx.dir / "manifest.json", {"model": spec.model, "classes": list(spec.classes),
+                                                 "per_class": spec.per_class})
     return {"images_captioned": captioned, "classes": len(classes)}
 
 
 class _Captioner:
-    def __init__(self, spec: dict):
+    def __init__(self, spec: CaptionSpec):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from synscale.generators.pipeline import RenderOptions, device_and_dtype
         from synscale.generators.weights import resolve
 
-        path = resolve(spec["model"])
-        self.device, dtype = device_and_dtype(RenderOptions(device=spec.get("device", "auto"),
-                                                            precision=spec.get("precision", "fp32")))
+        path = resolve(spec.model)
+        self.device, dtype = device_and_dtype(RenderOptions.from_spec(spec))
         self.processor = AutoProcessor.from_pretrained(path)
         self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
         self.model.to(self.device).eval()
         self.dtype, self.torch = dtype, torch
-        self.batch, self.max_new_tokens = spec["batch_size"], spec["max_new_tokens"]
+        self.batch, self.max_new_tokens = spec.batch_size, spec.max_new_tokens
 
     def __call__(self, files: list[Path]) -> list[str]:
         from PIL import Image

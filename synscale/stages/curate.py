@@ -17,27 +17,28 @@ from __future__ import annotations
 import numpy as np
 
 from synscale.plan import state
+from synscale.study.specs import RuleSpec, wire
 
 VERSION = "1"
 RULES = ("quality", "safety", "snapshot")
 
 
-def keep_mask(rule: dict, scores: dict[str, np.ndarray]) -> np.ndarray:
-    kind = rule["kind"]
-    need = {"quality": rule.get("score"), "safety": "nsfw", "snapshot": "year"}[kind]
+def keep_mask(rule: RuleSpec, scores: dict[str, np.ndarray]) -> np.ndarray:
+    kind = rule.kind
+    need = {"quality": rule.score, "safety": "nsfw", "snapshot": "year"}[kind]
     if need not in scores:
         why = {"nsfw": "its generator has no safety checker",
                "year": "the study gives no data.metadata with timestamps"}.get(
             need, "the study did not ask for that score ([generate] scores)")
-        raise ValueError(f"curation rule {rule}: this pack has no {need!r} per image ({why}); "
+        raise ValueError(f"curation rule {wire(rule)}: this pack has no {need!r} per image ({why}); "
                          f"it has: {', '.join(sorted(scores)) or 'none'}")
     values = scores[need]
     if kind == "quality":
-        passed = values >= rule["threshold"]
-        return ~passed if rule.get("inverse") else passed
+        passed = values >= rule.threshold
+        return ~passed if rule.inverse else passed
     if kind == "safety":
         return values == 0
-    return values <= rule["year"]
+    return values <= rule.year
 
 
 def read_scores(pack_dir) -> dict[str, np.ndarray]:
@@ -51,7 +52,7 @@ def read_scores(pack_dir) -> dict[str, np.ndarray]:
 def run(ctx) -> dict:
     (pack_dir,) = ctx.inputs.values()
     index = state.read_json(pack_dir / "index.json")
-    keep = keep_mask(ctx.spec["rule"], read_scores(pack_dir))
+    keep = keep_mask(ctx.spec.rule, read_scores(pack_dir))
     if keep.size != index["rows"]:
         raise ValueError(f"{pack_dir}: scores.npz has {keep.size} rows, the pack {index['rows']}")
     labels = np.repeat(np.arange(len(index["class_counts"])), index["class_counts"])
@@ -60,7 +61,7 @@ def run(ctx) -> dict:
         with open(tmp, "wb") as f:
             np.save(f, keep)
     totals = np.asarray(index["class_counts"])
-    manifest = {"rule": ctx.spec["rule"], "rows": int(keep.size), "kept": int(keep.sum()),
+    manifest = {"rule": wire(ctx.spec.rule), "rows": int(keep.size), "kept": int(keep.sum()),
                 "share_kept": float(keep.mean()) if keep.size else 0.0,
                 "kept_per_class": kept.tolist(),
                 "share_kept_per_class": (kept / np.maximum(totals, 1)).tolist()}

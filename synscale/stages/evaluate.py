@@ -10,43 +10,46 @@ A CLIP model's logits are its scaled cosine similarities to each class's
 text embedding, averaged over a template set (7 or 80 CLIP templates),
 computed once per stage.
 
-It runs on spec["device"] (runtime/device.py: a GPU when torch sees one,
+It runs on spec.device (runtime/device.py: a GPU when torch sees one,
 under auto), and a model trained in bf16 is scored under bf16 autocast.
 """
 from __future__ import annotations
 
 from synscale.plan import state
+from synscale.study.specs import EvaluateSpec, ModelSpec, parse
 
 VERSION = "4"  # 2: top-5, image-folder sets, class masks; 3: per-class loss; 4: bf16 autocast
 
 
-def _batches(spec: dict, image_shape, pin: bool = False):
+def _batches(spec: EvaluateSpec, image_shape, pin: bool = False):
     """(images, labels) batches of the evaluation set, and its class mask."""
     import torch
 
-    name = spec["eval_set"]
+    name = spec.eval_set
     if name == "digits-test":
         from synscale.data.evalsets import load_eval_set
-        x, y = load_eval_set(name, spec["data"])
-        step = spec["batch_size"]
+        x, y = load_eval_set(name, spec.data)
+        step = spec.batch_size
         return ((torch.from_numpy(x[lo:lo + step]), torch.from_numpy(y[lo:lo + step]))
                 for lo in range(0, len(x), step)), None
     from synscale.data.evalsets import ImageFolderSet, class_mask
     from synscale.prompts.classes import of_data
-    classes = of_data(spec["data"])
-    dataset = ImageFolderSet(spec["dir"], classes, size=image_shape[1])
-    loader = torch.utils.data.DataLoader(dataset, batch_size=spec["batch_size"],
-                                         num_workers=spec.get("workers", 2), pin_memory=pin)
+    classes = of_data(spec.data)
+    dataset = ImageFolderSet(spec.dir, classes, size=image_shape[1])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size,
+                                         num_workers=spec.workers, pin_memory=pin)
     return loader, class_mask(name, classes)
 
 
-def _scorer(spec: dict, trained: dict, train_dir, device):
+def _scorer(spec: EvaluateSpec, trained: dict, train_dir, device):
     """images (on `device`) -> logits over the class list."""
     from safetensors.torch import load_file
 
+    # the training's manifest holds its model spec as planned
+    model_spec = parse(ModelSpec, trained["model"], f"{train_dir}/manifest.json model")
     if trained.get("objective") != "clip":
         from synscale.models.vit import build_classifier
-        model = build_classifier(trained["model"], trained["num_classes"],
+        model = build_classifier(model_spec, trained["num_classes"],
                                  tuple(trained["image_shape"]))
         model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
         return model.to(device).eval()
@@ -54,12 +57,12 @@ def _scorer(spec: dict, trained: dict, train_dir, device):
     from synscale.prompts.classes import of_data
     from synscale.prompts.strategies import templates
 
-    model = build_clip(trained["model"], trained["image_shape"])
+    model = build_clip(model_spec, trained["image_shape"])
     model.load_state_dict(load_file(str(train_dir / "model.safetensors")))
     model.to(device).eval()
-    count = int(spec["zero_shot_templates"].rsplit("-", 1)[1])  # clip-templates-80 -> 80
-    classifier = zero_shot_weights(model, of_data(spec["data"]), templates(count),
-                                   tokenizer(trained["model"]["context_length"]))
+    count = int(spec.zero_shot_templates.rsplit("-", 1)[1])  # clip-templates-80 -> 80
+    classifier = zero_shot_weights(model, of_data(spec.data), templates(count),
+                                   tokenizer(model_spec.context_length))
     scale = model.logit_scale.exp().item()
     return lambda x: scale * model.encode_image(x).float() @ classifier.T
 
@@ -69,11 +72,11 @@ def run(ctx) -> dict:
 
     from synscale.runtime.device import select, to_device
 
-    spec = ctx.spec
+    spec: EvaluateSpec = ctx.spec
     (train_dir,) = ctx.inputs.values()
     trained = state.read_json(train_dir / "manifest.json")
-    device = torch.device(select(spec.get("device", "auto")).device)
-    bf16 = spec.get("precision", "fp32") == "bf16"
+    device = torch.device(select(spec.device).device)
+    bf16 = spec.precision == "bf16"
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         score = _scorer(spec, trained, train_dir, device)  # CLIP: its text features, here
         batches, mask = _batches(spec, trained["image_shape"], pin=device.type == "cuda")
@@ -95,14 +98,14 @@ def run(ctx) -> dict:
     losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none").numpy()
     per_class_loss = [float(losses[y == c].mean()) if (y == c).any() else None
                       for c in range(trained["num_classes"])]
-    metrics = {"eval_set": spec["eval_set"], "n": int(len(y)), "loss": loss,
+    metrics = {"eval_set": spec.eval_set, "n": int(len(y)), "loss": loss,
                "top1": float((pred == y).mean()),
                "top5": float((top == labels[:, None]).any(1).float().mean()),
                "per_class_top1": per_class, "per_class_loss": per_class_loss,
                "classes_scored": scored,
                "images_per_class": trained["images_per_class"], "images": trained["images"],
                "steps": trained["steps"]}
-    if "zero_shot_templates" in spec:
-        metrics["zero_shot_templates"] = spec["zero_shot_templates"]
+    if spec.zero_shot_templates:
+        metrics["zero_shot_templates"] = spec.zero_shot_templates
     state.write_json(ctx.dir / "metrics.json", metrics)
     return {"loss": loss, "top1": metrics["top1"], "images": metrics["n"]}

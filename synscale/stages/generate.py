@@ -28,6 +28,7 @@ from synscale.plan import state
 from synscale.plan.hashing import image_seed
 from synscale.prompts.classes import of_data
 from synscale.prompts.strategies import pick
+from synscale.study.specs import GenerateSpec
 
 VERSION = "4"  # 2: prompts from the prompt strategies, per-image metadata; 3: encoded images;
 # 4: shards of shard_images images, filled by several sampler batches
@@ -52,13 +53,13 @@ def batches(start: int, count: int, batch: int) -> list[tuple[int, int]]:
     return [(b, min(batch, start + count - b)) for b in range(start, start + count, batch)]
 
 
-def _renderer(spec: dict):
+def _renderer(spec: GenerateSpec):
     from synscale import generators
-    if spec["generator"] == "embedded-ddpm":
-        return generators.EmbeddedDDPM(spec["scheduler"])
+    if spec.generator == "embedded-ddpm":
+        return generators.EmbeddedDDPM(spec.scheduler)
     from synscale.generators.pipeline import RenderOptions
-    model = generators.load(spec["generator"], spec["weights"], RenderOptions.from_spec(spec),
-                            spec["scheduler"], spec.get("options", {}))
+    model = generators.load(spec.generator, spec.weights, RenderOptions.from_spec(spec),
+                            spec.scheduler, spec.options or {})
     return _PromptRenderer(model)
 
 
@@ -75,54 +76,54 @@ class _PromptRenderer:
 def _prompt_pools(ctx, classes):
     from synscale.prompts import PromptOptions, build_pools
     from synscale.prompts.word2sen import Word2Sen
-    spec = ctx.spec
-    p = spec.get("prompt_options", {})
-    captions = p.get("captions", "")
+    spec: GenerateSpec = ctx.spec
+    p = spec.prompt_options
+    captions = (p and p.captions) or ""
     for i, kind in ctx.input_kinds.items():  # IN-Captions from a caption stage
         if kind == "caption":
             captions = str(ctx.inputs[i] / "captions.json")
-    options = PromptOptions(Word2Sen(**p.get("word2sen", {})), captions)
-    return build_pools(spec["prompts"], classes, options, spec["seed"])
+    w = p and p.word2sen
+    word2sen = Word2Sen(w.model, w.template, w.per_class) if w else Word2Sen()
+    return build_pools(spec.prompts, classes, PromptOptions(word2sen, captions), spec.seed)
 
 
 def run(ctx) -> dict:
-    spec = ctx.spec
-    lo, hi = spec["classes"]
-    classes = of_data(spec["data"])[lo:hi]
+    spec: GenerateSpec = ctx.spec
+    lo, hi = spec.classes
+    classes = of_data(spec.data)[lo:hi]
     pools = _prompt_pools(ctx, classes)
-    # specs from before shard_images: a shard was one batch
-    plan = shard_plan((lo, hi), spec["images_per_class"],
-                      spec.get("shard_images", spec["batch_size"]))
+    plan = shard_plan((lo, hi), spec.images_per_class, spec.shard_images)
     renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
     rendered, flagged, render_seconds = 0, 0, 0.0
-    image_format, quality = spec.get("image_format", "png"), spec.get("image_quality", 95)
+    # the quality only matters (and is only planned) for a lossy format
+    image_format, quality = spec.image_format, spec.image_quality or 95
     for c, start, count in plan:
         path = shard_path(ctx.dir, c, start)
         if path.exists():
             continue
-        pieces = batches(start, count, spec["batch_size"])
+        pieces = batches(start, count, spec.batch_size)
         parts = [path] if len(pieces) == 1 else [part_path(ctx.dir, c, b) for b, _ in pieces]
         for (b, n), part in zip(pieces, parts):
             if part.exists():  # rendered before a crash
                 continue
             renderer = renderer or _renderer(spec)
             indices = np.arange(b, b + n)
-            seeds = [image_seed(spec["seed"], c, int(i)) for i in indices]
-            prompts = [pick(pools.prompts[c], spec["seed"], c, int(i)) for i in indices]
+            seeds = [image_seed(spec.seed, c, int(i)) for i in indices]
+            prompts = [pick(pools.prompts[c], spec.seed, c, int(i)) for i in indices]
             started = time.perf_counter()
-            images, flags = renderer.render(np.full(n, c), prompts, seeds, spec["guidance"],
-                                            spec["steps"])
+            images, flags = renderer.render(np.full(n, c), prompts, seeds, spec.guidance,
+                                            spec.steps)
             render_seconds += time.perf_counter() - started
             meta = {"labels": np.full(n, c), "indices": indices,
                     "seeds": np.array(seeds, dtype=np.int64), "prompts": np.array(prompts),
-                    "guidance": np.full(n, float(spec["guidance"])),
-                    "generator": np.array([spec["generator"]] * n),
-                    "steps": np.full(n, spec["steps"]),
+                    "guidance": np.full(n, float(spec.guidance)),
+                    "generator": np.array([spec.generator] * n),
+                    "steps": np.full(n, spec.steps),
                     "resolution": np.full(n, images.shape[-2])}
             if flags is not None:
                 meta["nsfw"] = flags
                 flagged += int(flags.sum())
-            if spec.get("scores"):
+            if spec.scores:
                 scorer = scorer or Scorer(spec)
                 meta.update(scorer(images, meta["labels"], prompts))
             shards.write(part, images, meta, image_format, quality)
@@ -133,15 +134,15 @@ def run(ctx) -> dict:
     # parts left by a kill between a merge and their deletion
     for stale in ctx.dir.glob("part-*.npz"):
         stale.unlink()
-    per_class = {c.index: sorted({pick(pools.prompts[c.index], spec["seed"], c.index, i)
-                                  for i in range(spec["images_per_class"])}) for c in classes}
+    per_class = {c.index: sorted({pick(pools.prompts[c.index], spec.seed, c.index, i)
+                                  for i in range(spec.images_per_class)}) for c in classes}
     import torch
     manifest = {
-        "generator": spec["generator"], "guidance": spec["guidance"],
+        "generator": spec.generator, "guidance": spec.guidance,
         # diffusers' convention, recorded beside the paper's t.
-        "guidance_scale": guidance_scale(spec["guidance"]), "scheduler": spec["scheduler"],
-        "steps": spec["steps"], "classes": spec["classes"],
-        "images_per_class": spec["images_per_class"], "prompts": spec["prompts"],
+        "guidance_scale": guidance_scale(spec.guidance), "scheduler": spec.scheduler,
+        "steps": spec.steps, "classes": list(spec.classes),
+        "images_per_class": spec.images_per_class, "prompts": spec.prompts,
         "distinct_prompts_per_class": {str(c): len(v) for c, v in per_class.items()},
         "prompt_pool_sizes": {str(c): len(set(v)) for c, v in pools.prompts.items()},
         **({"prompt_notes": pools.notes} if pools.notes else {}),

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from synscale.plan import state
+from synscale.study.specs import DataSpec, PackSpec
 
 VERSION = "2"  # 2: per-row scores (scores.npz) for curation
 
@@ -28,24 +29,24 @@ VERSION = "2"  # 2: per-row scores (scores.npz) for curation
 SCORE_KEYS = ("recognizability", "clip_score", "nsfw")
 
 
-def _real_pool(data: dict):
+def _real_pool(data: DataSpec):
     from synscale.data.digits import load_split
-    return load_split(data["split_seed"], data["test_per_class"])
+    return load_split(data.split_seed, data.test_per_class)
 
 
 def run(ctx) -> dict:
-    if ctx.spec["data"]["dataset"] != "digits":
+    spec: PackSpec = ctx.spec
+    if spec.data.dataset != "digits":
         return _run_rgb(ctx)
     from synscale.data.ffcv_io import write_beton
 
-    spec = ctx.spec
-    split = _real_pool(spec["data"])
+    split = _real_pool(spec.data)
     quality = {}
     captions = None
-    if spec["source"] == "real":
+    if spec.source == "real":
         order = np.argsort(split.train_y, kind="stable")  # the order write_beton keeps
         images, labels = split.train_x[order], split.train_y[order]
-        if spec.get("captions"):
+        if spec.captions:
             captions = _real_captions(spec, labels)
     else:
         from synscale.data.shards import Rows
@@ -55,11 +56,11 @@ def run(ctx) -> dict:
         rows = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
         images = np.stack([rows[r] for r in range(len(rows))])
         labels = rows.labels
-        if spec.get("captions"):
+        if spec.captions:
             captions = [[str(p)] for p in rows.meta("prompts")]
         # Scored by a classifier of the real pool: how often a generated image
         # is recognized as its class, and how spread out each class is.
-        ref = fit_reference(split.train_x, split.train_y, seed=spec["data"]["split_seed"])
+        ref = fit_reference(split.train_x, split.train_y, seed=spec.data.split_seed)
         write_scores(ctx.dir, {"recognizability": ref.proba_of(images, labels)})
         quality = {"recognizability": recognizability(ref, images, labels),
                    "diversity": diversity(ref, images, labels),
@@ -78,24 +79,24 @@ def _run_rgb(ctx) -> dict:
     order), or generated RGB shards, as JPEG rows at the study's resolution."""
     from synscale.data.ffcv_io import write_rgb_beton
 
-    spec = ctx.spec
+    spec: PackSpec = ctx.spec
     quality, captions = {}, None
-    if spec["source"] == "real":
+    if spec.source == "real":
         from synscale.data.folders import class_key, images_of
         from synscale.prompts.classes import of_data
 
         items, labels = [], []
-        for c in of_data(spec["data"]):
-            files = images_of(spec["data"]["train_dir"], class_key(c), spec["per_class"])
+        for c in of_data(spec.data):
+            files = images_of(spec.data.train_dir, class_key(c), spec.per_class)
             items += files
             labels += [c.index] * len(files)
         labels = np.array(labels)
-        if spec.get("captions"):
+        if spec.captions:
             captions = _real_captions(spec, labels, items)
-        if spec["data"].get("metadata"):
+        if spec.data.metadata:
             from synscale.data.metadata import years_of
-            write_scores(ctx.dir, {"year": years_of(spec["data"]["metadata"],
-                                                    spec["data"]["train_dir"], items)})
+            write_scores(ctx.dir, {"year": years_of(spec.data.metadata, spec.data.train_dir,
+                                                    items)})
     else:
         from synscale.data.shards import Rows
 
@@ -103,10 +104,10 @@ def _run_rgb(ctx) -> dict:
         items = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
         labels = items.labels
         # the prompts (as captions) and stored scores, each shard opened once
-        wanted = (["prompts"] if spec.get("captions") else []) + \
+        wanted = (["prompts"] if spec.captions else []) + \
             [k for k in SCORE_KEYS if k in items.keys]
         meta = items.metas(wanted)
-        if spec.get("captions"):
+        if spec.captions:
             captions = [[str(p)] for p in meta.pop("prompts")]
         rows = {k: v.astype(float) for k, v in meta.items()}
         if rows:
@@ -116,7 +117,7 @@ def _run_rgb(ctx) -> dict:
         if quality:
             state.write_json(ctx.dir / "quality.json", quality)
     began = time.perf_counter()  # the writer's own time: what a pilot's rate reads
-    index = write_rgb_beton(ctx.dir, items, labels, spec["resolution"],
+    index = write_rgb_beton(ctx.dir, items, labels, spec.resolution,
                             workers=_workers(spec), captions=captions)
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
@@ -127,7 +128,7 @@ def after_done(ctx) -> None:
     """[generate] keep_shards = false: once this pack is done, its generate
     stages' shards go (each generate stage is read by this pack alone; a later
     plan that reads them again renders them again, bit-identically)."""
-    if not ctx.spec.get("release_inputs"):
+    if not ctx.spec.release_inputs:
         return
     for i, kind in ctx.input_kinds.items():
         if kind == "generate":
@@ -135,26 +136,26 @@ def after_done(ctx) -> None:
             ctx.log.info("released generate/%s: %.1f MB of shards", i, freed / 1e6)
 
 
-def _real_captions(spec: dict, labels: np.ndarray, files=None) -> list[list[str]]:
+def _real_captions(spec: PackSpec, labels: np.ndarray, files=None) -> list[list[str]]:
     """Captions of real rows sorted by class: every caption the pairs file
     gives an image, or one picked from the prompt strategy's pool."""
-    c = spec["captions"]
-    if c["pairs"]:
+    c = spec.captions
+    if c.pairs:
         from synscale.data.captions import read_pairs
-        return read_pairs(c["pairs"], spec["data"]["train_dir"], files)
+        return read_pairs(c.pairs, spec.data.train_dir, files)
     from synscale.prompts import PromptOptions, build_pools, pick
     from synscale.prompts.classes import of_data
 
-    pools = build_pools(c["prompts"], list(of_data(spec["data"])), PromptOptions(), c["seed"])
+    pools = build_pools(c.prompts, list(of_data(spec.data)), PromptOptions(), c.seed)
     first = {int(k): int(np.argmax(labels == k)) for k in np.unique(labels)}
-    return [[pick(pools.prompts[int(k)], c["seed"], int(k), i - first[int(k)])]
+    return [[pick(pools.prompts[int(k)], c.seed, int(k), i - first[int(k)])]
             for i, k in enumerate(labels)]
 
 
-def _workers(spec: dict) -> int:
+def _workers(spec: PackSpec) -> int:
     """The writer's processes: the CPUs this job was given ([resources.pack] cpus on Slurm)."""
     import os
-    return int(spec.get("workers") or len(os.sched_getaffinity(0)))
+    return int(spec.workers or len(os.sched_getaffinity(0)))
 
 
 def write_scores(folder, scores: dict[str, np.ndarray]) -> None:

@@ -17,14 +17,15 @@ import time
 
 from synscale.plan import state
 from synscale.runtime import checkpoint, preemption
-from synscale.study.schema import split_counts
+from synscale.study.schema import TrainSection, split_counts
+from synscale.study.specs import TrainSpec, wire
 
 VERSION = "1"
 
 
-def step_count(recipe: dict, images: int) -> int:
-    raw = math.ceil(recipe["epochs"] * images / recipe["batch_size"])
-    return int(min(max(raw, recipe["min_steps"]), recipe["max_steps"]))
+def step_count(recipe: TrainSection, images: int) -> int:
+    raw = math.ceil(recipe.epochs * images / recipe.batch_size)
+    return int(min(max(raw, recipe.min_steps), recipe.max_steps))
 
 
 def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
@@ -39,27 +40,27 @@ def lr_factor(step: int, total: int, warmup_fraction: float) -> float:
 def _parts(ctx, micro: int) -> tuple[list, dict, list[dict]]:
     """The packs this training reads as stream parts, the first pack's
     index, and what each part holds. Inputs are packs, each optionally
-    followed by the curate stage that filters it; spec["shares"] (one per
+    followed by the curate stage that filters it; spec.shares (one per
     pack, default [1]) splits every set and every micro batch among them."""
     from synscale.data.ffcv_io import prefix_indices
     from synscale.data.stream import Part
     from synscale.stages.curate import load_mask
 
-    spec = ctx.spec
+    spec: TrainSpec = ctx.spec
     packs: list[list] = []  # [folder, index, mask or None, pack id]
     for i in ctx.stage.inputs:
         if ctx.input_kinds[i] == "curate":
             packs[-1][2] = load_mask(ctx.inputs[i])
         else:
             packs.append([ctx.inputs[i], state.read_json(ctx.inputs[i] / "index.json"), None, i])
-    shares = spec.get("shares", [1.0])
+    shares = spec.shares or (1.0,)
     per_micro = [micro * s for s in shares]
     if any(abs(m - round(m)) > 1e-9 for m in per_micro):
         raise ValueError(f"shares {shares}: a micro batch of {micro} images cannot hold them in "
                          "whole images; choose train.batch_size (or micro_batch_size) so that "
                          "every share * micro batch is whole")
     parts, info = [], []
-    counts = split_counts(spec["images_per_class"], shares)
+    counts = split_counts(spec.images_per_class, list(shares))
     for (folder, index, mask, pack_id), share, n, m in zip(packs, shares, counts, per_micro):
         if not n:
             continue
@@ -85,15 +86,16 @@ def run(ctx) -> dict:
     from synscale.models.objectives import objective_for, prepare_model
     from synscale.runtime.distributed import ensure_initialized
 
-    spec, recipe = ctx.spec, ctx.spec["recipe"]
+    spec: TrainSpec = ctx.spec
+    recipe = spec.recipe
     # the device first: it sets DeepSpeed's accelerator, read once at its import
-    world = ensure_initialized(recipe.get("device", "auto"))
+    world = ensure_initialized(recipe.device)
     import deepspeed
-    if recipe["batch_size"] % world["world_size"]:
-        raise ValueError(f"train.batch_size = {recipe['batch_size']} cannot be split evenly over "
+    if recipe.batch_size % world["world_size"]:
+        raise ValueError(f"train.batch_size = {recipe.batch_size} cannot be split evenly over "
                          f"{world['world_size']} tasks; use a multiple of {world['world_size']}")
-    per_task = recipe["batch_size"] // world["world_size"]
-    micro = min(per_task, recipe.get("micro_batch_size") or per_task)
+    per_task = recipe.batch_size // world["world_size"]
+    micro = min(per_task, recipe.micro_batch_size or per_task)
     if per_task % micro:
         raise ValueError(f"train.micro_batch_size = {micro} must divide the {per_task} images "
                          f"each of {world['world_size']} tasks computes per step")
@@ -101,25 +103,25 @@ def run(ctx) -> dict:
     parts, index, part_info = _parts(ctx, micro)
     set_size = sum(len(p.rows) for p in parts)
     steps = step_count(recipe, set_size)
-    torch.manual_seed(spec["seed"])
+    torch.manual_seed(spec.seed)
     objective = objective_for(spec, index["shape"], world, index)
     # what the model costs, for compute-optimal analyses: before DeepSpeed wraps it
     size = {"parameters": sum(p.numel() for p in objective.model.parameters()),
             "forward_flops_per_sample": objective.sample_flops(index["shape"])}
     prepare_model(objective.model, recipe)  # channels_last, compile
-    optimizer = torch.optim.AdamW(objective.model.parameters(), lr=recipe["lr"],
-                                  weight_decay=recipe["weight_decay"])
+    optimizer = torch.optim.AdamW(objective.model.parameters(), lr=recipe.lr,
+                                  weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps, recipe["warmup_fraction"]))
-    config = {"train_batch_size": recipe["batch_size"],
+        optimizer, lambda s: lr_factor(s, steps, recipe.warmup_fraction))
+    config = {"train_batch_size": recipe.batch_size,
               "train_micro_batch_size_per_gpu": micro,
               "gradient_accumulation_steps": accumulate, "gradient_clipping": 1.0,
-              "zero_optimization": {"stage": recipe["zero_stage"]},
-              "bf16": {"enabled": recipe["precision"] == "bf16"},
+              "zero_optimization": {"stage": recipe.zero_stage},
+              "bf16": {"enabled": recipe.precision == "bf16"},
               "steps_per_print": 10**9}
     engine, _, _, _ = deepspeed.initialize(model=objective.model, optimizer=optimizer,
                                            lr_scheduler=schedule, config=config)
-    stream = Stream(parts, seed=spec["seed"], workers=recipe["loader_workers"],
+    stream = Stream(parts, seed=spec.seed, workers=recipe.loader_workers,
                     distributed=world["world_size"] > 1, normalize=objective.normalize,
                     captions=objective.captions)
     progress = {"step": 0, "curve": [], "resumed_at": []}
@@ -171,10 +173,10 @@ def run(ctx) -> dict:
             loss, pieces = sum(pieces) / accumulate, []
             progress["step"] += 1
             step = progress["step"]
-            if step % recipe["log_every"] == 0 or step == steps:
+            if step % recipe.log_every == 0 or step == steps:
                 progress["curve"].append([step, round(loss, 5)])
                 ctx.log.info("step %d/%d loss %.4f", step, steps, loss)
-            if step % recipe["checkpoint_every"] == 0 and step < steps:
+            if step % recipe.checkpoint_every == 0 and step < steps:
                 save()
             if _any_rank(preemption.pending(), world, engine.device):
                 ctx.log.info("preempted at step %d: saving on every rank", step)
@@ -194,20 +196,21 @@ def run(ctx) -> dict:
         return {}  # rank 0 holds the whole model now, and writes it
     with state.atomic_path(ctx.dir / "model.safetensors") as tmp:
         save_file(weights, str(tmp))
-    manifest = {"model": spec["model"], "objective": spec["model"].get("objective", "classifier"),
-                "num_classes": spec["num_classes"],
-                "image_shape": index["shape"], "images_per_class": spec["images_per_class"],
+    manifest = {"model": wire(spec.model),  # as planned: evaluate reads it back
+                "objective": spec.model.objective or "classifier",
+                "num_classes": spec.num_classes,
+                "image_shape": index["shape"], "images_per_class": spec.images_per_class,
                 "images": int(set_size), "steps": steps,
-                "epochs_seen": round(steps * recipe["batch_size"] / set_size, 3),
-                "images_seen": steps * recipe["batch_size"],
-                "step_rule": f"clamp(ceil({recipe['epochs']} * images / {recipe['batch_size']}), "
-                             f"{recipe['min_steps']}, {recipe['max_steps']})",
+                "epochs_seen": round(steps * recipe.batch_size / set_size, 3),
+                "images_seen": steps * recipe.batch_size,
+                "step_rule": f"clamp(ceil({recipe.epochs} * images / {recipe.batch_size}), "
+                             f"{recipe.min_steps}, {recipe.max_steps})",
                 "final_train_loss": curve[-1][1], "loss_curve": curve, **size,
                 # forward + backward (2x forward) over every image seen
-                "train_flops": 3 * size["forward_flops_per_sample"] * steps * recipe["batch_size"],
+                "train_flops": 3 * size["forward_flops_per_sample"] * steps * recipe.batch_size,
                 "world_size": world["world_size"], "device": world["device"],
-                "micro_batch_size": micro, "zero_stage": recipe["zero_stage"],
-                "precision": recipe["precision"],
+                "micro_batch_size": micro, "zero_stage": recipe.zero_stage,
+                "precision": recipe.precision,
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}
@@ -216,7 +219,7 @@ def run(ctx) -> dict:
     state.write_json(ctx.dir / "manifest.json", manifest)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the weights above supersede them
     return {"steps": steps, "final_train_loss": curve[-1][1], **loop,
-            "samples_per_step": recipe["batch_size"], "world_size": world["world_size"]}
+            "samples_per_step": recipe.batch_size, "world_size": world["world_size"]}
 
 
 def _any_rank(flag: bool, world: dict, device) -> bool:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from synscale.plan.graph import Stage
+from synscale.study.specs import CurateSpec, RuleSpec
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,16 @@ class Source:
     adds: dict = field(default_factory=dict)  # what the training spec adds (shares)
 
 
-def quality_rules(c) -> list[tuple[dict, str]]:
+def quality_rules(c) -> list[tuple[RuleSpec, str]]:
     """(rule, label) of every quality and safety filter the study asks for."""
     out = []
     for t in c.thresholds:
-        rule = {"kind": "quality", "score": c.score, "threshold": float(t), "inverse": False}
+        rule = RuleSpec("quality", score=c.score, threshold=float(t), inverse=False)
         out.append((rule, f"{c.score}>={t:g}"))
         if c.inverse:
-            out.append(({**rule, "inverse": True}, f"{c.score}<{t:g}"))
+            out.append((replace(rule, inverse=True), f"{c.score}<{t:g}"))
     if c.safety:
-        out.append(({"kind": "safety"}, "unflagged"))
+        out.append((RuleSpec("safety"), "unflagged"))
     return out
 
 
@@ -76,7 +77,7 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
             for st in src.reads:  # filter the generated packs, never the real one
                 reads.append(st)
                 if st.spec.get("source") == "synthetic":
-                    cur = stage("curate", {"rule": rule}, (st.id,))
+                    cur = stage("curate", CurateSpec(rule), (st.id,))
                     reads.append(cur)
                     needs.append(cur)
             out.append(replace(src, needs=tuple(needs), reads=tuple(reads),
@@ -85,7 +86,7 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
         for src in plain:
             if src.axes["source"] != "real":
                 continue
-            cur = stage("curate", {"rule": {"kind": "snapshot", "year": int(year)}},
+            cur = stage("curate", CurateSpec(RuleSpec("snapshot", year=int(year))),
                         (real_pack.id,))
             out.append(replace(src, needs=(*src.needs, cur), reads=(real_pack, cur),
                                axes={**src.axes, "curation": f"year<={year}"}))
@@ -97,7 +98,7 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
         out.append(Source(tuple(x for pack, gens, _ in picked for x in (*gens, pack)),
                           tuple(pack for pack, _, _ in picked),
                           {"source": "blend", **no_gen, "curation": f"blend:{name}"}, sizes,
-                          {"shares": [float(v) for v in parts.values()]}))
+                          {"shares": tuple(float(v) for v in parts.values())}))
     if c.leave_one_out:
         pool = [(sel, (real_pack, []) if sel == "real" else synthetic[select(sel, configs)][:2])
                 for sel in c.leave_one_out]
@@ -107,5 +108,5 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
                               tuple(pack for pack, _ in kept),
                               {"source": "pool", **no_gen,
                                "curation": "all" if left_out is None else f"without {left_out}"},
-                              sizes, {"shares": [1 / len(kept)] * len(kept)}))
+                              sizes, {"shares": (1 / len(kept),) * len(kept)}))
     return out

@@ -8,26 +8,39 @@ prefix of it, so nested sizes never re-render or re-pack anything.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 from synscale.plan.graph import Plan, Stage
 from synscale.plan.hashing import stage_id
 from synscale.stages import runner_versions
 from synscale.study.curation import Source, curated
 from synscale.study.schema import Study, split_counts
+from synscale.study.specs import (
+    CaptionSpec,
+    DataSpec,
+    EvaluateSpec,
+    GenerateSpec,
+    ModelSpec,
+    PackCaptionsSpec,
+    PackSpec,
+    PromptOptionsSpec,
+    TrainSpec,
+    Word2SenSpec,
+    wire,
+)
 
 
-def _stage(kind: str, spec: dict, inputs: tuple = (), axes: dict | None = None) -> Stage:
-    return Stage(stage_id(kind, spec, inputs, runner_versions()[kind]), kind, spec, inputs,
+def _stage(kind: str, spec, inputs: tuple = (), axes: dict | None = None) -> Stage:
+    raw = wire(spec)
+    return Stage(stage_id(kind, raw, inputs, runner_versions()[kind]), kind, raw, inputs,
                  axes or {})
 
 
-def _real_data_spec(s: Study) -> dict:
+def _real_data_spec(s: Study) -> DataSpec:
     d = s.data
     if d.dataset == "digits":
-        return {"dataset": "digits", "split_seed": s.study.seed, "test_per_class": d.test_per_class}
-    return {"dataset": "imagefolder", "train_dir": d.train_dir, "val_dir": d.val_dir,
-            "classes": d.classes}
+        return DataSpec("digits", split_seed=s.study.seed, test_per_class=d.test_per_class)
+    return DataSpec("imagefolder", train_dir=d.train_dir, val_dir=d.val_dir, classes=d.classes)
 
 
 def _num_classes(s: Study) -> int:
@@ -35,16 +48,16 @@ def _num_classes(s: Study) -> int:
     return len(of_data(_real_data_spec(s)))
 
 
-def _models(s: Study) -> list[dict]:
+def _models(s: Study) -> list[ModelSpec]:
     m = s.model
     clip = {} if m.objective != "clip" else {"objective": "clip",
                                               "context_length": m.context_length}
     if m.arch != "vit":
-        return [{"arch": m.arch, **clip}]
+        return [ModelSpec(m.arch, **clip)]
     if clip:
         clip["embed_dim"] = m.embed_dim
-    return [{"arch": "vit", "width": w, "depth": m.depth, "heads": m.heads,
-             "patch_size": m.patch_size, "mlp_ratio": m.mlp_ratio, **clip} for w in m.width]
+    return [ModelSpec("vit", width=w, depth=m.depth, heads=m.heads, patch_size=m.patch_size,
+                      mlp_ratio=m.mlp_ratio, **clip) for w in m.width]
 
 
 def _render_settings(g, generator: str) -> dict:
@@ -68,7 +81,7 @@ def _storage(g, generator: str) -> dict:
 def _score_settings(g) -> dict:
     if not g.scores:
         return {}
-    return {"scores": list(g.scores), "score_classifier": g.score_classifier,
+    return {"scores": tuple(g.scores), "score_classifier": g.score_classifier,
             "score_clip_model": g.score_clip_model}
 
 
@@ -76,38 +89,35 @@ def _prompt_settings(s: Study, strategy: str) -> dict:
     """What a strategy reads besides the class list, so that only it changes the stage id."""
     p = s.prompts
     if strategy == "word2sen":
-        return {"prompt_options": {"word2sen": {"model": p.word2sen_model,
-                                                "template": p.word2sen_template,
-                                                "per_class": p.word2sen_per_class}}}
+        return {"prompt_options": PromptOptionsSpec(word2sen=Word2SenSpec(
+            p.word2sen_model, p.word2sen_template, p.word2sen_per_class))}
     if strategy == "in-captions":
-        return {"prompt_options": {"captions": p.captions}}
+        return {"prompt_options": PromptOptionsSpec(captions=p.captions)}
     return {}
 
 
-def _captions(s: Study, source: str) -> dict:
+def _captions(s: Study, source: str) -> PackCaptionsSpec | None:
     """What a CLIP study's packs write beside the images: each row's caption."""
     if s.model.objective != "clip":
-        return {}
+        return None
     if source == "synthetic":
-        return {"captions": {"from": "prompts"}}  # the prompt each image was rendered from
+        return PackCaptionsSpec(from_="prompts")  # the prompt each image was rendered from
     d = s.data
-    return {"captions": {"pairs": d.caption_pairs, "prompts": d.caption_prompts,
-                         "seed": s.study.seed}}
+    return PackCaptionsSpec(pairs=d.caption_pairs, prompts=d.caption_prompts, seed=s.study.seed)
 
 
-def _real_pack(s: Study, real: dict) -> Stage:
+def _real_pack(s: Study, real: DataSpec) -> Stage:
     from synscale.study.load import real_needed
     sizes = s.sweep.real_images_per_class if "real" in s.sweep.sources else ()
     pooled = s.sweep.mixture_images_per_class if "real" in s.curate.leave_one_out else ()
     rgb = {} if s.data.dataset == "digits" else {
         "resolution": s.data.resolution,
         "per_class": max((*sizes, *pooled, real_needed(s.sweep)))}
-    dated = {"metadata": s.data.metadata} if s.data.metadata else {}
-    return _stage("pack", {"source": "real", "data": {**real, **dated}, **rgb,
-                           **_captions(s, "real")})
+    data = replace(real, metadata=s.data.metadata or None)
+    return _stage("pack", PackSpec("real", data, **rgb, captions=_captions(s, "real")))
 
 
-def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dict]]:
+def _synthetic_packs(s: Study, real: DataSpec) -> list[tuple[Stage, list[Stage], dict]]:
     """(pack, the stages it reads, axes) per generation config."""
     g = s.generate
     n_classes = _num_classes(s)
@@ -132,21 +142,20 @@ def _synthetic_packs(s: Study, real: dict) -> list[tuple[Stage, list[Stage], dic
                           **_prompt_settings(s, prompts),
                           **_score_settings(g)}
                 reads = captions if prompts == "in-captions" else {}
-                gens = [_stage("generate", {**config, "classes": r},
+                gens = [_stage("generate", GenerateSpec(**config, classes=tuple(r)),
                                (reads[r[0]].id,) if reads else ())
                         for r in ranges]
                 rgb = {} if s.data.dataset == "digits" else {"resolution": s.data.resolution}
-                release = {} if g.keep_shards else {"release_inputs": True}
-                pack = _stage("pack", {"source": "synthetic", "data": real,
-                                       "num_classes": n_classes, **rgb,
-                                       **_captions(s, "synthetic"), **release},
+                pack = _stage("pack", PackSpec("synthetic", real, num_classes=n_classes, **rgb,
+                                               captions=_captions(s, "synthetic"),
+                                               release_inputs=None if g.keep_shards else True),
                               tuple(x.id for x in gens))
                 axes = {"generator": generator, "prompts": prompts, "guidance": guidance}
                 out.append((pack, [*reads.values(), *gens], axes))
     return out
 
 
-def _sources(s: Study, real: dict) -> list[Source]:
+def _sources(s: Study, real: DataSpec) -> list[Source]:
     """Every training source: the plain ones of [sweep] (a mixture reads
     (real, synthetic)), then the curated ones of [curate]."""
     sw, c, out = s.sweep, s.curate, []
@@ -168,36 +177,33 @@ def _sources(s: Study, real: dict) -> list[Source]:
         for share in (sw.synthetic_shares if "mixture" in sw.sources else ()):
             out.append(Source((real_pack, *gens, pack), (real_pack, pack),
                               {"source": "mixture", **gen_axes, "synthetic_share": share, **plain},
-                              sw.mixture_images_per_class, {"shares": [1 - share, share]}))
+                              sw.mixture_images_per_class, {"shares": (1 - share, share)}))
     return out + curated(s, out, real_pack, synthetic, _stage)
 
 
-def _caption_stages(s: Study, real: dict, ranges: list) -> dict[int, Stage]:
+def _caption_stages(s: Study, real: DataSpec, ranges: list) -> dict[int, Stage]:
     """IN-Captions without a captions file: caption the real training images,
     one stage per class range (first class -> stage), shared by every
     generation config that reads them."""
     p, g = s.prompts, s.generate
     if "in-captions" not in g.prompts or p.captions:
         return {}
-    return {r[0]: _stage("caption", {"model": p.caption_model, "per_class": p.captions_per_class,
-                                     "data": real, "classes": r, "batch_size": 16,
-                                     "max_new_tokens": 30, "precision": g.precision,
-                                     "device": g.device})
+    return {r[0]: _stage("caption", CaptionSpec(p.caption_model, p.captions_per_class, real,
+                                                     tuple(r), batch_size=16, max_new_tokens=30,
+                                                     precision=g.precision, device=g.device))
             for r in ranges}
 
 
-def _eval_spec(s: Study, eval_set: str, real: dict) -> dict:
+def _eval_spec(s: Study, eval_set: str, real: DataSpec) -> EvaluateSpec:
     e = s.evaluate
+    folder = {} if eval_set == "digits-test" else {
+        "dir": s.data.val_dir if eval_set == "imagenet-val" else e.dirs.get(eval_set, ""),
+        "workers": e.workers}
     # the training's precision: a bf16 model is scored under bf16 autocast
-    spec = {"eval_set": eval_set, "data": real, "batch_size": e.batch_size, "device": e.device,
-            "precision": s.train.precision}
-    if eval_set != "digits-test":
-        spec["dir"] = s.data.val_dir if eval_set == "imagenet-val" else e.dirs.get(eval_set, "")
-        spec["workers"] = e.workers
-    return spec
+    return EvaluateSpec(eval_set, real, e.batch_size, e.device, s.train.precision, **folder)
 
 
-def _evaluations(s: Study, real: dict) -> list[tuple[dict, dict]]:
+def _evaluations(s: Study, real: DataSpec) -> list[tuple[EvaluateSpec, dict]]:
     """(spec, axes) of each evaluation of one trained model: a CLIP model is
     scored zero-shot once per template set."""
     out = []
@@ -206,14 +212,13 @@ def _evaluations(s: Study, real: dict) -> list[tuple[dict, dict]]:
         if s.model.objective != "clip":
             out.append((spec, {"eval_set": eval_set}))
             continue
-        out += [({**spec, "zero_shot_templates": t}, {"eval_set": eval_set, "templates": t})
+        out += [(replace(spec, zero_shot_templates=t), {"eval_set": eval_set, "templates": t})
                 for t in s.evaluate.zero_shot_templates]
     return out
 
 
 def expand(s: Study) -> Plan:
-    real = _real_data_spec(s)
-    recipe = asdict(s.train)
+    real, recipe = _real_data_spec(s), s.train
     stages: list[Stage] = []
     seen: set[str] = set()
     position: dict[str, int] = {}  # train/evaluate id -> index in stages
@@ -229,13 +234,15 @@ def expand(s: Study) -> Plan:
 
     # Trainings and evaluations are nearly every stage of a large plan (10^6):
     # what they have in common is built once and shared, not copied, by their
-    # specs, and hashed once (the memo). Nothing changes a spec once planned.
-    versions, memo = runner_versions(), {}
-    models, evaluations, num_classes = _models(s), _evaluations(s, real), _num_classes(s)
+    # specs (an evaluation's whole spec; a training's model and recipe), wired
+    # once (`wired`) and hashed once (`memo`). Nothing changes a spec once planned.
+    versions, memo, wired = runner_versions(), {}, {}
+    models, num_classes = _models(s), _num_classes(s)
+    evaluations = [(wire(spec, wired), axes) for spec, axes in _evaluations(s, real)]
     repeats = {int(k): v for k, v in s.sweep.repeats.items()}
 
-    def planned(kind: str, spec: dict, inputs: tuple, axes: dict) -> Stage:
-        return Stage(stage_id(kind, spec, inputs, versions[kind], memo), kind, spec, inputs, axes)
+    def planned(kind: str, raw: dict, inputs: tuple, axes: dict) -> Stage:
+        return Stage(stage_id(kind, raw, inputs, versions[kind], memo), kind, raw, inputs, axes)
 
     for src in _sources(s, real):
         # packs and caption stages are shared by several sources: plan each once
@@ -244,13 +251,13 @@ def expand(s: Study) -> Plan:
         reads = tuple(x.id for x in src.reads)
         for model in models:
             for n in src.sizes:
-                axes = {**src.axes, "arch": model["arch"], "width": model.get("width", ""),
+                axes = {**src.axes, "arch": model.arch,
+                        "width": "" if model.width is None else model.width,
                         "images_per_class": n}
                 for r in range(repeats.get(n, 1)):
-                    train = planned("train", {"model": model, "recipe": recipe,
-                                              "images_per_class": n, "num_classes": num_classes,
-                                              "seed": repeat_seed(s.study.seed, r), **src.adds},
-                                    reads, axes)
+                    spec = TrainSpec(model, recipe, n, num_classes, repeat_seed(s.study.seed, r),
+                                     **src.adds)
+                    train = planned("train", wire(spec, wired), reads, axes)
                     add(train)
                     for spec, eval_axes in evaluations:
                         add(planned("evaluate", spec, (train.id,), {**axes, **eval_axes}))

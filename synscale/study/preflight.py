@@ -47,10 +47,10 @@ def _class_folders(s: Study) -> list[str]:
     """Each class of the study needs its folder in data.train_dir."""
     from synscale.data.folders import class_key
     from synscale.prompts.classes import of_data
+    from synscale.study.specs import DataSpec
 
     try:
-        keys = [class_key(c) for c in of_data({"dataset": s.data.dataset,
-                                                "classes": s.data.classes})]
+        keys = [class_key(c) for c in of_data(DataSpec(s.data.dataset, classes=s.data.classes))]
     except ValueError as e:
         return [f"{s.path}: data.classes = {s.data.classes!r}: {e}"]
     missing = [k for k in keys if not (Path(s.data.train_dir) / k).is_dir()]

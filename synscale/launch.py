@@ -268,8 +268,15 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
         if outcome.blocked:
             console.print(f"{len(outcome.blocked)} stage(s) not run because an input failed; "
                           "fix the failure and launch again.")
-        console.print(f"Results: {run.results}/ (metrics.csv, fits.json, summary.md, plots/)")
+        console.print(_results_line(run.results))
     return 1 if outcome.failed else 0
+
+
+def _results_line(results: Path) -> str:
+    """Where the results are, naming the plots (the sample grids among them)."""
+    plots = sorted(p.name for p in (Path(results) / "plots").glob("*.png"))
+    return f"Results: {results}/ (metrics.csv, fits.json, summary.md" + \
+        (f"; plots/: {', '.join(plots)})" if plots else ")")
 
 
 def _submit(args, console, study, plan, run, summary) -> int:
@@ -303,7 +310,7 @@ def _submit(args, console, study, plan, run, summary) -> int:
                       f"{len(sub.skipped_live)} already queued or running.")
         results = _results_if_finished(run, sub, console)
         if results:
-            console.print(f"Results: {results}/ (metrics.csv, fits.json, summary.md, plots/)")
+            console.print(_results_line(results))
         return 1 if sub.not_retried else 0
     table = Table(title=f"submitted {len(sub.submitted)} stages in {len(sub.arrays)} arrays")
     for col in ("array", "kind", "tasks", "after"):

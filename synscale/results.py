@@ -8,6 +8,9 @@ results/
   fits.json         every series fit and the synthetic-per-real multipliers
   summary.md        the same tables as the terminal, in markdown
   plots/scaling.png loss against images per class, log-log, with fits
+  plots/samples.png the generated images behind the curves, beside real ones
+                    (samples-<generator>.png when there are several generators)
+  plots/curation.png what each quality filter ranks lowest and highest
 """
 from __future__ import annotations
 
@@ -45,13 +48,13 @@ def _settings(run: RunDir):
                           "settings it asks for; fix that copy (or launch into a new --root):",
                           *e.problems]) from None
     t = study.train
-    return study.analysis, StepRule(t.epochs, t.batch_size, t.min_steps, t.max_steps)
+    return study.analysis, StepRule(t.epochs, t.batch_size, t.min_steps, t.max_steps), \
+        study.study.seed
 
 
-def _class_names(run: RunDir) -> list[str]:
+def _class_names(plan: Plan) -> list[str]:
     from synscale.prompts.classes import of_data
     from synscale.study.specs import DataSpec, parse
-    plan = Plan.from_json(run.plan_file.read_text())
     evaluations = plan.of_kind("evaluate")
     return [c.name for c in of_data(parse(DataSpec, evaluations[0].spec["data"]))] \
         if evaluations else []
@@ -96,7 +99,9 @@ def _per_class(rows: list[dict], fits, names: list[str], criteria: Criteria) -> 
 
 
 def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, console=None,
-                 quality: list[dict] = (), class_names: list[str] = ()) -> dict:
+                 quality: list[dict] = (), class_names: list[str] = (),
+                 figures: list[Path] = ()) -> dict:
+    """`figures`: pictures drawn before (sample grids), linked from summary.md."""
     from synscale.report.plots import plot_per_class, plot_scaling
     from synscale.report.tables import (
         print_curation_table,
@@ -134,6 +139,8 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
               "diversity |\n|---|---|---|---|---|\n" + "".join(
                   f"| {q['generator']} | {q['prompts']} | {q['guidance']:g} | "
                   f"{q['recognizability']:.1%} | {q['diversity']:.3f} |\n" for q in quality)
+    if figures:
+        md += "\n## Samples\n\n" + "".join(f"![{f.stem}](plots/{f.name})\n\n" for f in figures)
     state.write_text(results / "summary.md", md)
     plots = [plot_scaling(fits, results / "plots" / "scaling.png")] if fits else []
     if per_class:
@@ -146,7 +153,7 @@ def analyze_rows(rows: list[dict], results: Path, settings=None, rule=None, cons
         print_model_size_tables(console, model_size)
         print_per_class_table(console, per_class, criteria)
         print_curation_table(console, curation)
-        for plot in plots:
+        for plot in [*plots, *figures]:
             console.print(f"plot: {plot}")
     return {"rows": len(rows), "series": len(fits),
             "fitted": sum(f.fit is not None for f in fits),
@@ -174,15 +181,44 @@ def _analyze(run: RunDir, console, bootstrap: int | None, seed: int | None) -> d
     write_csv(rows, run.results / "metrics.csv")
     quality = generation_quality(run.root)
     _write_quality_csv(quality, run.results / "generation.csv")
+    settings, rule, study_seed = _settings(run)
+    plan = Plan.from_json(run.plan_file.read_text())
+    figures = _sample_figures(run, plan, study_seed, console)
     if not rows:
         if console is not None:
             console.print("No finished evaluations yet: nothing to fit.")
+            for figure in figures:
+                console.print(f"plot: {figure}")
         state.write_json(run.results / "fits.json", {"schema": FITS_SCHEMA, "series": [],
                                                      "synthetic_per_real": []})
         return {"rows": 0}
-    settings, rule = _settings(run)
     if bootstrap is not None:
         settings = replace(settings, bootstrap=bootstrap)
     if seed is not None:
         settings = replace(settings, seed=seed)
-    return analyze_rows(rows, run.results, settings, rule, console, quality, _class_names(run))
+    return analyze_rows(rows, run.results, settings, rule, console, quality, _class_names(plan),
+                        figures)
+
+
+def _sample_figures(run: RunDir, plan: Plan, seed: int, console) -> list[Path]:
+    """plots/samples.png (one per generator when there are several) and
+    plots/curation.png, from the shards there are. A shard that cannot be
+    read leaves its figure out with a note: the curves do not depend on it."""
+    from synscale.analysis.samples import curation_samples, sample_grids
+    from synscale.report.samples import plot_curation, plot_samples
+
+    plots = run.results / "plots"
+    out = []
+    try:
+        grids = sample_grids(run, plan, seed)
+        for grid in grids:
+            name = "samples.png" if len(grids) == 1 else \
+                f"samples-{grid.groups[1].config['generator']}.png"
+            out.append(plot_samples(grid, plots / name))
+        groups, safety = curation_samples(run, plan)
+        if groups or safety:
+            out.append(plot_curation(groups, safety, plots / "curation.png"))
+    except (OSError, ValueError, KeyError) as e:
+        if console is not None:
+            console.print(f"[yellow]samples: not drawn ({type(e).__name__}: {e})[/]")
+    return out

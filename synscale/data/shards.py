@@ -176,6 +176,11 @@ class Shard:
         return np.stack([self.image(i) for i in range(len(self))])
 
 
+def shard_path(folder: Path, c: int, start: int) -> Path:
+    """The shard of class `c` whose first image is `start` (a multiple of shard_images)."""
+    return Path(folder) / f"shard-{c:05d}-{start:07d}.npz"
+
+
 def paths(folder: Path) -> list[Path]:
     """A finished generate stage's shards, in (class, index) order."""
     manifest = state.read_json(Path(folder) / "manifest.json")

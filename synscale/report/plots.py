@@ -84,16 +84,17 @@ def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
     fig.suptitle(wrapped(f"{y_label} vs {x_label}" + (f" ({common})" if common else "")
                          + ("; bands: bootstrap 95%" if any(f.interval for f in series_fits)
                             else ""), PANEL_WIDTH * ncols, SUPTITLE_SIZE), fontsize=SUPTITLE_SIZE)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
-    """Write to a temporary name, then rename: never half a PNG."""
+def save_figure(fig, path: Path, dpi: int = 120, metadata: dict | None = None) -> Path:
+    """Write to a temporary name, then rename: never half a PNG. `metadata`:
+    PNG text entries."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120)
+            fig.savefig(fh, format="png", dpi=dpi, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -155,7 +156,7 @@ CATEGORY_COLOURS = {"easy": "C2", "scaling": "C0", "poor": "C3"}
 def plot_per_class(per_class, criteria, path: str | os.PathLike) -> Path:
     """One panel per series: each class at (top-1 at the smallest size,
     per-class exponent k), coloured by its category, with the thresholds."""
-    return _save(per_class_figure(per_class, criteria), Path(path))
+    return save_figure(per_class_figure(per_class, criteria), Path(path))
 
 
 def per_class_figure(per_class, criteria):

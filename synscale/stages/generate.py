@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from synscale.data import shards
+from synscale.data.shards import shard_path
 from synscale.generators.pipeline import guidance_scale
 from synscale.generators.scores import Scorer
 from synscale.plan import state
@@ -38,10 +39,6 @@ def shard_plan(classes: tuple[int, int], per_class: int, size: int) -> list[tupl
     """(class, first index, count) for every shard of this stage."""
     return [(c, start, min(size, per_class - start))
             for c in range(*classes) for start in range(0, per_class, size)]
-
-
-def shard_path(folder: Path, c: int, start: int) -> Path:
-    return Path(folder) / f"shard-{c:05d}-{start:07d}.npz"
 
 
 def part_path(folder: Path, c: int, start: int) -> Path:

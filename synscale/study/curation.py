@@ -27,17 +27,22 @@ class Source:
     adds: dict = field(default_factory=dict)  # what the training spec adds (shares)
 
 
+def rule_label(rule: RuleSpec) -> str:
+    """A rule's value of the `curation` axis."""
+    if rule.kind == "quality":
+        return f"{rule.score}{'<' if rule.inverse else '>='}{rule.threshold:g}"
+    return "unflagged" if rule.kind == "safety" else f"year<={rule.year}"
+
+
 def quality_rules(c) -> list[tuple[RuleSpec, str]]:
     """(rule, label) of every quality and safety filter the study asks for."""
-    out = []
+    rules = []
     for t in c.thresholds:
         rule = RuleSpec("quality", score=c.score, threshold=float(t), inverse=False)
-        out.append((rule, f"{c.score}>={t:g}"))
-        if c.inverse:
-            out.append((replace(rule, inverse=True), f"{c.score}<{t:g}"))
+        rules += [rule, replace(rule, inverse=True)] if c.inverse else [rule]
     if c.safety:
-        out.append((RuleSpec("safety"), "unflagged"))
-    return out
+        rules.append(RuleSpec("safety"))
+    return [(rule, rule_label(rule)) for rule in rules]
 
 
 def select(selector: str, configs: list[dict]) -> int:
@@ -86,10 +91,10 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
         for src in plain:
             if src.axes["source"] != "real":
                 continue
-            cur = stage("curate", CurateSpec(RuleSpec("snapshot", year=int(year))),
-                        (real_pack.id,))
+            rule = RuleSpec("snapshot", year=int(year))
+            cur = stage("curate", CurateSpec(rule), (real_pack.id,))
             out.append(replace(src, needs=(*src.needs, cur), reads=(real_pack, cur),
-                               axes={**src.axes, "curation": f"year<={year}"}))
+                               axes={**src.axes, "curation": rule_label(rule)}))
     configs = [axes for _, _, axes in synthetic]
     no_gen = {"generator": "", "prompts": "", "guidance": "", "synthetic_share": ""}
     sizes = s.sweep.mixture_images_per_class

@@ -180,8 +180,9 @@ def curation_samples(run: RunDir, plan: Plan, per_end: int = 6) -> tuple[list, l
     from synscale.study.specs import DataSpec, RuleSpec, parse
 
     configs = {pack.id: (gens, axes) for pack, gens, axes in _configs(plan)}
+    # a figure of its own has no title naming the config: one config says all of it
     varying = [k for k in GENERATED_AXES
-               if len({str(axes[k]) for _, axes in configs.values()}) > 1]
+               if len({str(axes[k]) for _, axes in configs.values()}) > 1] or list(GENERATED_AXES)
     rules: dict[tuple, list] = {}
     for cur in plan.of_kind("curate"):
         pack_id = cur.inputs[0]

@@ -72,6 +72,10 @@ def test_the_grid_shows_the_same_classes_and_indices_in_every_config(made, tmp_p
             assert np.array_equal(cell, split.train_x[split.train_y == c][i])
     # the figure says what it drew
     path = plot_samples(grid, tmp_path / "samples.png")
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as the other results
     layout = read_layout(path)
     assert layout == grid.layout()
     assert [g["label"] for g in layout["groups"]] == ["real", "guidance=0.0", "guidance=4.0"]

@@ -106,7 +106,10 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
         if not measured:
             c.source = "table"
 
-    recipes: dict[int, TrainSection] = {}  # a plan's trainings share a few recipe dicts
+    # The previous training's model and recipe dicts and what they gave: a plan's
+    # trainings share a few (expand builds each once), and 10^6 of them would
+    # otherwise serialize and parse the same ones 10^6 times.
+    last: dict = {}
     for s in plan.stages:
         if only is not None and s.id not in only and s.kind != "train":
             continue
@@ -123,13 +126,15 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
             rate = rates.get("pack_per_cpu")
             add(c, rows / ((rate or PACK_RATE_PER_CPU) * c.devices_per_stage), rate is not None)
         elif s.kind == "train":
-            key = model_key(spec["model"], shape)
-            size = footprint.model_size(spec["model"], spec["num_classes"], shape)
+            if spec["model"] is not last.get("model") or spec["recipe"] is not last.get("raw"):
+                last = {"model": spec["model"], "raw": spec["recipe"],
+                        "key": model_key(spec["model"], shape),
+                        "size": footprint.model_size(spec["model"], spec["num_classes"], shape),
+                        "recipe": parse(TrainSection, spec["recipe"], "recipe")}
+            key, size, recipe = last["key"], last["size"], last["recipe"]
             trained[s.id] = (key, size)
             if only is not None and s.id not in only:
                 continue  # its evaluations may be new
-            recipe = recipes.get(id(spec["recipe"])) or recipes.setdefault(
-                id(spec["recipe"]), parse(TrainSection, spec["recipe"], "recipe"))
             samples = step_count(recipe, spec["images_per_class"] * spec["num_classes"]) \
                 * recipe.batch_size
             arch = spec["model"].get("arch")

@@ -262,6 +262,7 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
     shape = image_shape(study)
     gen = {s.id: s for s in plan.of_kind("generate")}
     trained: dict[str, int] = {}
+    sized: tuple = (None, None)  # the previous training's model dict and its size (cost.py)
     for s in plan.stages:
         fp = out[s.kind]
         fp.stages += 1
@@ -272,7 +273,10 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
             _pack(fp, s.spec, pack_rows(study, s, inputs),
                   image_side(inputs[0].spec) if inputs else None, res("pack").cpus)
         elif s.kind == "train":
-            size = model_size(s.spec["model"], s.spec["num_classes"], shape)
+            if s.spec["model"] is not sized[0]:
+                sized = (s.spec["model"], model_size(s.spec["model"], s.spec["num_classes"],
+                                                     shape))
+            size = sized[1]
             _train(fp, s.spec, size, res("train"), on_gpu("train"))
             trained[s.id] = size.params
         elif s.kind == "evaluate":

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from synscale.analysis.fit import SOURCE_AXES, SeriesFit, sort_key
+from synscale.plan import state
 from synscale.report.grid import series_labels, shared_label
 
 PANEL_WIDTH, PANEL_HEIGHT = 5.0, 3.8  # inches per panel
@@ -88,18 +88,12 @@ def plot_scaling(series_fits: Sequence[SeriesFit], path: str | os.PathLike,
 
 
 def save_figure(fig, path: Path, dpi: int = 120, metadata: dict | None = None) -> Path:
-    """Write to a temporary name, then rename: never half a PNG. `metadata`:
-    PNG text entries."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    """Write to a temporary name, then rename: never half a PNG, and readable by
+    whoever may read the run's other results (the umask's mode, as every result
+    file: a mkstemp file would be the owner's alone). `metadata`: PNG text entries."""
+    with state.atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata=metadata)
+    return Path(path)
 
 
 def _minor_labeller(axis):

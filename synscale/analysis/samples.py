@@ -82,6 +82,11 @@ def _configs(plan: Plan) -> list[tuple[Stage, list[Stage], dict]]:
     return out
 
 
+def _varying(configs: list[dict]) -> list[str]:
+    """The generation axes whose value differs between these configs."""
+    return [k for k in GENERATED_AXES if len({str(c[k]) for c in configs}) > 1]
+
+
 def _label(config: dict, varying: list[str]) -> str:
     return ", ".join(f"{k}={config[k]}" for k in varying) or "generated"
 
@@ -104,10 +109,10 @@ def sample_grids(run: RunDir, plan: Plan, seed: int) -> list[SampleGrid]:
     data = parse(DataSpec, configs[0][1][0].spec["data"])
     names = of_data(data)
     chosen = pick_classes(len(names), seed)
-    out = []
+    out, opened = [], {}
     for generator in dict.fromkeys(axes["generator"] for _, _, axes in configs):
         mine = [c for c in configs if c[2]["generator"] == generator]
-        varying = [k for k in GENERATED_AXES if len({str(a[k]) for _, _, a in mine}) > 1]
+        varying = _varying([a for _, _, a in mine])
         largest = min(g.spec["images_per_class"] for _, gens, _ in mine for g in gens)
         k = max(1, min(PER_CLASS, MAX_ROWS // (len(mine) + 1), largest))
         indices = list(range(k))
@@ -117,7 +122,7 @@ def sample_grids(run: RunDir, plan: Plan, seed: int) -> list[SampleGrid]:
         grid.groups.append(_real_group(data, names, chosen, indices))
         for _, gens, axes in mine:
             grid.groups.append(_generated_group(run, gens, axes, _label(axes, varying),
-                                                chosen, indices))
+                                                chosen, indices, opened))
         out.append(grid)
     return out
 
@@ -149,8 +154,8 @@ def _read_file(path: Path) -> np.ndarray:
 
 
 def _generated_group(run: RunDir, gens: list[Stage], axes: dict, label: str,
-                     chosen: list[int], indices: list[int]) -> Group:
-    cells = [[_image(run, gens, c, i) for c in chosen] for i in indices]
+                     chosen: list[int], indices: list[int], opened: dict) -> Group:
+    cells = [[_image(run, gens, c, i, opened) for c in chosen] for i in indices]
     missing = ""
     if any(cell is None for row in cells for cell in row):
         released = any(state.is_released(run.stage("generate", g.id)) for g in gens)
@@ -159,15 +164,19 @@ def _generated_group(run: RunDir, gens: list[Stage], axes: dict, label: str,
     return Group(label, dict(axes), cells, missing)
 
 
-def _image(run: RunDir, gens: list[Stage], c: int, i: int):
-    """Image i of class c of a generation config, or None where its shard is not there."""
+def _image(run: RunDir, gens: list[Stage], c: int, i: int, opened: dict):
+    """Image i of class c of a generation config, or None where its shard is not
+    there. `opened`: path -> Shard, so that a shard's header is read once for
+    all the images a figure takes from it."""
     from synscale.data.shards import Shard, shard_path
     for g in gens:
         lo, hi = g.spec["classes"]
         if lo <= c < hi and i < g.spec["images_per_class"]:
             size = g.spec["shard_images"]
             path = shard_path(run.stage("generate", g.id), c, i // size * size)
-            return Shard(path).image(i % size) if path.exists() else None
+            if path not in opened:
+                opened[path] = Shard(path) if path.exists() else None
+            return opened[path] and opened[path].image(i % size)
     return None
 
 
@@ -181,8 +190,8 @@ def curation_samples(run: RunDir, plan: Plan, per_end: int = 6) -> tuple[list, l
 
     configs = {pack.id: (gens, axes) for pack, gens, axes in _configs(plan)}
     # a figure of its own has no title naming the config: one config says all of it
-    varying = [k for k in GENERATED_AXES
-               if len({str(axes[k]) for _, axes in configs.values()}) > 1] or list(GENERATED_AXES)
+    varying = _varying([axes for _, axes in configs.values()]) or list(GENERATED_AXES)
+    opened: dict = {}
     rules: dict[tuple, list] = {}
     for cur in plan.of_kind("curate"):
         pack_id = cur.inputs[0]
@@ -213,13 +222,14 @@ def curation_samples(run: RunDir, plan: Plan, per_end: int = 6) -> tuple[list, l
             filters.append(rule_label(rule) + ("" if kept is None else f" keeps {kept:.0%}"))
         groups.append(CurationGroup(
             label, column, filters,
-            [_row(run, gens, offsets, names, scores, r) for r in order[:per_end]],
-            [_row(run, gens, offsets, names, scores, r) for r in order[::-1][:per_end]]))
+            [_row(run, gens, offsets, names, scores, r, opened) for r in order[:per_end]],
+            [_row(run, gens, offsets, names, scores, r, opened) for r in order[::-1][:per_end]]))
     return groups, safety
 
 
-def _row(run: RunDir, gens: list[Stage], offsets: np.ndarray, names: list[str], scores, r):
+def _row(run: RunDir, gens: list[Stage], offsets: np.ndarray, names: list[str], scores, r,
+         opened: dict):
     """(score, image, class name, index) of pack row r: rows run by (class, index)."""
     c = int(np.searchsorted(offsets, r, side="right") - 1)
     i = int(r - offsets[c])
-    return float(scores[r]), _image(run, gens, c, i), names[c], i
+    return float(scores[r]), _image(run, gens, c, i, opened), names[c], i

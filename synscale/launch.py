@@ -92,6 +92,13 @@ def _over_scratch(study, kinds) -> str | None:
     return None
 
 
+def _padding_note(study, plan: Plan) -> str | None:
+    """What rendering each class's last batch whole costs, if anything."""
+    from synscale.plan.batches import padding_note
+    spec = next((s.spec for s in plan.stages if s.kind == "generate"), None)
+    return spec and padding_note(spec["images_per_class"], spec["batch_size"])
+
+
 def _costs(args, study, plan, run, backend):
     calibration = cost.read_calibration(args.calibration or run.root / "calibration.json")
     return cost.estimate(study, plan, backend, calibration), calibration
@@ -196,16 +203,20 @@ def main(argv=None) -> int:
         kinds = footprint.estimate(study, plan, backend)
         costs, calibration = _costs(args, study, plan, run, backend)
         over = [x for x in (_over_scratch(study, kinds), _over_budget(study, costs)) if x]
+        padding = _padding_note(study, plan)
         if args.json:
             print(json.dumps({**summary, "dry_run": True, "done": len(done),
                               "to_run": len(plan.stages) - len(done),
                               "footprint": footprint.as_json(kinds, study, backend),
                               "cost": {**cost.as_json(costs),
-                                       "calibration": calibration or None}}))
+                                       "calibration": calibration or None},
+                              "notes": [padding] if padding else []}))
         else:
             _print_plan(console, study, plan, done, run)
             _print_footprint(console, study, kinds, backend)
             _print_cost(console, costs, calibration)
+            if padding:
+                console.print(f"[yellow]note:[/] {escape(padding)}", highlight=False)
             for line in preflight.problems(study, backend) + over:
                 console.print(f"[yellow]would stop at launch:[/] {escape(line)}", highlight=False)
         return 0

@@ -15,6 +15,7 @@ from synscale.study.expand import expand
 from synscale.study.load import load_study
 
 STUDY = SMALL_STUDY.replace("guidance = [1.0]", "guidance = [0.0, 4.0]\nshard_images = 2") \
+    .replace("batch_size = 8", "batch_size = 2") \
     .replace("steps = 20", "steps = 4").replace(
         "[backend]", '[curate]\nthresholds = [0.99]\napplies_to = ["synthetic"]\n\n[backend]')
 

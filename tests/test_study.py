@@ -293,3 +293,39 @@ def test_schema_image_formats_are_the_shard_writers():
     from synscale.data.shards import FORMATS
     from synscale.study.schema import IMAGE_FORMATS
     assert IMAGE_FORMATS == ("auto", *FORMATS)
+
+
+def test_shards_must_hold_whole_sampler_batches(tmp_path):
+    big = BASE.replace("synthetic_images_per_class = [4, 8]", "synthetic_images_per_class = [4000]")
+    (p,) = problems_of(tmp_path, big + "[generate]\nbatch_size = 64\nshard_images = 1000\n")
+    assert "generate.shard_images = 1000 with batch_size = 64" in p and "(960, 1024)" in p
+    assert "a batch_size dividing 1000 (50, 40, 25, ...)" in p and ">= 4000" in p
+    for fine in ("batch_size = 50\nshard_images = 1000", "batch_size = 64\nshard_images = 1024",
+                 "batch_size = 64\nshard_images = 4000"):  # the last: one shard a class
+        path = tmp_path / "fine.toml"
+        path.write_text(big + f"[generate]\n{fine}\n")
+        assert load_study(path).generate.shard_images % 2 == 0
+
+
+def test_the_dry_run_says_what_whole_last_batches_cost(tmp_path):
+    dry = {}
+    for batch in (6, 8):
+        path = tmp_path / f"pad{batch}.toml"
+        path.write_text(BASE.replace('name = "t"', f'name = "pad{batch}"')
+                        + f"[generate]\nbatch_size = {batch}\n")
+        r = run_module("synscale.launch", path, "--dry-run", "--json", "--root", tmp_path / "runs")
+        assert r.returncode == 0, r.stderr
+        dry[batch] = json.loads(r.stdout)
+    (note,) = dry[6]["notes"]
+    assert "renders 4 images past the 8 kept (50.0% more generation)" in note
+    assert "a batch_size dividing 8 (4, 2, 1, ...)" in note
+    assert dry[8]["notes"] == []
+    assert not (tmp_path / "runs").exists()
+    # and the cost counts them: 12 images rendered a class against 8
+    from synscale.plan import cost
+    from synscale.study.expand import expand
+    seconds = {}
+    for batch in (6, 8):
+        study = load_study(tmp_path / f"pad{batch}.toml")
+        seconds[batch] = cost.estimate(study, expand(study), "local")["generate"].seconds
+    assert seconds[8] > 0 and seconds[6] == pytest.approx(1.5 * seconds[8])

@@ -10,6 +10,7 @@ dry-run marks as such:
 - generation: images/s of one task per generator (`GENERATE_RATE`, one
   A100 at 50 sampler steps with guidance), in proportion to 50 / steps, and
   about twice as fast without guidance (one denoiser call a step, not two);
+  a class's last batch counts whole (plan/batches.py renders it whole);
 - pack: `PACK_RATE_PER_CPU` rows/s per CPU (measured: 438 per writer
   worker at 256 px, tools/bench_pack.py);
 - training: forward FLOPs per sample from the model built on torch's meta
@@ -23,6 +24,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from synscale.plan.batches import rendered_per_class
 
 # images/s of one generate task on one A100 80GB at the usual settings (fp16, 50 steps,
 # guidance on): order-of-magnitude planning figures; a pilot measures the real ones
@@ -118,8 +121,8 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
         if s.kind == "generate":
             lo, hi = spec["classes"]
             rate = _rate(rates, "generate", generate_key(spec), spec["generator"])
-            add(c, (hi - lo) * spec["images_per_class"] / (rate or _generate_rate(spec)),
-                rate is not None)
+            rendered = rendered_per_class(spec["images_per_class"], spec["batch_size"])
+            add(c, (hi - lo) * rendered / (rate or _generate_rate(spec)), rate is not None)
         elif s.kind == "pack":
             rows = footprint.pack_rows(study, s, [plan.by_id[i] for i in s.inputs
                                                   if plan.by_id[i].kind == "generate"])

@@ -6,13 +6,16 @@ study's `image_format` (data/shards.py) with their per-image metadata
 (class, prompt, seed, guidance, generator, steps, resolution, the safety
 checker's flag where the pipeline has one, and the scores the study asks
 for: generators/scores.py). The sampler renders `batch_size` images at a
-time; each batch of a shard still being filled is written as a part
-(`part-<class>-<first index>.npz`, atomically), and the parts become the
-shard once all are there. Files stay few (at ImageNet scale a shard of
-1,000 images is one file where batches of 64 were 16), and a crash loses at
-most one batch: a rerun keeps finished shards and parts and renders only
-the missing batches. Each image's seed comes from (study seed, class,
-index), so a re-rendered shard is bit-identical to the one that was lost.
+time, in batches fixed by the images alone (plan/batches.py: batch k of a
+class is indices [k*b, (k+1)*b), rendered whole), so shard and class-range
+boundaries never change an image. Each batch of a shard still being filled
+is written as a part (`part-<class>-<first index>.npz`, atomically), and the
+parts become the shard once all are there. Files stay few (at ImageNet scale
+a shard of 1,000 images is one file where batches of 50 were 20), and a
+crash loses at most one batch: a rerun keeps finished shards and parts and
+renders only the missing batches. Each image's seed comes from (study seed,
+class, index), so a re-rendered shard is bit-identical to the one that was
+lost (on the same machine and libraries: README, "What is reproducible").
 """
 from __future__ import annotations
 
@@ -26,13 +29,15 @@ from synscale.data.shards import shard_path
 from synscale.generators.pipeline import guidance_scale
 from synscale.generators.scores import Scorer
 from synscale.plan import state
+from synscale.plan.batches import render_batches
 from synscale.plan.hashing import image_seed
 from synscale.prompts.classes import of_data
 from synscale.prompts.strategies import pick
 from synscale.study.specs import GenerateSpec
 
-VERSION = "4"  # 2: prompts from the prompt strategies, per-image metadata; 3: encoded images;
-# 4: shards of shard_images images, filled by several sampler batches
+VERSION = "5"  # 2: prompts from the prompt strategies, per-image metadata; 3: encoded images;
+# 4: shards of shard_images images, filled by several sampler batches; 5: batches aligned to
+# batch_size and rendered whole (plan/batches.py)
 
 
 def shard_plan(classes: tuple[int, int], per_class: int, size: int) -> list[tuple[int, int, int]]:
@@ -43,11 +48,6 @@ def shard_plan(classes: tuple[int, int], per_class: int, size: int) -> list[tupl
 
 def part_path(folder: Path, c: int, start: int) -> Path:
     return Path(folder) / f"part-{c:05d}-{start:07d}.npz"
-
-
-def batches(start: int, count: int, batch: int) -> list[tuple[int, int]]:
-    """(first index, count) of each sampler batch of a shard."""
-    return [(b, min(batch, start + count - b)) for b in range(start, start + count, batch)]
 
 
 def _renderer(spec: GenerateSpec):
@@ -86,45 +86,52 @@ def _prompt_pools(ctx, classes):
 
 def run(ctx) -> dict:
     spec: GenerateSpec = ctx.spec
+    if spec.shard_images % spec.batch_size:  # load.py refuses such a study; a hand-made spec
+        raise ValueError(f"shard_images {spec.shard_images} is not a multiple of batch_size "
+                         f"{spec.batch_size}: a shard holds whole sampler batches")
     lo, hi = spec.classes
     classes = of_data(spec.data)[lo:hi]
     pools = _prompt_pools(ctx, classes)
     plan = shard_plan((lo, hi), spec.images_per_class, spec.shard_images)
     renderer = scorer = None  # loaded only if a shard is missing: a finished rerun stays cheap
-    rendered, flagged, render_seconds = 0, 0, 0.0
+    rendered, sampled, flagged, render_seconds = 0, 0, 0, 0.0
     # the quality only matters (and is only planned) for a lossy format
     image_format, quality = spec.image_format, spec.image_quality or 95
+    size = spec.batch_size
     for c, start, count in plan:
         path = shard_path(ctx.dir, c, start)
         if path.exists():
             continue
-        pieces = batches(start, count, spec.batch_size)
+        pieces = render_batches(start, start + count, size)
         parts = [path] if len(pieces) == 1 else [part_path(ctx.dir, c, b) for b, _ in pieces]
         for (b, n), part in zip(pieces, parts):
             if part.exists():  # rendered before a crash
                 continue
             renderer = renderer or _renderer(spec)
-            indices = np.arange(b, b + n)
+            # the whole batch, also past the size: its images depend on their companions
+            indices = np.arange(b, b + size)
             seeds = [image_seed(spec.seed, c, int(i)) for i in indices]
             prompts = [pick(pools.prompts[c], spec.seed, c, int(i)) for i in indices]
             started = time.perf_counter()
-            images, flags = renderer.render(np.full(n, c), prompts, seeds, spec.guidance,
+            images, flags = renderer.render(np.full(size, c), prompts, seeds, spec.guidance,
                                             spec.steps)
             render_seconds += time.perf_counter() - started
-            meta = {"labels": np.full(n, c), "indices": indices,
+            meta = {"labels": np.full(size, c), "indices": indices,
                     "seeds": np.array(seeds, dtype=np.int64), "prompts": np.array(prompts),
-                    "guidance": np.full(n, float(spec.guidance)),
-                    "generator": np.array([spec.generator] * n),
-                    "steps": np.full(n, spec.steps),
-                    "resolution": np.full(n, images.shape[-2])}
+                    "guidance": np.full(size, float(spec.guidance)),
+                    "generator": np.array([spec.generator] * size),
+                    "steps": np.full(size, spec.steps),
+                    "resolution": np.full(size, images.shape[-2])}
             if flags is not None:
                 meta["nsfw"] = flags
-                flagged += int(flags.sum())
-            if spec.scores:
+            if spec.scores:  # scored as rendered: a scorer's batch rounds like a sampler's
                 scorer = scorer or Scorer(spec)
                 meta.update(scorer(images, meta["labels"], prompts))
-            shards.write(part, images, meta, image_format, quality)
+            meta = {k: np.asarray(v)[:n] for k, v in meta.items()}
+            flagged += int(meta["nsfw"].sum()) if "nsfw" in meta else 0
+            shards.write(part, images[:n], meta, image_format, quality)
             rendered += n
+            sampled += size
         if parts != [path]:
             shards.merge(parts, path)
         ctx.log.info("shard class %d [%d, %d) written", c, start, start + count)
@@ -139,6 +146,8 @@ def run(ctx) -> dict:
         # diffusers' convention, recorded beside the paper's t.
         "guidance_scale": guidance_scale(spec.guidance), "scheduler": spec.scheduler,
         "steps": spec.steps, "classes": list(spec.classes),
+        # the images' last bits depend on it (plan/batches.py)
+        "batch_size": spec.batch_size,
         "images_per_class": spec.images_per_class, "prompts": spec.prompts,
         "distinct_prompts_per_class": {str(c): len(v) for c, v in per_class.items()},
         "prompt_pool_sizes": {str(c): len(set(v)) for c, v in pools.prompts.items()},
@@ -157,7 +166,9 @@ def run(ctx) -> dict:
     summary = {"images_rendered": rendered, "shards": len(plan), "bytes": manifest["bytes"],
                # the sampler's own time, model loading left out: what a GPU budget buys
                "render_seconds": round(render_seconds, 3),
-               "images_per_second": round(rendered / render_seconds, 3) if rendered else None}
+               "images_per_second": round(sampled / render_seconds, 3) if sampled else None}
+    if sampled > rendered:  # last batches rendered whole (plan/batches.py)
+        summary["images_dropped"] = sampled - rendered
     if flagged:
         summary["flagged_unsafe"] = flagged
     state.write_json(ctx.dir / "manifest.json", manifest)

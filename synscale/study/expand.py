@@ -14,7 +14,8 @@ from synscale.plan.graph import Plan, Stage
 from synscale.plan.hashing import stage_id
 from synscale.stages import runner_versions
 from synscale.study.curation import Source, curated
-from synscale.study.schema import Study, split_counts
+from synscale.study.load import real_needed, synthetic_needed
+from synscale.study.schema import Study
 from synscale.study.specs import (
     CaptionSpec,
     DataSpec,
@@ -107,7 +108,6 @@ def _captions(s: Study, source: str) -> PackCaptionsSpec | None:
 
 
 def _real_pack(s: Study, real: DataSpec) -> Stage:
-    from synscale.study.load import real_needed
     sizes = s.sweep.real_images_per_class if "real" in s.sweep.sources else ()
     pooled = s.sweep.mixture_images_per_class if "real" in s.curate.leave_one_out else ()
     rgb = {} if s.data.dataset == "digits" else {
@@ -121,11 +121,7 @@ def _synthetic_packs(s: Study, real: DataSpec) -> list[tuple[Stage, list[Stage],
     """(pack, the stages it reads, axes) per generation config."""
     g = s.generate
     n_classes = _num_classes(s)
-    sw, c = s.sweep, s.curate
-    mixed = sw.mixture_images_per_class if (c.blends or c.leave_one_out) else ()
-    largest = max((*sw.synthetic_images_per_class, *mixed,
-                   *(split_counts(n, [1 - share, share])[1] for n in sw.mixture_images_per_class
-                     for share in sw.synthetic_shares)))
+    largest = synthetic_needed(s)
     ranges = [[lo, min(lo + g.classes_per_task, n_classes)]
               for lo in range(0, n_classes, g.classes_per_task)]
     captions = _caption_stages(s, real, ranges)

@@ -347,6 +347,16 @@ def _repeat_checks(s: Study, file: str, problems: list[str]) -> None:
                             "trainings at that size, each with its own seed)")
 
 
+def synthetic_needed(s: Study) -> int:
+    """Generated images per class every generation config renders: the largest
+    synthetic size, a mixture's generated part or a curated blend's draw."""
+    sw, c = s.sweep, s.curate
+    mixed = sw.mixture_images_per_class if (c.blends or c.leave_one_out) else ()
+    return max((*sw.synthetic_images_per_class, *mixed,
+                *(split_counts(n, [1 - share, share])[1] for n in sw.mixture_images_per_class
+                  for share in sw.synthetic_shares)), default=0)
+
+
 def real_needed(sw) -> int:
     """Real images per class the mixtures read (the rest of each set is generated)."""
     return max((split_counts(n, [1 - share, share])[0] for n in sw.mixture_images_per_class
@@ -383,6 +393,7 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
     from synscale.prompts.strategies import WORDNET
 
     g, synthetic = s.generate, "synthetic" in s.sweep.sources
+    _batch_checks(g, synthetic_needed(s), file, problems)
     for name, w in g.weights.items():
         cascade = name == "imagen" and isinstance(w, list) and 1 <= len(w) <= 2
         if name not in g.generators:
@@ -439,6 +450,22 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
     if "in-captions" in g.prompts and not s.prompts.captions and s.data.dataset == "digits":
         problems.append(f"{file}: prompts.captions: missing; 'in-captions' on the digits needs a "
                         "captions file (the captioning stage reads image folders)")
+
+
+def _batch_checks(g, largest: int, file: str, problems: list[str]) -> None:
+    """Shards hold whole sampler batches (plan/batches.py): every shard of a
+    class starts at a multiple of batch_size."""
+    b, n = g.batch_size, g.shard_images
+    if n % b == 0 or n >= largest:  # one shard a class starts at 0
+        return
+    near = sorted({max(b, n // b * b), -(-n // b) * b})
+    divisors = [d for d in range(min(b, n), 0, -1) if n % d == 0][:3]
+    problems.append(f"{file}: generate.shard_images = {n} with batch_size = {b}: a class's second "
+                    f"shard would start at image {n}, inside a sampler batch, and images depend "
+                    f"on the batch they share; accepted: shard_images a multiple of {b} "
+                    f"({', '.join(map(str, near))}), or a batch_size dividing {n} "
+                    f"({', '.join(map(str, divisors))}, ...), or shard_images >= {largest} "
+                    "(one shard a class)")
 
 
 def _per_kind(cls: type, name: str, raw: Any, file: str, problems: list[str]) -> dict:

@@ -158,10 +158,11 @@ class GenerateSection:
     scheduler: str = spec("default", "sampler (default: the checkpoint's own)", type=str,
                           choices=SCHEDULERS)
     steps: int = spec(50, "sampler steps", type=int, min=1, max=5000)
-    batch_size: int = spec(500, "images per sampler call", type=int, min=1)
-    shard_images: int = spec(1000, "images per shard file (one class; filled by several "
-                             "sampler batches, each kept on disk until the shard is whole)",
-                             type=int, min=1)
+    batch_size: int = spec(500, "images per sampler call: batch k of a class is its images "
+                           "[k*b, (k+1)*b), the last one rendered whole", type=int, min=1)
+    shard_images: int = spec(1000, "images per shard file (one class; whole sampler batches, "
+                             "so a multiple of batch_size, each kept on disk until the shard "
+                             "is whole)", type=int, min=1)
     image_format: str = spec("auto", "how generated images are stored: png (lossless), jpeg or "
                              "webp; auto: png for the embedded DDPM (its float samples, "
                              "bit-identical), jpeg for RGB generators", type=str,

@@ -51,7 +51,9 @@ def test_pilot_measures_rates_and_a_launch_over_budget_stops(small_study, tmp_pa
                    timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     cal = json.loads(r.stdout)
-    assert cal["pilot_seconds"] < 60 and cal["failed"] == 0
+    # shrunk, by its plan not a stopwatch (seconds depend on the machine): one generation
+    # of the two configs' classes, two packs, one training and evaluation per source
+    assert cal["stages"] == 7 and cal["failed"] == 0 and cal["pilot_seconds"] > 0
     assert (tmp_path / "runs/budget/calibration.json").exists()
     assert (tmp_path / "runs/budget/pilot/stages").is_dir()
     rates = cal["rates"]

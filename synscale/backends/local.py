@@ -40,13 +40,11 @@ def _init_worker(threads: int, log_dir: str) -> None:
     fd = os.open(Path(log_dir) / f"worker-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
     # Inside a Slurm allocation, a local run is still a world of one.
     for var in ("SLURM_PROCID", "SLURM_NTASKS"):
         os.environ.pop(var, None)
-    import torch
-    torch.set_num_threads(threads)
+    from synscale.runtime.device import use_threads
+    use_threads(threads)
 
 
 def _execute(run_root: str, stage: Stage, input_kinds: dict) -> dict:
@@ -76,6 +74,12 @@ def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
     return out
 
 
+def threads_per_stage(workers: int) -> int:
+    """CPU threads of each local stage: this process's cores shared among the workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, workers))
+
+
 def _run_ready_first(todo: list[Stage], finished: set[str], kinds: dict, run: RunDir,
                      workers: int, report, out: Outcome, pool=None, execute=None) -> None:
     """Keep `workers` stages in flight, each time the ready one furthest down
@@ -95,8 +99,11 @@ def _run_ready_first(todo: list[Stage], finished: set[str], kinds: dict, run: Ru
     ready = [(rank[s.kind], place[s.id], s) for s in todo if waiting[s.id] == 0]
     heapq.heapify(ready)
     left = {s.id for s in todo}  # not yet started, failed or blocked
+    # Threads from the workers asked for, not from how many stages are left: on a CPU a
+    # training's last bits depend on its thread count (README, "What is reproducible"), and
+    # a relaunch with one stage to go must compute it as the first launch would have.
+    threads = threads_per_stage(workers)
     workers = max(1, min(workers, len(todo)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     running = {}
 
     def block(failed: Stage) -> None:

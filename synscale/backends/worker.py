@@ -80,8 +80,8 @@ class StageTask:
         preemption.begin(folder if rank() == 0 else None)
         os.environ["SYNSCALE_RENDEZVOUS"] = str(folder)
         _record_termination(folder)
-        import torch
-        torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+        from synscale.runtime.device import use_threads
+        use_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
         try:
             return execute(self.run_root, self.stage, self.input_kinds)
         finally:

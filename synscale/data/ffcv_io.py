@@ -8,11 +8,33 @@ is a prefix of the next.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from synscale.plan import state
+
+
+@contextmanager
+def threads_kept() -> Iterator[None]:
+    """Keep torch's CPU thread count through FFCV calls. FFCV sets it to 1 when
+    imported and to the loader's workers in every Loader() and every epoch's
+    iter(): a CPU training would compute with `loader_workers` threads, not the
+    cores its backend gave the stage, and its last bits would depend on a knob
+    that is layout (README, "What is reproducible")."""
+    import torch
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _import_ffcv() -> None:
+    with threads_kept():
+        import ffcv  # noqa: F401
 
 
 class _Rows:
@@ -39,6 +61,7 @@ def _write(folder: Path, fields: dict, items, labels: np.ndarray, captions, work
            index: dict) -> dict:
     """data.beton, captions.json (a list of captions per row) and index.json,
     each atomically, index.json last: a pack is readable once it exists."""
+    _import_ffcv()
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
 
@@ -63,6 +86,7 @@ def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: i
                 captions=None) -> dict:
     """Float arrays (the digits) as rows, sorted by class (stable: each
     class keeps its index order), with their captions (one list per row)."""
+    _import_ffcv()
     from ffcv.fields import IntField, NDArrayField
 
     order = np.argsort(labels, kind="stable")
@@ -79,6 +103,7 @@ def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
     """RGB images (uint8 HWC arrays or file paths) as JPEG rows, the longest
     side at most resolution / 0.875 so that training crops `resolution` from
     them; labels must already be sorted (class order, index order within)."""
+    _import_ffcv()
     from ffcv.fields import IntField, RGBImageField
 
     fields = {"image": RGBImageField(write_mode="jpg", jpeg_quality=90,
@@ -111,6 +136,7 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
     `distributed` gives each torch.distributed rank its own share. Batches
     are (images, labels), and the row numbers third with `rows` (packs with
     captions)."""
+    _import_ffcv()
     from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor
@@ -123,10 +149,12 @@ def loader(folder: Path, indices: np.ndarray, batch_size: int, seed: int, worker
         raise ValueError(f"{folder}: this pack has no captions (packed for a classifier study)")
     if index.get("captions"):
         pipelines["row"] = [IntDecoder(), ToTensor(), Squeeze(1)] if rows else None
-    return Loader(str(Path(folder) / "data.beton"), batch_size=batch_size, num_workers=workers,
-                  order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
-                  indices=np.asarray(indices).tolist(), seed=seed, drop_last=False,
-                  os_cache=True, distributed=distributed, pipelines=pipelines)
+    with threads_kept():
+        return Loader(str(Path(folder) / "data.beton"), batch_size=batch_size,
+                      num_workers=workers, order=OrderOption.RANDOM if train else
+                      OrderOption.SEQUENTIAL, indices=np.asarray(indices).tolist(), seed=seed,
+                      drop_last=False, os_cache=True, distributed=distributed,
+                      pipelines=pipelines)
 
 
 def _rgb_pipeline(size: int, train: bool, normalize: bool = True) -> list:

@@ -48,11 +48,15 @@ class Stream:
 
     def _cycle(self, k: int, start: int) -> Iterator[tuple]:
         """Batches of part k forever, from micro batch `start` on."""
+        from synscale.data.ffcv_io import threads_kept
+
         data = self.loaders[k]
         epoch, skip = divmod(start, len(data))
         while True:
             data.next_epoch = epoch
-            for i, batch in enumerate(data):
+            with threads_kept():  # FFCV's iter() sets torch's threads to its workers
+                batches = iter(data)
+            for i, batch in enumerate(batches):
                 if i >= skip:
                     yield batch, epoch
             skip, epoch = 0, epoch + 1

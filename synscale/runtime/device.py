@@ -16,6 +16,7 @@ picked otherwise (a worker that imported deepspeed before).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -109,6 +110,47 @@ def _allow_tf32() -> None:
     else:
         matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+def use_threads(n: int) -> None:
+    """Compute with `n` CPU threads in this process: torch's, and the BLAS under
+    numpy and scikit-learn (the reference scorer's fit). A result's last bits
+    depend on the count, so it is the backend's choice, never the machine's
+    core count by default (an OpenBLAS left alone takes every core it sees)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)  # for libraries not loaded yet
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(n)
+    threadpool_limits(n)  # for those already loaded
+
+
+def where_computed() -> dict:
+    """What a stage's floats depend on besides its inputs, spec and code (README,
+    "What is reproducible"): the CPU's model (its vector units pick the kernels),
+    torch's threads (they cut reductions), and the GPU when one computed."""
+    out = {"cpu": _cpu_model()}
+    torch = sys.modules.get("torch")  # a stage that never imported it computed no tensors
+    if torch is not None:
+        # the vector instructions torch's CPU kernels use (AVX2, AVX512, ...)
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        out["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+@functools.cache
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
 def to_device(tensor, device):

@@ -125,7 +125,9 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         finally:
             stop_heartbeat()
         from synscale.backends.code import running  # which code computed it: ids do not say
-        summary = {"seconds": round(time.time() - start, 3), **summary, "code": running()}
+        from synscale.runtime.device import where_computed
+        summary = {"seconds": round(time.time() - start, 3), **summary, "code": running(),
+                   "computed_on": where_computed()}
         state.mark_done(folder, summary)
         log.info("done in %.1fs", summary["seconds"])
         after = getattr(runner(stage.kind), "after_done", None)

@@ -7,6 +7,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# Two test processes share two cores (make test): one thread per local stage, or
+# the OpenMP threads of both oversubscribe the machine (they spin while waiting).
+os.environ.setdefault("SYNSCALE_THREADS", "1")
 
 # A reduced embedded study: every stage kind, three sizes per source (the
 # fewest a power law accepts), one width, few steps.

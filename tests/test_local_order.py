@@ -86,3 +86,22 @@ def test_a_killed_worker_keeps_what_finished_and_blocks_the_rest():
     assert set(out.blocked) >= {"t2", "e00", "e01"} and "t1" not in out.blocked
     assert len(reports) == len(stages)  # every stage told once
     assert len({s for s, _ in reports}) == len(stages)
+
+
+def test_threads_per_stage_follow_the_workers_asked_not_the_stages_left(monkeypatch):
+    """On a CPU a result's last bits depend on its threads: a stage computes with
+    the cores shared among the workers asked for, whatever is left to run."""
+    import os
+
+    import pytest
+
+    from synscale.backends.local import threads_per_stage
+    monkeypatch.delenv("SYNSCALE_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_stage(1) == cores and threads_per_stage(2 * cores) == 1
+    assert threads_per_stage(2) == max(1, cores // 2)
+    monkeypatch.setenv("SYNSCALE_THREADS", "3")
+    assert threads_per_stage(1) == threads_per_stage(64) == 3
+    monkeypatch.setenv("SYNSCALE_THREADS", "0")
+    with pytest.raises(ValueError, match="SYNSCALE_THREADS = '0': expected a whole number >= 1"):
+        threads_per_stage(1)

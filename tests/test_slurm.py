@@ -65,14 +65,11 @@ def wait_until(run_dir, done: int, timeout=900) -> dict:
         time.sleep(2)
 
 
-def one_thread_locally() -> list[str]:
-    """--workers for a local launch whose stages compute with one thread each, as
-    the Slurm tasks here do (cpus per task 1): on a CPU a result's last bits depend
-    on its threads (README, "What is reproducible"), so only then are they equal."""
-    return ["--workers", str(len(os.sched_getaffinity(0)))]
-
-
 def computed_on(run: Path, kind: str) -> list[dict]:
+    """What each stage of a kind computed on. A local stage and a Slurm task here
+    both take one thread (conftest's SYNSCALE_THREADS, cpus per task 1): on a CPU a
+    result's last bits depend on its threads (README, "What is reproducible"), so
+    only with equal ones are they bit-identical."""
     return [state.read_json(p)["computed_on"] for p in sorted(run.glob(f"stages/{kind}/*/DONE"))]
 
 
@@ -81,8 +78,7 @@ def test_embedded_study_on_slurm_matches_local_and_splits_arrays(small_study, tm
     replace = {"real_images_per_class = [4, 8, 16]": "real_images_per_class = [4, 8, 16, 32]",
                "width = [16]": "width = [16, 24]\nheads = 2"}
     local = small_study("same", workers=2, **replace)
-    r = run_module("synscale.launch", local, "--root", tmp_path / "local", "--json",
-                   *one_thread_locally())
+    r = run_module("synscale.launch", local, "--root", tmp_path / "local", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
 
     slurm_root = tmp_path / "slurm"
@@ -353,8 +349,7 @@ def test_preempted_training_checkpoints_requeues_and_matches_an_uninterrupted_ru
         "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
         "min_steps = 20": "min_steps = 300\nlog_every = 10\ncheckpoint_every = 100000",
         "max_steps = 40": "max_steps = 300"})
-    assert run_module("synscale.launch", study, "--root", tmp_path / "local",
-                      *one_thread_locally()).returncode == 0
+    assert run_module("synscale.launch", study, "--root", tmp_path / "local").returncode == 0
     r = run_module("synscale.launch", study, "--root", tmp_path / "slurm", "--backend", "slurm",
                    "--json")
     assert r.returncode == 0, r.stderr[-2000:]

@@ -75,7 +75,15 @@ def run_plan(plan: Plan, run: RunDir, workers: int, progress=None) -> Outcome:
 
 
 def threads_per_stage(workers: int) -> int:
-    """CPU threads of each local stage: this process's cores shared among the workers."""
+    """CPU threads of each local stage: this process's cores shared among the
+    workers, or SYNSCALE_THREADS where the machine is shared with other work
+    (the test suite's two processes on two cores: OpenMP threads spin, and
+    oversubscribed they crawl)."""
+    asked = os.environ.get("SYNSCALE_THREADS", "")
+    if asked:
+        if not asked.isdigit() or int(asked) < 1:
+            raise ValueError(f"SYNSCALE_THREADS = {asked!r}: expected a whole number >= 1")
+        return int(asked)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (cores or 1) // max(1, workers))
 

@@ -1,2 +1,2 @@
 """synscale: scaling-law studies of synthetic training data."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -39,6 +39,9 @@ def _parse(argv):
                         "it measured to RUN_DIR/calibration.json (what --dry-run's cost reads)")
     p.add_argument("--calibration", type=Path,
                    help="rates to cost the plan with (default: RUN_DIR/calibration.json)")
+    p.add_argument("--store", type=Path,
+                   help="a folder where finished stages live, shared by studies and a team "
+                        "(overrides [study] store); a stage done there is not run again")
     return p.parse_args(argv)
 
 
@@ -92,16 +95,72 @@ def _over_scratch(study, kinds) -> str | None:
     return None
 
 
+def _left_behind(run: RunDir, plan: Plan) -> dict[str, int]:
+    """Finished stages of the plan this run directory last ran that the new plan
+    does not have, per kind: kept on disk, and not used."""
+    if not run.plan_file.exists():
+        return {}
+    try:
+        old = stored.load_stages(run)
+    except (OSError, ValueError) as e:
+        return {"unreadable plan.json": 1} if str(e) else {}
+    ids = plan.by_id
+    gone = [(sid, kind) for sid, kind in zip(old.ids, old.kinds) if sid not in ids]
+    if not gone:
+        return {}
+    finished = index.done_ids(run, gone, record=False)
+    return dict(Counter(kind for sid, kind in gone if sid in finished))
+
+
+def _left_note(left: dict[str, int], plan: Plan, done: set[str]) -> str:
+    counts = ", ".join(f"{n} {kind}" for kind, n in left.items())
+    return (f"this run directory holds {sum(left.values())} finished stages the plan does not "
+            f"have ({counts}): the study changed, or an older synscale planned them (stage ids "
+            "hash content since 0.2: README, 'Growing a study'). They stay on disk, unused"
+            + ("; the images of generate stages stay in their pool, for the plan's chunks"
+               if "generate" in left else "")
+            + f"; of the plan's {len(plan.stages)} stages {len(plan.stages) - len(done)} are to "
+            "run.")
+
+
+def _store_problem(run: RunDir, store: Path) -> str | None:
+    """Why this run directory cannot use `store`, before anything is written."""
+    if store.exists() and not store.is_dir():
+        return f"--store {store}: exists and is not a folder"
+    if run.store_file.exists() and Path(run.home).resolve() != store.resolve():
+        return (f"{run.root} was launched on the store {run.home}; launch it with --store "
+                f"{run.home}, or give another --root for {store}")
+    if not run.store_file.exists() and (run.root / "stages").is_dir():
+        return (f"{run.root} holds its own stages; a store cannot take it over: give another "
+                f"--root for --store {store}")
+    return None
+
+
+def _on_store(run: RunDir, store: Path) -> RunDir:
+    """A run directory about to be put on a store (its store.json not written
+    yet): its stages are looked for there already."""
+    return run if run.store_file.exists() else RunDir(run.root, store.expanduser().resolve())
+
+
 def _padding_note(study, plan: Plan) -> str | None:
     """What rendering each class's last batch whole costs, if anything."""
     from synscale.plan.batches import padding_note
-    spec = next((s.spec for s in plan.stages if s.kind == "generate"), None)
-    return spec and padding_note(spec["images_per_class"], spec["batch_size"])
+    gens = plan.of_kind("generate")
+    largest = max((g.spec["indices"][1] for g in gens), default=0)
+    return gens and padding_note(largest, gens[0].spec["batch_size"])
 
 
-def _costs(args, study, plan, run, backend):
+def _costs(args, study, plan, run, backend, done: set[str] = frozenset()):
+    """What running the plan's stages not `done` costs, counting only the images
+    each config's pool lacks: a grown study costs what it adds."""
+    import functools
+
+    from synscale.plan.layout import pool_coverage
     calibration = cost.read_calibration(args.calibration or run.root / "calibration.json")
-    return cost.estimate(study, plan, backend, calibration), calibration
+    covered = functools.cache(lambda content: pool_coverage(run.pool(content)))
+    to_run = {s.id for s in plan.stages if s.id not in done} if done else None
+    return cost.estimate(study, plan, backend, calibration, only=to_run,
+                         covered=covered), calibration
 
 
 def _over_budget(study, kinds) -> str | None:
@@ -114,7 +173,7 @@ def _over_budget(study, kinds) -> str | None:
 
 
 def _print_cost(console: Console, kinds, calibration: dict) -> None:
-    t = Table(title="compute (estimates: README, \"What a study costs\")")
+    t = Table(title="compute of the stages to run (estimates: README, \"What a study costs\")")
     for col in ("kind", "stages", "hours", "wall time", "rates from"):
         t.add_column(col, justify="left" if col in ("kind", "rates from") else "right")
     for kind, c in kinds.items():
@@ -192,16 +251,29 @@ def main(argv=None) -> int:
     backend = args.backend or study.backend.name
     plan = expand(study)
     run = RunDir(Path(args.root) / study.study.name)
+    store = args.store or (Path(study.study.store).expanduser() if study.study.store else None)
+    if store is not None:
+        problem = _store_problem(run, Path(store))
+        if problem:
+            err.print(f"[red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+            err.print("1 problem(s); nothing was written.")
+            return 2
+        # stages done on the store count as done, in a dry run too
+        run = _on_store(run, Path(store))
     # the done index, and the folders of stages not in it; a dry run writes nothing
     done = index.done_ids(run, ((s.id, s.kind) for s in plan.stages), record=not args.dry_run)
     summary = {"study": study.study.name, "run_dir": str(run.root), "backend": backend,
                "stages": {k: c["stages"] for k, c in _counts(plan, done).items()}}
+    left = _left_behind(run, plan)
+    if left:
+        summary["not_in_plan"] = left
+        console.print(f"[yellow]note:[/] {escape(_left_note(left, plan, done))}", highlight=False)
     if args.pilot:
         from synscale import pilot
         return pilot.run(study, Path(args.root), backend, console, args.json)
     if args.dry_run:
         kinds = footprint.estimate(study, plan, backend)
-        costs, calibration = _costs(args, study, plan, run, backend)
+        costs, calibration = _costs(args, study, plan, run, backend, done)
         over = [x for x in (_over_scratch(study, kinds), _over_budget(study, costs)) if x]
         padding = _padding_note(study, plan)
         if args.json:
@@ -225,7 +297,7 @@ def main(argv=None) -> int:
         over = _over_scratch(study, footprint.estimate(study, plan, backend))
         problems += [over] if over else []
     if study.study.max_gpu_hours:  # from the specs alone: checked whatever else is wrong
-        over = _over_budget(study, _costs(args, study, plan, run, backend)[0])
+        over = _over_budget(study, _costs(args, study, plan, run, backend, done)[0])
         problems += [over] if over else []
     if problems:
         for line in problems:
@@ -245,6 +317,9 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
 
     state.write_text(run.study_file, study.text)
     stored.write_plan(run, plan)  # unless it holds this plan already
+    if run.home != run.root:  # registered once its plan is written: gc sees it whole
+        from synscale.plan import store
+        store.attach(run, run.home, [g.content_key for g in plan.of_kind("generate")])
     evaluations = [s.id for s in plan.stages if s.kind == "evaluate" and s.id in done]
     if len(done) == len(plan.stages) and inputs.current(run, evaluations):
         if args.json:

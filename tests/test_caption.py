@@ -49,7 +49,7 @@ def test_caption_stage_feeds_in_captions_prompts_and_resumes_per_class(tmp_path)
     gen = Stage("gen", "generate", {
         "generator": "embedded-ddpm", "weights": "", "prompts": "in-captions", "guidance": 0.0,
         "scheduler": "default", "steps": 2, "batch_size": 2, "shard_images": 2,
-        "image_format": "png", "seed": 0, "images_per_class": 2,
+        "image_format": "png", "seed": 0, "indices": [0, 2],
         "classes": [0, 2], "data": spec["data"]}, ("cap",))
     execute(str(tmp_path / "run"), gen, {"cap": "caption"})
     prompts = list(read_generated(tmp_path / "run/stages/generate/gen")["prompts"])

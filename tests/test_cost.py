@@ -75,3 +75,31 @@ def test_pilot_measures_rates_and_a_launch_over_budget_stops(small_study, tmp_pa
     assert r.returncode == 2
     assert "study.max_gpu_hours = 0.0001: the plan's estimated cost is" in r.stderr.replace("\n", "")
     assert not (tmp_path / "runs/over").exists()
+
+
+def test_a_grown_study_costs_the_images_and_trainings_it_adds():
+    """imagen_sweep grown from 4,000 to 8,000 synthetic images per class, priced as
+    --suggest prices an addition: the generation hours of the new 4,000 images a class
+    (half the grown study's), the new size's trainings, nothing of the rest again."""
+    from dataclasses import replace
+
+    from synscale.plan import cost
+    from synscale.study.expand import expand
+    from synscale.study.load import load_study
+
+    study = load_study(ROOT / "studies/imagen_sweep.toml")
+    grown = replace(study, sweep=replace(study.sweep, synthetic_images_per_class=(
+        *study.sweep.synthetic_images_per_class, 8000)))
+    before, after = expand(study), expand(grown)
+    old = {s.id for s in before.stages}
+    new = [s for s in after.stages if s.id not in old]
+    assert {s.kind for s in new} == {"generate", "pack", "train", "evaluate"}
+    assert all(s.spec["indices"][0] >= 4000 for s in new if s.kind == "generate")
+    assert all(s.spec["images_per_class"] == 8000 for s in new if s.kind == "train")
+    calibration, have = {"rates": README_RATES}, cost.chunk_coverage(before.stages)
+    added = cost.estimate(grown, after, "slurm", calibration, only={s.id for s in new},
+                          covered=lambda c: have.get(c, {}))
+    whole = cost.estimate(grown, after, "slurm", calibration)
+    assert added["generate"].hours == pytest.approx(whole["generate"].hours / 2)
+    assert added["generate"].hours == pytest.approx(96e6 / 0.15 / 3600, rel=1e-3)
+    assert added["train"].stages == 24 and added["train"].hours < whole["train"].hours / 4

@@ -87,7 +87,7 @@ def test_real_pairs_give_every_packed_image_its_captions(tmp_path):
     pairs.write_text("image\tcaption\nn01/a.jpg\ta fish\nn01/a.jpg\ta tench\nn01/b.jpg\tfins\n")
     assert read_pairs(pairs, root, files) == [["a fish", "a tench"], ["fins"]]
     # an image with several captions shows another one in some epoch
-    assert {_pick(["a fish", "a tench"], 0, 0, epoch) for epoch in range(8)} == {"a fish",
-                                                                                   "a tench"}
+    assert {_pick(["a fish", "a tench"], 0, (0, 0), epoch) for epoch in range(8)} == {
+        "a fish", "a tench"}
     with pytest.raises(ValueError, match=r"1 of the 3 packed .*first: n01/c.jpg"):
         read_pairs(pairs, root, files + [root / "n01/c.jpg"])

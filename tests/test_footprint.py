@@ -12,7 +12,7 @@ from synscale.runtime.harness import execute
 
 def test_generated_bytes_estimate_matches_the_shards_written(tmp_path):
     from test_generate import SPEC
-    spec = {**SPEC, "image_format": "png", "images_per_class": 16, "batch_size": 8,
+    spec = {**SPEC, "image_format": "png", "indices": [0, 16], "batch_size": 8,
             "shard_images": 8}
     done = execute(str(tmp_path), Stage("g", "generate", spec), {})
     fp = footprint.KindFootprint()

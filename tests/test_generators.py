@@ -9,6 +9,7 @@ import pytest
 
 import tiny_pipelines as tiny
 from conftest import ROOT, at_second_shard, read_generated
+from synscale.data.shards import paths
 from synscale.plan import state
 from synscale.plan.graph import Stage
 from synscale.prompts.classes import imagenet1k
@@ -32,7 +33,7 @@ def spec(generator, weights, **changes):
     out = {"generator": generator, "weights": weights, "prompts": "clip-templates-7",
            "guidance": 2.0, "scheduler": "default", "steps": 2, "batch_size": 2,
            "shard_images": 2, "image_format": "png", "seed": 5,
-           "images_per_class": 3, "classes": [0, 2],
+           "indices": [0, 4], "classes": [0, 2],
            "data": {"dataset": "imagefolder", "classes": "imagenet-1k"},
            "resolution": 0, "precision": "fp32", "attention": "sdpa", "channels_last": False,
            "compile": False, "device": "cpu",
@@ -51,16 +52,16 @@ def spec(generator, weights, **changes):
 def test_each_generator_renders_shards_with_per_image_metadata(checkpoints, tmp_path, generator,
                                                                key, side, pipeline):
     summary = execute(str(tmp_path), Stage("g", "generate", spec(generator, checkpoints[key])), {})
-    assert summary["images_rendered"] == 6 and summary["shards"] == 4
+    assert summary["images_rendered"] == 8 and summary["shards"] == 4
     folder = tmp_path / "stages/generate/g"
     data = read_generated(folder)
-    assert data["images"].dtype == np.uint8 and data["images"].shape == (6, side, side, 3)
+    assert data["images"].dtype == np.uint8 and data["images"].shape == (8, side, side, 3)
     assert data["images"].std() > 0  # not a blank canvas
-    assert list(data["labels"]) == [0, 0, 0, 1, 1, 1]
+    assert list(data["labels"]) == [0] * 4 + [1] * 4
     tench, goldfish = imagenet1k()[:2]
     assert list(data["prompts"]) == [pick([t.format(c.clip_name).rstrip(".") for t in templates(7)],
-                                          5, c.index, i) for c in (tench, goldfish) for i in range(3)]
-    with np.load(folder / "shard-00000-0000000.npz") as shard:
+                                          5, c.index, i) for c in (tench, goldfish) for i in range(4)]
+    with np.load(paths(folder)[0]) as shard:
         assert list(shard["guidance"]) == [2.0, 2.0] and list(shard["steps"]) == [2, 2]
         assert list(shard["generator"]) == [generator] * 2 and list(shard["resolution"]) == [side] * 2
     manifest = state.read_json(folder / "manifest.json")
@@ -124,17 +125,17 @@ def test_kill_mid_shard_then_resume_gives_bit_identical_images(checkpoints, tmp_
     import json
     s = spec("stable-diffusion", checkpoints["sd"])
     assert render(RENDER, s, tmp_path / "whole").returncode == 0
-    whole = tmp_path / "whole/stages/generate/g"
+    whole = tmp_path / "whole/pool/g"  # the config's pool (the stage's content: its id here)
     r = render(STOP_AT_SECOND_SHARD, s, tmp_path / "killed")
     assert r.returncode == 9, r.stderr[-2000:]
-    killed = tmp_path / "killed/stages/generate/g"
-    assert not (killed / "DONE").exists()
+    killed = tmp_path / "killed/pool/g"
+    assert not (tmp_path / "killed/stages/generate/g/DONE").exists()
     assert len(list(killed.glob("shard-*.npz"))) == 1
     assert len(list(killed.glob(f".shard-*{state.TMP_SUFFIX}"))) == 1
     r = render(RENDER, s, tmp_path / "killed")
     assert r.returncode == 0, r.stderr[-2000:]
     again = json.loads(r.stdout.strip().splitlines()[-1])
-    assert again["images_rendered"] == 6 - 2  # the first shard was kept
+    assert again["images_rendered"] == 8 - 2  # the first shard was kept
     assert not list(killed.glob(f".*{state.TMP_SUFFIX}"))
     for shard in whole.glob("shard-*.npz"):
         assert (killed / shard.name).read_bytes() == shard.read_bytes()
@@ -146,11 +147,11 @@ def test_scores_are_stored_per_image(checkpoints, tmp_path):
              score_clip_model=str(tiny.clip_model(tmp_path / "clip")))
     execute(str(tmp_path / "run"), Stage("g", "generate", s), {})
     data = {}
-    for shard in sorted((tmp_path / "run/stages/generate/g").glob("shard-*.npz")):
+    for shard in paths(tmp_path / "run/stages/generate/g"):
         with np.load(shard) as z:
             for key in ("recognizability", "clip_score"):
                 data.setdefault(key, []).extend(z[key].tolist())
-    assert len(data["recognizability"]) == len(data["clip_score"]) == 6
+    assert len(data["recognizability"]) == len(data["clip_score"]) == 8
     # a random 1000-way classifier: probabilities near 1/1000, never outside [0, 1]
     assert all(0 < p < 0.05 for p in data["recognizability"])
     assert all(0 <= c <= 100 for c in data["clip_score"]) and len(set(data["clip_score"])) > 1
@@ -160,8 +161,8 @@ def test_embedded_ddpm_images_score_as_recognizable_digits(tmp_path):
     from test_generate import SPEC
     execute(str(tmp_path), Stage("g", "generate", {**SPEC, "scores": ["recognizability"]}), {})
     scores = np.concatenate([np.load(p)["recognizability"]
-                             for p in (tmp_path / "stages/generate/g").glob("shard-*.npz")])
-    assert len(scores) == 12 and scores.mean() > 0.8  # the DDPM draws recognizable digits
+                             for p in paths(tmp_path / "stages/generate/g")])
+    assert len(scores) == 16 and scores.mean() > 0.8  # the DDPM draws recognizable digits
 
 
 CACHED = """
@@ -216,10 +217,10 @@ def test_speed_options_render_the_same_images_within_rounding(checkpoints, tmp_p
 def test_safety_checker_flags_are_stored_per_image(tmp_path):
     weights = str(tiny.stable_diffusion(tmp_path / "sd-checked", flag_everything=True))
     done = execute(str(tmp_path / "run"), Stage("g", "generate", spec("stable-diffusion", weights)), {})
-    assert done["flagged_unsafe"] == 6
+    assert done["flagged_unsafe"] == 8
     folder = tmp_path / "run/stages/generate/g"
-    flags = np.concatenate([np.load(p)["nsfw"] for p in sorted(folder.glob("shard-*.npz"))])
-    assert flags.tolist() == [True] * 6
+    flags = np.concatenate([np.load(p)["nsfw"] for p in paths(folder)])
+    assert flags.tolist() == [True] * 8
     assert state.read_json(folder / "manifest.json")["pipeline"]["safety_checker"] is True
 
 

@@ -23,7 +23,7 @@ def _launch(study, root):
 
 def _shards(run):
     return {p.relative_to(run).as_posix(): p.read_bytes()
-            for p in sorted(run.glob("stages/generate/*/shard-*.npz"))}
+            for p in sorted(run.glob("pool/*/shard-*.npz"))}
 
 
 def test_released_shards_come_back_bit_identical_when_needed_again(small_study, tmp_path):

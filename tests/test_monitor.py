@@ -206,10 +206,15 @@ def test_a_no_op_relaunch_leaves_plan_json_untouched(small_study, tmp_path, monk
 
 @pytest.mark.parametrize("study", sorted((ROOT / "studies").glob("*.toml")), ids=lambda p: p.stem)
 def test_planning_with_the_memo_gives_the_ids_of_the_plain_hash(study):
+    from synscale.plan.hashing import SIZE_KEYS, content_id
     versions = runner_versions()
     plan = expand(load_study(study))
     for s in plan.stages:
-        assert s.id == stage_id(s.kind, s.spec, s.inputs, versions[s.kind]), (s.kind, s.spec)
+        keys = {plan.by_id[i].content_key for i in s.inputs}  # what the inputs hold
+        assert s.id == stage_id(s.kind, s.spec, keys, versions[s.kind]), (s.kind, s.spec)
+        assert s.content_key == content_id(s.kind, s.spec, keys, versions[s.kind])
+        if s.content:  # a size or a range of a content
+            assert s.kind in SIZE_KEYS and s.content != s.id
 
 
 def test_the_memo_writes_what_the_encoder_writes():

@@ -63,7 +63,7 @@ def test_one_pack_per_generation_config_and_prefix_sizes(small_study):
     assert all(len(t.inputs) == 1 and plan.by_id[t.inputs[0]].kind == "pack" for t in trains)
     gens = plan.of_kind("generate")
     assert sorted(tuple(g.spec["classes"]) for g in gens) == [(0, 5), (5, 10)]
-    assert {g.spec["images_per_class"] for g in gens} == {16}  # the largest size, once
+    assert {tuple(g.spec["indices"]) for g in gens} == {(0, 16)}  # the largest size, once
 
 
 def test_image_seeds_depend_on_study_class_and_index_only():
@@ -82,9 +82,42 @@ def test_in_captions_plans_one_caption_stage_per_class_range_shared_by_configs()
     assert {tuple(c.spec["classes"]) for c in captions} == {(lo, lo + 10) for lo in range(0, 1000, 10)}
     by_range = {tuple(c.spec["classes"]): c.id for c in captions}
     readers = [g for g in plan.of_kind("generate") if g.spec["prompts"] == "in-captions"]
-    assert len(readers) == 100 * len(s.generate.guidance)
+    # 100 class ranges x 4 index ranges (images_per_task) per config, one pool per config
+    assert len(readers) == 100 * 4 * len(s.generate.guidance)
+    assert len({g.content for g in readers}) == len(s.generate.guidance)
     assert all(g.inputs == (by_range[tuple(g.spec["classes"])],) for g in readers)
     assert all(not g.inputs for g in plan.of_kind("generate") if g.spec["prompts"] != "in-captions")
     plan.order()  # every caption stage is planned before its readers
     # with a captions file there is nothing to caption
     assert not expand(load_study(ROOT / "studies/imagen_sweep.toml")).of_kind("caption")
+
+
+def test_growing_a_study_keeps_every_finished_training_and_evaluation_id(small_study):
+    """Identity is content: a training hashes what its packs hold (a generation
+    config, n images per class), not the pack that carries them, so larger sizes,
+    a repeat and other layout knobs leave every planned training as it was."""
+    s = load_study(small_study())
+    base = expand(s)
+    grown = replace(s, sweep=replace(s.sweep, synthetic_images_per_class=(4, 8, 16, 32),
+                                     real_images_per_class=(4, 8, 16, 24),
+                                     repeats={"8": 2}),
+                    generate=replace(s.generate, classes_per_task=3, batch_size=4,
+                                     shard_images=8))
+    after = expand(grown)
+    ids = {x.id for x in after.stages}
+    for kind in ("train", "evaluate"):
+        assert {x.id for x in base.of_kind(kind)} <= ids, kind
+    new = [x for x in after.of_kind("train") if x.id not in {t.id for t in base.stages}]
+    assert sorted((t.axes["source"], t.spec["images_per_class"]) for t in new) == [
+        ("real", 8), ("real", 24), ("synthetic", 8), ("synthetic", 32)]  # 8: the repeat
+    # the synthetic pack grew (new id, so it is packed again), holding the same content
+    (old,), (pack,) = ([p for p in plan.of_kind("pack") if p.spec["source"] == "synthetic"]
+                       for plan in (base, after))
+    assert pack.id != old.id and pack.content == old.content
+    assert pack.spec["per_class"] == 32 and old.spec["per_class"] == 16
+    # every chunk of a config, however cut, holds that config
+    contents = {g.content for plan in (base, after) for g in plan.of_kind("generate")}
+    assert len(contents) == 1 and len(after.of_kind("generate")) == 4  # classes by 3
+    # layout alone (batch, shard size) changes no id at all
+    layout = expand(replace(s, generate=replace(s.generate, batch_size=4, shard_images=8)))
+    assert [x.id for x in layout.stages] == [x.id for x in base.stages]

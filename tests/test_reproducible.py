@@ -56,7 +56,7 @@ def _run(tmp_path, name: str, threads: int, env: dict) -> tuple:
 
 def _files(root) -> dict:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob("stages/*/*/*"))
+            for p in sorted([*root.glob("stages/*/*/*"), *root.glob("pool/*/*")])
             if p.suffix in (".npz", ".beton", ".safetensors")}
 
 

@@ -89,7 +89,7 @@ def test_released_shards_leave_their_config_blank_and_say_why(made, tmp_path):
     copy = RunDir(tmp_path / "copy")
     shutil.copytree(run.root, copy.root)
     for folder in _config_folders(copy, plan)[4.0]:
-        state.release(folder, "shard-*.npz", "packed")
+        state.release(folder, shards.paths(folder), "packed")
     (grid,) = samples.sample_grids(copy, plan, seed=0)
     released = grid.groups[2]
     assert all(cell is None for row in released.cells for cell in row)

@@ -92,25 +92,36 @@ def test_an_image_is_read_from_its_own_bytes_alone_and_merges_keep_them(tmp_path
     assert size in reads and sum(r for r in reads if r > 0) < size + 200  # its bytes, a header
 
 
-def _stage(folder, classes, per_class, batch, seed):
-    """A finished generate stage's folder, as generate.run leaves it."""
-    from synscale.stages.generate import shard_path, shard_plan
+def _stage(root, name, classes, per_class, batch, seed):
+    """A finished generate stage's folder, as generate.run leaves it: its
+    shards in the config's pool, its manifest naming them."""
+    from synscale.plan.layout import shard_path
+    folder, pool = root / "stages/generate" / name, root / "pool/config"
     folder.mkdir(parents=True)
-    plan = shard_plan(classes, per_class, batch)
+    pool.mkdir(parents=True, exist_ok=True)
+    plan = [(c, start, min(batch, per_class - start))
+            for c in range(*classes) for start in range(0, per_class, batch)]
     for c, start, n in plan:
-        shards.write(shard_path(folder, c, start), _rgb(n, seed=seed + c * 100 + start),
+        shards.write(shard_path(pool, c, start, n), _rgb(n, seed=seed + c * 100 + start),
                      _meta(c, n, start), "png", 95)
     state.write_json(folder / "manifest.json",
-                     {"shards": [shard_path(folder, c, s).name for c, s, _ in plan]})
+                     {"pool": "config", "shards": [shard_path(pool, c, s, n).name
+                                                   for c, s, n in plan]})
+    return folder
 
 
 def test_rows_of_several_stages_come_in_class_then_index_order(tmp_path):
     # stages given out of class order, shards smaller than a class
-    _stage(tmp_path / "b", (2, 4), 3, 2, seed=1)
-    _stage(tmp_path / "a", (0, 2), 3, 2, seed=1)
-    rows = shards.Rows([tmp_path / "b", tmp_path / "a"])
+    b = _stage(tmp_path, "b", (2, 4), 3, 2, seed=1)
+    a = _stage(tmp_path, "a", (0, 2), 3, 2, seed=1)
+    rows = shards.Rows([b, a])
     assert rows.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert rows.meta("indices").tolist() == [0, 1, 2] * 4
     assert rows.meta("prompts")[4] == "p1-1"
     # row 4 is class 1, index 1: the second image of shard (1, 0)
     assert np.array_equal(rows[4], _rgb(2, seed=1 + 100)[1])
+    # a prefix per class: the first two images of each, whatever the shards hold
+    first = shards.Rows([b, a], per_class=2)
+    assert first.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert first.meta("indices").tolist() == [0, 1] * 4 and first.meta("prompts")[3] == "p1-1"
+    assert np.array_equal(first[3], rows[4])

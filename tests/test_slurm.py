@@ -442,18 +442,20 @@ def test_task_killed_mid_write_leaves_nothing_taken_as_done(small_study, tmp_pat
     while (info := status(run))["kinds"]["generate"]["failed"] < len(generates):
         assert time.time() < deadline, info
         time.sleep(1)
+    # a class's 16 images make one shard of two sampler batches: in the config's pool,
+    # for each stage, the first batch committed whole as a part, the second only under
+    # its temporary name
+    pool = run / "pool" / generates[0].content_key
     for g in generates:
-        folder = run / "stages/generate" / g.id
-        assert not (folder / "DONE").exists()
-        # a class's 16 images make one shard of two sampler batches: the first batch
-        # committed whole as a part, the second only under its temporary name
-        assert g.spec["shard_images"] > g.spec["images_per_class"] == 2 * g.spec["batch_size"]
-        (part,) = folder.glob("*.npz")
-        assert part.name.startswith("part-")
-        assert len(list(folder.glob(f".part-*.npz.*{state.TMP_SUFFIX}"))) == 1
-        import numpy as np
+        assert not (run / "stages/generate" / g.id / "DONE").exists()
+        assert g.spec["shard_images"] > g.spec["indices"][1] == 2 * g.spec["batch_size"]
+    parts = sorted(pool.glob("*.npz"))
+    assert len(parts) == len(generates) and all(p.name.startswith("part-") for p in parts)
+    assert len(list(pool.glob(f".part-*.npz.*{state.TMP_SUFFIX}"))) == len(generates)
+    import numpy as np
+    for part in parts:
         with np.load(part) as z:
-            assert len(z["offsets"]) - 1 == g.spec["batch_size"]
+            assert len(z["offsets"]) - 1 == generates[0].spec["batch_size"]
     assert info["kinds"]["pack"]["done"] == 0  # nothing downstream took it as done
 
     profile.write_text(local)  # the relaunch runs without the stall

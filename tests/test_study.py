@@ -317,7 +317,7 @@ def test_the_dry_run_says_what_whole_last_batches_cost(tmp_path):
         assert r.returncode == 0, r.stderr
         dry[batch] = json.loads(r.stdout)
     (note,) = dry[6]["notes"]
-    assert "renders 4 images past the 8 kept (50.0% more generation)" in note
+    assert "renders 4 images past the 8 the study reads (50.0% more generation, kept" in note
     assert "a batch_size dividing 8 (4, 2, 1, ...)" in note
     assert dry[8]["notes"] == []
     assert not (tmp_path / "runs").exists()

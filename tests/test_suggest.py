@@ -213,9 +213,10 @@ def test_suggest_on_a_run_ranks_study_edits_and_prints_their_lines(tmp_path):
     seed16 = next(c for c in out["candidates"] if c["label"] == "one more seed at size 16")
     assert seed16["trainings"] == 2 and seed16["hours"] > 0
     assert len([q for q in seed16["narrowing"] if q.startswith("k")]) == 2
-    # a larger synthetic size re-renders: the note says what it redoes
+    # a larger synthetic size adds its own training, redoing nothing of the run (ids hash
+    # content; tests/test_cost.py prices its images)
     big = next(c for c in out["candidates"] if c["label"] == "synthetic size 128")
-    assert "redoes 5" in big["note"] and big["trainings"] == 6
+    assert "redoes" not in big["note"] and big["trainings"] == 1
     # a width adds new series only: nothing of the headline narrows
     assert next(c for c in out["candidates"] if c["label"] == "width 32")["mean"] == 0
     (chosen,) = [c for c in out["candidates"] if c["chosen"]]

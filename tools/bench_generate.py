@@ -64,7 +64,7 @@ def synscale_stage(weights: str, n: int, args, device: str, root: Path) -> dict:
     spec = {"generator": "stable-diffusion", "weights": weights, "prompts": "clip-templates-7",
             "guidance": 6.5, "scheduler": args.sampler, "steps": args.steps,
             "batch_size": args.batch, "shard_images": args.batch, "image_format": "png",
-            "seed": 0, "images_per_class": args.batch,
+            "seed": 0, "indices": [0, args.batch],
             "classes": [0, max(1, n // args.batch)],
             "data": {"dataset": "imagefolder", "classes": "imagenet-1k"},
             "resolution": 0, "precision": args.precision, "attention": "sdpa",

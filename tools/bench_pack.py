@@ -49,30 +49,36 @@ def procedural(n: int, side: int, seed: int) -> np.ndarray:
 
 def _write_shard(job) -> int:
     from synscale.data import shards
-    from synscale.stages.generate import shard_path
+    from synscale.plan.layout import shard_path
     folder, c, start, n, side, fmt, quality = job
     meta = {"labels": np.full(n, c), "indices": np.arange(start, start + n),
             "prompts": np.array([f"a photo of class {c}"] * n)}
-    return shards.write(shard_path(folder, c, start), procedural(n, side, c * 1_000_003 + start),
-                        meta, fmt, quality)
+    return shards.write(shard_path(folder, c, start, n),
+                        procedural(n, side, c * 1_000_003 + start), meta, fmt, quality)
 
 
 def write_stages(run: Path, images: int, side: int, fmt: str, quality: int,
                  workers: int) -> list[str]:
-    """Generate stages holding `images` images in all (done, as generate leaves them)."""
+    """Generate stages holding `images` images in all (done, as generate leaves
+    them: shards in one config's pool, each stage's manifest naming its own)."""
     from synscale.plan import state
-    from synscale.stages.generate import shard_path, shard_plan
+    from synscale.plan.layout import RunDir, shard_path
     ids, jobs = [], []
     per_class = PER_STAGE // CLASSES_PER_STAGE
+    pool = RunDir(run).pool("bench")
+    pool.mkdir(parents=True, exist_ok=True)
     for k in range(-(-images // PER_STAGE)):
         sid = f"gen{k}"
         folder = run / "stages/generate" / sid
         folder.mkdir(parents=True, exist_ok=True)
-        plan = shard_plan((k * CLASSES_PER_STAGE, (k + 1) * CLASSES_PER_STAGE), per_class, BATCH)
-        jobs += [(folder, c, s, n, side, fmt, quality) for c, s, n in plan
-                 if not shard_path(folder, c, s).exists()]
+        plan = [(c, s, min(BATCH, per_class - s))
+                for c in range(k * CLASSES_PER_STAGE, (k + 1) * CLASSES_PER_STAGE)
+                for s in range(0, per_class, BATCH)]
+        jobs += [(pool, c, s, n, side, fmt, quality) for c, s, n in plan
+                 if not shard_path(pool, c, s, n).exists()]
         state.write_json(folder / "manifest.json",
-                         {"shards": [shard_path(folder, c, s).name for c, s, _ in plan]})
+                         {"pool": "bench",
+                          "shards": [shard_path(pool, c, s, n).name for c, s, n in plan]})
         ids.append(sid)
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_write_shard, jobs))
@@ -130,7 +136,8 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         ids = write_stages(run, counts[-1], a.side, a.format, a.quality, a.workers)
         write_seconds = time.perf_counter() - started
-        shard_bytes = [sum(f.stat().st_size for f in (run / "stages/generate" / i).glob("*.npz"))
+        from synscale.data.shards import paths
+        shard_bytes = [sum(f.stat().st_size for f in paths(run / "stages/generate" / i))
                        for i in ids]
         rows = []
         for n in counts:

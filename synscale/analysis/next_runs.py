@@ -110,8 +110,8 @@ def _measured(plan, units: dict, study) -> Counter:
 
 def _points(addition, base: Counter, units: dict, study) -> dict[tuple, list]:
     """The points the edited plan measures beyond the run's: stages it redoes
-    (a larger generation changes the ids of everything that reads it) measure
-    a point again, not one more."""
+    (an edit that changes what they compute) measure a point again, not one
+    more."""
     adds: dict[tuple, list] = {}
     for (key, point), count in (_measured(addition.plan, units, study) - base).items():
         adds.setdefault(key, []).extend([point] * count)
@@ -164,8 +164,8 @@ def suggest_run(run_root: Path, budget: float | None = None, n_draws: int = sugg
 
 def _note(addition, units: dict, study) -> str:
     if addition.redone:
-        return (f"redoes {addition.redone} of the run's trainings: a larger generation changes "
-                "the id of every stage that reads it (same images, planned anew)")
+        return (f"redoes {addition.redone} of the run's trainings: the edit changes what they "
+                "compute")
     e = addition.edit
     if e.key == SIZE_KEYS["real"] and study.data.dataset == "imagefolder" and \
             e.value > max(study.sweep.real_images_per_class):

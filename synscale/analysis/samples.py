@@ -113,7 +113,7 @@ def sample_grids(run: RunDir, plan: Plan, seed: int) -> list[SampleGrid]:
     for generator in dict.fromkeys(axes["generator"] for _, _, axes in configs):
         mine = [c for c in configs if c[2]["generator"] == generator]
         varying = _varying([a for _, _, a in mine])
-        largest = min(g.spec["images_per_class"] for _, gens, _ in mine for g in gens)
+        largest = min(max(g.spec["indices"][1] for g in gens) for _, gens, _ in mine)
         k = max(1, min(PER_CLASS, MAX_ROWS // (len(mine) + 1), largest))
         indices = list(range(k))
         grid = SampleGrid(f"generator={generator}" + "".join(
@@ -165,18 +165,19 @@ def _generated_group(run: RunDir, gens: list[Stage], axes: dict, label: str,
 
 
 def _image(run: RunDir, gens: list[Stage], c: int, i: int, opened: dict):
-    """Image i of class c of a generation config, or None where its shard is not
-    there. `opened`: path -> Shard, so that a shard's header is read once for
-    all the images a figure takes from it."""
-    from synscale.data.shards import Shard, shard_path
-    for g in gens:
-        lo, hi = g.spec["classes"]
-        if lo <= c < hi and i < g.spec["images_per_class"]:
-            size = g.spec["shard_images"]
-            path = shard_path(run.stage("generate", g.id), c, i // size * size)
+    """Image i of class c of a generation config, or None where no shard of its
+    pool holds it. `opened`: a class's shards ((first, stop, path), listed once)
+    and path -> Shard, so that a shard's header is read once for all the images
+    a figure takes from it."""
+    from synscale.data.shards import Shard, covered
+    pool = run.pool(gens[0].content_key) if gens else None
+    if pool is None or (pool, c) not in opened:
+        opened[(pool, c)] = covered(pool, c) if pool is not None and pool.is_dir() else []
+    for first, stop, path in opened[(pool, c)]:
+        if first <= i < stop:
             if path not in opened:
-                opened[path] = Shard(path) if path.exists() else None
-            return opened[path] and opened[path].image(i % size)
+                opened[path] = Shard(path)
+            return opened[path].image(i - first)
     return None
 
 

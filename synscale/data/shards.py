@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from synscale.plan import state
+from synscale.plan.layout import shard_range
 
 FORMATS = ("png", "jpeg", "webp")
 LOSSY = ("jpeg", "webp")
@@ -176,15 +177,20 @@ class Shard:
         return np.stack([self.image(i) for i in range(len(self))])
 
 
-def shard_path(folder: Path, c: int, start: int) -> Path:
-    """The shard of class `c` whose first image is `start` (a multiple of shard_images)."""
-    return Path(folder) / f"shard-{c:05d}-{start:07d}.npz"
+def covered(pool: Path, c: int) -> list[tuple[int, int, Path]]:
+    """(first, stop, path) of class `c`'s shards in a generation config's pool,
+    by first index."""
+    found = [shard_range(p)[1:] + (p,) for p in Path(pool).glob(f"shard-{c:05d}-*.npz")]
+    return sorted((first, first + count, p) for first, count, p in found)
 
 
 def paths(folder: Path) -> list[Path]:
-    """A finished generate stage's shards, in (class, index) order."""
+    """The shards holding a finished generate stage's range, in (class, index)
+    order: in its config's pool (plan/layout.py), named by its manifest."""
+    from synscale.plan.layout import pool_of
     manifest = state.read_json(Path(folder) / "manifest.json")
-    return [Path(folder) / name for name in manifest["shards"]]
+    pool = pool_of(folder, manifest["pool"])
+    return [pool / name for name in manifest["shards"]]
 
 
 def meta_of(folders, key: str) -> np.ndarray:
@@ -193,24 +199,36 @@ def meta_of(folders, key: str) -> np.ndarray:
 
 
 class Rows:
-    """Every image of some generate stages as rows sorted by (class, index),
-    decoded on demand. Holds per-row locations (16 bytes per image) and, per
-    process, the header of the one shard last read: memory independent of the
-    row count and of the shard size."""
+    """The images of some generate stages as rows sorted by (class, index),
+    decoded on demand: with `per_class`, a class's first `per_class` images
+    (a shard may hold more: the pool keeps what any chunk rendered). Holds
+    per-row locations (16 bytes per image) and, per process, the header of
+    the one shard last read: memory independent of the row count and of the
+    shard size."""
 
-    def __init__(self, folders):
-        self.files = [p for f in folders for p in paths(f)]
-        labels, where, self.keys = [], [], []
+    def __init__(self, folders, per_class: int | None = None):
+        self.files = list(dict.fromkeys(p for f in folders for p in paths(f)))
+        labels, indices, where, self.keys, self.take = [], [], [], [], []
         for k, p in enumerate(self.files):
             with np.load(p) as z:
-                n = len(z["offsets"]) - 1
-                labels.append(z["labels"])
+                take = np.arange(len(z["offsets"]) - 1)
+                if per_class is not None:
+                    take = take[z["indices"] < per_class]
+                labels.append(z["labels"][take])
+                indices.append(z["indices"][take])
                 if k == 0:  # the metadata every shard of these stages holds
                     self.keys = [f for f in z.files if f not in ("encoded", "offsets")]
-            where.append(np.stack([np.full(n, k), np.arange(n)], axis=1))
+            self.take.append(take)
+            where.append(np.stack([np.full(len(take), k), take], axis=1))
         labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
-        order = np.argsort(labels, kind="stable")
-        self.labels = labels[order]
+        indices = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+        order = np.lexsort((indices, labels))
+        self.labels, self.indices = labels[order], indices[order]
+        twice = (np.diff(self.labels) == 0) & (np.diff(self.indices) == 0)
+        if twice.any():
+            i = int(np.flatnonzero(twice)[0])
+            raise ValueError(f"class {self.labels[i]} image {self.indices[i]} is in two shards "
+                             f"of {Path(self.files[0]).parent}")
         self.where = (np.concatenate(where) if where else np.zeros((0, 2), int))[order]
         self.order = order  # row -> position in shard order (to align metadata)
 
@@ -231,7 +249,8 @@ class Rows:
         if not self.files:
             return {k: np.zeros(0) for k in keys}
         parts = [_metas(p, keys) for p in self.files]
-        return {k: np.concatenate([m[k] for m in parts])[self.order] for k in keys}
+        return {k: np.concatenate([m[k][t] for m, t in zip(parts, self.take)])[self.order]
+                for k in keys}
 
 
 def _metas(path: Path, keys) -> dict[str, np.ndarray]:

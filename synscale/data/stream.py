@@ -26,11 +26,13 @@ class Part:
     micro: int          # its images in every micro batch of one task
 
 
-def _pick(captions: list[str], seed: int, row: int, epoch: int) -> str:
-    """One of an image's captions, a new draw each epoch."""
+def _pick(captions: list[str], seed: int, image: tuple[int, int], epoch: int) -> str:
+    """One of an image's captions, a new draw each epoch. `image` is its
+    (class, index within the class), not its row: a grown pack holds the same
+    image at another row, and must draw the same caption for it."""
     if len(captions) == 1:
         return captions[0]
-    digest = hashlib.sha256(f"caption:{seed}:{row}:{epoch}".encode()).digest()
+    digest = hashlib.sha256(f"caption:{seed}:{image[0]}:{image[1]}:{epoch}".encode()).digest()
     return captions[int.from_bytes(digest[:8], "little") % len(captions)]
 
 
@@ -45,6 +47,9 @@ class Stream:
                         for p in parts]
         self.captions = [state.read_json(Path(p.folder) / "captions.json") if captions else None
                          for p in parts]
+        # where each class starts, to name a row's image by (class, index)
+        self.offsets = [np.asarray(state.read_json(Path(p.folder) / "index.json")
+                                   ["class_offsets"]) if captions else None for p in parts]
 
     def _cycle(self, k: int, start: int) -> Iterator[tuple]:
         """Batches of part k forever, from micro batch `start` on."""
@@ -70,7 +75,8 @@ class Stream:
             labels = torch.cat([b[1] for b, _ in got])
             captions = None
             if self.captions[0] is not None:
-                captions = [_pick(table[row], self.seed, row, epoch)
-                            for (b, epoch), table in zip(got, self.captions)
-                            for row in b[2].tolist()]
+                captions = [_pick(table[row], self.seed, (label, row - offsets[label]), epoch)
+                            for (b, epoch), table, offsets in zip(got, self.captions,
+                                                                  self.offsets)
+                            for row, label in zip(b[2].tolist(), b[1].tolist())]
             yield images, labels, captions

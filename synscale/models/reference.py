@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HIDDEN = 64
+BLOCK = 256  # images a score is computed with (Reference.proba_by_block)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,23 @@ class Reference:
         p = self.clf.predict_proba(_flat(x))
         column = {c: i for i, c in enumerate(self.clf.classes_)}
         return p[np.arange(len(p)), [column[int(c)] for c in y]]
+
+    def proba_by_block(self, x: np.ndarray, y: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """`proba_of`, computed in blocks of a class's images [k*BLOCK, (k+1)*BLOCK)
+        by index, each padded to BLOCK rows: a matrix product's rounding may
+        depend on its row count, and an image's score must not depend on how
+        many images its pack holds (a grown pack scores the old rows alike)."""
+        out = np.empty(len(y), dtype=np.float64)
+        y, index = np.asarray(y), np.asarray(index)
+        for c in np.unique(y):
+            rows = np.flatnonzero(y == c)
+            block = index[rows] // BLOCK
+            for k in np.unique(block):
+                sel = rows[block == k]
+                padded = np.zeros((BLOCK, *x.shape[1:]), dtype=x.dtype)
+                padded[:len(sel)] = x[sel]
+                out[sel] = self.proba_of(padded, np.full(BLOCK, c))[:len(sel)]
+        return out
 
     def features(self, x: np.ndarray) -> np.ndarray:
         # The MLP's own hidden layer, recomputed from its weights (sklearn has

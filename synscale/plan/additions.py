@@ -92,6 +92,8 @@ def expand_all(study, planned, all_edits: list[Edit], backend: str,
 
     base = frozen_tables(study)
     have = {s.id for s in planned.stages}
+    # an addition's images: those no chunk of the study already plans
+    chunks = cost.chunk_coverage(planned.stages)
     out = []
     for e in all_edits:
         raw = copy.deepcopy(base)
@@ -103,7 +105,8 @@ def expand_all(study, planned, all_edits: list[Edit], backend: str,
             continue
         plan = expand(edited)
         new = [s for s in plan.stages if s.id not in have]
-        kinds = cost.estimate(edited, plan, backend, calibration, only={s.id for s in new})
+        kinds = cost.estimate(edited, plan, backend, calibration, only={s.id for s in new},
+                              covered=lambda content: chunks.get(content, {}))
         ids = {s.id for s in plan.stages}
         redone = sum(s.id not in ids for s in planned.of_kind("train"))
         out.append(Addition(e, plan=plan, new=new, hours=cost.total(kinds), redone=redone))

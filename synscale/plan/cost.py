@@ -10,7 +10,9 @@ dry-run marks as such:
 - generation: images/s of one task per generator (`GENERATE_RATE`, one
   A100 at 50 sampler steps with guidance), in proportion to 50 / steps, and
   about twice as fast without guidance (one denoiser call a step, not two);
-  a class's last batch counts whole (plan/batches.py renders it whole);
+  a class's last batch counts whole (plan/batches.py renders it whole), and
+  only the images its config's pool lacks count (`covered`: what is there,
+  or what the study already plans when an addition is priced);
 - pack: `PACK_RATE_PER_CPU` rows/s per CPU (measured: 438 per writer
   worker at 256 px, tools/bench_pack.py);
 - training: forward FLOPs per sample from the model built on torch's meta
@@ -25,7 +27,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from synscale.plan.batches import rendered_per_class
+from synscale.plan.batches import gaps, rendered_images, whole_batches
 
 # images/s of one generate task on one A100 80GB at the usual settings (fp16, 50 steps,
 # guidance on): order-of-magnitude planning figures; a pilot measures the real ones
@@ -79,10 +81,12 @@ def forward_flops(size) -> float:
 
 
 def estimate(study, plan, backend: str, calibration: dict | None = None,
-             only: set[str] | None = None) -> dict[str, KindCost]:
+             only: set[str] | None = None, covered=None) -> dict[str, KindCost]:
     """Cost per kind of the plan's stages (of those in `only`, when given:
     the stages an addition to a study would run; the rest are read for the
-    inputs and models they hand on)."""
+    inputs and models they hand on). `covered(content)`: class -> the index
+    ranges a generation config already has (chunk_coverage, pool_coverage);
+    a generate stage costs only the images outside them."""
     from synscale.plan import footprint
     from synscale.stages.train import step_count
     from synscale.study.schema import Resources, TrainSection
@@ -119,10 +123,9 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
         c = kind_cost(s.kind)
         spec = s.spec
         if s.kind == "generate":
-            lo, hi = spec["classes"]
             rate = _rate(rates, "generate", generate_key(spec), spec["generator"])
-            rendered = rendered_per_class(spec["images_per_class"], spec["batch_size"])
-            add(c, (hi - lo) * rendered / (rate or _generate_rate(spec)), rate is not None)
+            have = covered(s.content_key) if covered else {}
+            add(c, to_render(spec, have) / (rate or _generate_rate(spec)), rate is not None)
         elif s.kind == "pack":
             rows = footprint.pack_rows(study, s, [plan.by_id[i] for i in s.inputs
                                                   if plan.by_id[i].kind == "generate"])
@@ -155,6 +158,28 @@ def estimate(study, plan, backend: str, calibration: dict | None = None,
         else:  # caption and curate: small beside the rest; counted, not timed
             add(c, 0.0, False)
     return {k: out[k] for k in ORDER if k in out and out[k].stages}
+
+
+def to_render(spec: dict, have: dict) -> int:
+    """Images a generate stage's batches render, given what its config has
+    (class -> sorted (first, stop) ranges): whole batches over each gap."""
+    (lo, hi), (a, b), size = spec["classes"], spec["indices"], spec["batch_size"]
+    top = whole_batches(b, size)  # the last batch is rendered, and kept, whole
+    return sum(rendered_images(x, y, size) for c in range(lo, hi)
+               for x, y in gaps(have.get(c, ()), a, top))
+
+
+def chunk_coverage(stages) -> dict[str, dict[int, list[tuple[int, int]]]]:
+    """config content -> class -> the index ranges these generate stages hold."""
+    out: dict[str, dict[int, list]] = {}
+    for s in stages:
+        if s.kind == "generate":
+            (lo, hi), a = s.spec["classes"], s.spec["indices"][0]
+            b = whole_batches(s.spec["indices"][1], s.spec["batch_size"])
+            per = out.setdefault(s.content_key, {})
+            for c in range(lo, hi):
+                per.setdefault(c, []).append((a, b))
+    return {k: {c: sorted(r) for c, r in v.items()} for k, v in out.items()}
 
 
 def _rate(rates: dict, kind: str, key: str, name: str | None) -> float | None:

@@ -27,6 +27,8 @@ from functools import cache
 
 import numpy as np
 
+from synscale.plan.batches import pieces, whole_batches
+
 GB = 1e9
 # (quality, bits per pixel) points, interpolated; photographs, at the high end
 # of what JPEG/WebP give them (procedural 256 px images measured lower: JPEG
@@ -85,9 +87,9 @@ def image_bytes(spec: dict) -> float:
 
 def _generate(fp: KindFootprint, spec: dict, gpu: bool) -> None:
     lo, hi = spec["classes"]
-    n = (hi - lo) * spec["images_per_class"]
-    shards = (hi - lo) * -(-spec["images_per_class"] // spec.get("shard_images",
-                                                                 spec["batch_size"]))
+    a, b = spec["indices"][0], whole_batches(spec["indices"][1], spec["batch_size"])
+    n = (hi - lo) * (b - a)  # the last batch is kept whole
+    shards = (hi - lo) * len(pieces(a, b, spec.get("shard_images", spec["batch_size"])))
     fp.images += n
     fp.files += shards
     fp.bytes += n * (image_bytes(spec) + META_BYTES) + shards * SHARD_OVERHEAD
@@ -292,8 +294,8 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
 def pack_rows(study, stage, generated: list) -> int:
     """Rows a pack stage writes: its generate inputs' images, or the real pool's."""
     if generated:
-        return sum((g.spec["classes"][1] - g.spec["classes"][0]) * g.spec["images_per_class"]
-                   for g in generated)
+        return sum((g.spec["classes"][1] - g.spec["classes"][0])
+                   * (g.spec["indices"][1] - g.spec["indices"][0]) for g in generated)
     return _real_rows(study, stage.spec)
 
 

@@ -19,6 +19,13 @@ class Stage:
     # further coordinates the same work answers: a curated set can be, say, both a blend
     # and a leave-one-out pool; it is planned (and run) once and reported under each
     also: tuple = ()
+    # what readers hash (hashing.content_id): "" where it is the id; a generation chunk's
+    # is its config's, a pack's its content at any size
+    content: str = ""
+
+    @property
+    def content_key(self) -> str:
+        return self.content or self.id
 
 
 @dataclass
@@ -56,13 +63,14 @@ class Plan:
         runs its pure-Python one, ~10x slower at 10^5 stages), and a stage is
         one grep away. Shallow: asdict would deep-copy every spec first."""
         encode, names = json.JSONEncoder(sort_keys=True).encode, [f.name for f in fields(Stage)]
-        rows = ",\n".join(encode({n: getattr(s, n) for n in names}) for s in self.stages)
+        rows = ",\n".join(encode({n: getattr(s, n) for n in names
+                                  if n != "content" or s.content}) for s in self.stages)
         return f'{{"study": {json.dumps(self.study)}, "stages": [\n{rows}\n]}}\n'
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         raw = json.loads(text)
         stages = [Stage(s["id"], s["kind"], s["spec"], tuple(s["inputs"]), s.get("axes", {}),
-                        tuple(s.get("also", ())))
+                        tuple(s.get("also", ())), s.get("content", ""))
                   for s in raw["stages"]]
         return cls(raw["study"], stages)

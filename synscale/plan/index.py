@@ -142,7 +142,7 @@ def done_ids(run, stages: Iterable[tuple[str, str]], record: bool = True,
             unknown[kind].append(sid)
     new = {}
     for kind, ids in unknown.items():
-        parent = run.root / "stages" / kind
+        parent = run.kind_folder(kind)
         try:
             present = set(os.listdir(parent))
         except (FileNotFoundError, NotADirectoryError):

@@ -72,12 +72,12 @@ def is_released(folder: Path) -> bool:
     return (Path(folder) / "RELEASED").exists()
 
 
-def release(folder: Path, pattern: str, why: str) -> int:
-    """Mark a done stage released, then delete its files matching `pattern`
-    (the marker first: a kill in between leaves a released stage with some
-    files, which a rerun completes). Returns the bytes freed."""
+def release(folder: Path, files: list[Path], why: str) -> int:
+    """Mark a done stage released, then delete `files`, its outputs (the marker
+    first: a kill in between leaves a released stage with some files, which a
+    rerun completes). Returns the bytes freed."""
     folder = Path(folder)
-    files = sorted(folder.glob(pattern))
+    files = [f for f in files if f.exists()]
     freed = sum(f.stat().st_size for f in files)
     write_json(folder / "RELEASED", {"released": time.time(), "why": why, "bytes": freed})
     for f in files:

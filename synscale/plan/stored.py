@@ -24,7 +24,7 @@ def digest(plan: Plan) -> str:
     dict shared by many stages once (the JSON text is 7x longer and 4x slower
     to make); the same planning gives the same bytes, and a plan that differs
     only in key order or sharing just gets written again."""
-    rows = [(s.id, s.kind, s.spec, s.inputs, s.axes, s.also) for s in plan.stages]
+    rows = [(s.id, s.kind, s.spec, s.inputs, s.axes, s.also, s.content) for s in plan.stages]
     return hashlib.sha256(pickle.dumps((plan.study, rows), protocol=5)).hexdigest()
 
 

@@ -79,6 +79,9 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     """Run `stage` unless it is done; returns its DONE summary."""
     run = RunDir(Path(run_root))
     folder = run.stage(stage.kind, stage.id)
+    if run.home != run.root:  # a store a team shares: what this stage writes is theirs too
+        from synscale.plan.store import share_with_group
+        share_with_group()
     # every rank agrees before any of them waits on the others; a released stage
     # is called only when a stage needs it again
     if state.is_done(folder) and not state.is_released(folder):

@@ -52,6 +52,10 @@ def read_scores(pack_dir) -> dict[str, np.ndarray]:
 def run(ctx) -> dict:
     (pack_dir,) = ctx.inputs.values()
     index = state.read_json(pack_dir / "index.json")
+    per_class = ctx.spec.per_class
+    if per_class is not None and set(index["class_counts"]) != {per_class}:
+        raise ValueError(f"{pack_dir}: the pack holds {sorted(set(index['class_counts']))} rows "
+                         f"per class; this curation was planned for {per_class}")
     keep = keep_mask(ctx.spec.rule, read_scores(pack_dir))
     if keep.size != index["rows"]:
         raise ValueError(f"{pack_dir}: scores.npz has {keep.size} rows, the pack {index['rows']}")

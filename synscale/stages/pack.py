@@ -22,7 +22,8 @@ import numpy as np
 from synscale.plan import state
 from synscale.study.specs import DataSpec, PackSpec
 
-VERSION = "2"  # 2: per-row scores (scores.npz) for curation
+VERSION = "3"  # 2: per-row scores (scores.npz) for curation; 3: digits' scores in fixed
+# blocks (the same for an image in a pack of any size)
 
 
 # what a generate stage may store per image for curation (generators/scores.py)
@@ -49,11 +50,10 @@ def run(ctx) -> dict:
         if spec.captions:
             captions = _real_captions(spec, labels)
     else:
-        from synscale.data.shards import Rows
         from synscale.models.reference import diversity, fit_reference, recognizability
 
         # the digits are 8x8: all of them fit in memory (RGB packs stream, below)
-        rows = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
+        rows = _generated(ctx)
         images = np.stack([rows[r] for r in range(len(rows))])
         labels = rows.labels
         if spec.captions:
@@ -61,7 +61,8 @@ def run(ctx) -> dict:
         # Scored by a classifier of the real pool: how often a generated image
         # is recognized as its class, and how spread out each class is.
         ref = fit_reference(split.train_x, split.train_y, seed=spec.data.split_seed)
-        write_scores(ctx.dir, {"recognizability": ref.proba_of(images, labels)})
+        write_scores(ctx.dir, {"recognizability": ref.proba_by_block(images, labels,
+                                                                     rows.meta("indices"))})
         quality = {"recognizability": recognizability(ref, images, labels),
                    "diversity": diversity(ref, images, labels),
                    "real_test_accuracy": recognizability(ref, split.test_x, split.test_y),
@@ -98,10 +99,8 @@ def _run_rgb(ctx) -> dict:
             write_scores(ctx.dir, {"year": years_of(spec.data.metadata, spec.data.train_dir,
                                                     items)})
     else:
-        from synscale.data.shards import Rows
-
         # decoded one at a time by the writer's workers, in (class, index) order
-        items = Rows([ctx.inputs[i] for i in ctx.stage.inputs])
+        items = _generated(ctx)
         labels = items.labels
         # the prompts (as captions) and stored scores, each shard opened once
         wanted = (["prompts"] if spec.captions else []) + \
@@ -124,15 +123,32 @@ def _run_rgb(ctx) -> dict:
             **quality}
 
 
+def _generated(ctx):
+    """The rows of this pack's generate stages, checked against the rows per
+    class it was planned for."""
+    from synscale.data.shards import Rows
+
+    spec: PackSpec = ctx.spec
+    rows = Rows([ctx.inputs[i] for i in ctx.stage.inputs], spec.per_class)
+    counts = set(np.bincount(rows.labels).tolist())
+    if spec.per_class is not None and counts != {spec.per_class}:
+        raise ValueError(f"the generate stages hold {sorted(counts)} images per class; this "
+                         f"pack was planned for {spec.per_class}")
+    return rows
+
+
 def after_done(ctx) -> None:
-    """[generate] keep_shards = false: once this pack is done, its generate
-    stages' shards go (each generate stage is read by this pack alone; a later
-    plan that reads them again renders them again, bit-identically)."""
+    """[generate] keep_shards = false: once this pack is done, the shards its
+    generate stages hold go from the pool (a later plan that reads them again
+    renders them again, bit-identically)."""
+    from synscale.data.shards import paths
+
     if not ctx.spec.release_inputs:
         return
     for i, kind in ctx.input_kinds.items():
         if kind == "generate":
-            freed = state.release(ctx.inputs[i], "shard-*.npz", f"packed into pack/{ctx.stage.id}")
+            freed = state.release(ctx.inputs[i], paths(ctx.inputs[i]),
+                                  f"packed into pack/{ctx.stage.id}")
             ctx.log.info("released generate/%s: %.1f MB of shards", i, freed / 1e6)
 
 

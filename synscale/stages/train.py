@@ -20,7 +20,7 @@ from synscale.runtime import checkpoint, preemption
 from synscale.study.schema import TrainSection, split_counts
 from synscale.study.specs import TrainSpec, wire
 
-VERSION = "1"
+VERSION = "2"  # 2: a CLIP caption drawn by its image (class, index), not its pack row
 
 
 def step_count(recipe: TrainSection, images: int) -> int:

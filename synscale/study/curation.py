@@ -82,7 +82,7 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
             for st in src.reads:  # filter the generated packs, never the real one
                 reads.append(st)
                 if st.spec.get("source") == "synthetic":
-                    cur = stage("curate", CurateSpec(rule), (st.id,))
+                    cur = stage("curate", CurateSpec(rule, st.spec.get("per_class")), (st,))
                     reads.append(cur)
                     needs.append(cur)
             out.append(replace(src, needs=tuple(needs), reads=tuple(reads),
@@ -92,7 +92,7 @@ def curated(s, plain: list[Source], real_pack: Stage | None,
             if src.axes["source"] != "real":
                 continue
             rule = RuleSpec("snapshot", year=int(year))
-            cur = stage("curate", CurateSpec(rule), (real_pack.id,))
+            cur = stage("curate", CurateSpec(rule, real_pack.spec.get("per_class")), (real_pack,))
             out.append(replace(src, needs=(*src.needs, cur), reads=(real_pack, cur),
                                axes={**src.axes, "curation": rule_label(rule)}))
     configs = [axes for _, _, axes in synthetic]

@@ -1,9 +1,15 @@
 """Study -> Plan: one stage per unit of work, each with a content id.
 
 Generation renders the largest synthetic size once per (generator, prompts,
-guidance), split into class ranges; one pack per generation config (and one
-for the real pool) writes a single .beton; every data size reads a per-class
-prefix of it, so nested sizes never re-render or re-pack anything.
+guidance), in chunks of (class range x index range) whose images land in the
+config's pool; one pack per generation config (and one for the real pool)
+writes a single .beton; every data size reads a per-class prefix of it, so
+nested sizes never re-render or re-pack anything.
+
+Ids hash content (plan/hashing.py): a stage hashes its inputs' content ids,
+so a training of n images per class of a config keeps its id when the
+config grows or is cut into other chunks, and its pack, packed again at the
+larger size, holds the same rows in the same order.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import hashlib
 from dataclasses import replace
 
 from synscale.plan.graph import Plan, Stage
-from synscale.plan.hashing import stage_id
+from synscale.plan.hashing import SIZE_KEYS, content_id, stage_id
 from synscale.stages import runner_versions
 from synscale.study.curation import Source, curated
 from synscale.study.load import real_needed, synthetic_needed
@@ -31,10 +37,18 @@ from synscale.study.specs import (
 )
 
 
-def _stage(kind: str, spec, inputs: tuple = (), axes: dict | None = None) -> Stage:
-    raw = wire(spec)
-    return Stage(stage_id(kind, raw, inputs, runner_versions()[kind]), kind, raw, inputs,
-                 axes or {})
+def _stage(kind: str, spec, inputs: tuple[Stage, ...] = (), axes: dict | None = None,
+           memo: dict | None = None, versions: dict | None = None) -> Stage:
+    """A stage whose id hashes its spec and what its inputs hold (their content ids,
+    once each: a pack of many chunks of one generation config hashes the config).
+    `memo` and `versions`: shared by the many trainings of one planning."""
+    raw = spec if isinstance(spec, dict) else wire(spec)
+    version = (versions or runner_versions())[kind]
+    keys = sorted({i.content_key for i in inputs})
+    sid = stage_id(kind, raw, keys, version, memo)
+    content = content_id(kind, raw, keys, version, memo) if kind in SIZE_KEYS else sid
+    return Stage(sid, kind, raw, tuple(i.id for i in inputs), axes or {},
+                 content="" if content == sid else content)
 
 
 def _real_data_spec(s: Study) -> DataSpec:
@@ -124,6 +138,8 @@ def _synthetic_packs(s: Study, real: DataSpec) -> list[tuple[Stage, list[Stage],
     largest = synthetic_needed(s)
     ranges = [[lo, min(lo + g.classes_per_task, n_classes)]
               for lo in range(0, n_classes, g.classes_per_task)]
+    step = g.images_per_task or largest
+    spans = [(a, min(a + step, largest)) for a in range(0, largest, step)]
     captions = _caption_stages(s, real, ranges)
     out = []
     for generator in g.generators:
@@ -132,20 +148,21 @@ def _synthetic_packs(s: Study, real: DataSpec) -> list[tuple[Stage, list[Stage],
                 config = {"generator": generator, "weights": g.weights.get(generator, ""),
                           "prompts": prompts, "guidance": guidance, "scheduler": g.scheduler,
                           "steps": g.steps, "batch_size": g.batch_size,
-                          "shard_images": g.shard_images, "seed": s.study.seed,
-                          "images_per_class": largest, "data": real,
+                          "shard_images": g.shard_images, "seed": s.study.seed, "data": real,
                           **_render_settings(g, generator), **_storage(g, generator),
                           **_prompt_settings(s, prompts),
                           **_score_settings(g)}
                 reads = captions if prompts == "in-captions" else {}
-                gens = [_stage("generate", GenerateSpec(**config, classes=tuple(r)),
-                               (reads[r[0]].id,) if reads else ())
-                        for r in ranges]
+                gens = [_stage("generate", GenerateSpec(**config, classes=tuple(r),
+                                                        indices=span),
+                               (reads[r[0]],) if reads else ())
+                        for r in ranges for span in spans]
                 rgb = {} if s.data.dataset == "digits" else {"resolution": s.data.resolution}
-                pack = _stage("pack", PackSpec("synthetic", real, num_classes=n_classes, **rgb,
+                pack = _stage("pack", PackSpec("synthetic", real, per_class=largest,
+                                               num_classes=n_classes, **rgb,
                                                captions=_captions(s, "synthetic"),
                                                release_inputs=None if g.keep_shards else True),
-                              tuple(x.id for x in gens))
+                              tuple(gens))
                 axes = {"generator": generator, "prompts": prompts, "guidance": guidance}
                 out.append((pack, [*reads.values(), *gens], axes))
     return out
@@ -232,19 +249,17 @@ def expand(s: Study) -> Plan:
     # what they have in common is built once and shared, not copied, by their
     # specs (an evaluation's whole spec; a training's model and recipe), wired
     # once (`wired`) and hashed once (`memo`). Nothing changes a spec once planned.
-    versions, memo, wired = runner_versions(), {}, {}
+    memo, wired, versions = {}, {}, runner_versions()
     models, num_classes = _models(s), _num_classes(s)
     evaluations = [(wire(spec, wired), axes) for spec, axes in _evaluations(s, real)]
     repeats = {int(k): v for k, v in s.sweep.repeats.items()}
 
-    def planned(kind: str, raw: dict, inputs: tuple, axes: dict) -> Stage:
-        return Stage(stage_id(kind, raw, inputs, versions[kind], memo), kind, raw, inputs, axes)
 
     for src in _sources(s, real):
         # packs and caption stages are shared by several sources: plan each once
         stages += [x for x in src.needs if x.id not in seen]
         seen.update(x.id for x in src.needs)
-        reads = tuple(x.id for x in src.reads)
+        reads = tuple(src.reads)
         for model in models:
             for n in src.sizes:
                 axes = {**src.axes, "arch": model.arch,
@@ -253,10 +268,11 @@ def expand(s: Study) -> Plan:
                 for r in range(repeats.get(n, 1)):
                     spec = TrainSpec(model, recipe, n, num_classes, repeat_seed(s.study.seed, r),
                                      **src.adds)
-                    train = planned("train", wire(spec, wired), reads, axes)
+                    train = _stage("train", wire(spec, wired), reads, axes, memo, versions)
                     add(train)
                     for spec, eval_axes in evaluations:
-                        add(planned("evaluate", spec, (train.id,), {**axes, **eval_axes}))
+                        add(_stage("evaluate", spec, (train,), {**axes, **eval_axes}, memo,
+                                   versions))
     return Plan(s.study.name, stages)
 
 

@@ -453,9 +453,16 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
 
 
 def _batch_checks(g, largest: int, file: str, problems: list[str]) -> None:
-    """Shards hold whole sampler batches (plan/batches.py): every shard of a
-    class starts at a multiple of batch_size."""
-    b, n = g.batch_size, g.shard_images
+    """Shards hold whole sampler batches and chunks whole shards (plan/batches.py):
+    every shard and chunk of a class starts at a multiple of batch_size."""
+    b, n, k = g.batch_size, g.shard_images, g.images_per_task
+    if k and k < largest and (k % b or (k % n and n < largest)):
+        unit = b if n >= largest else n
+        problems.append(f"{file}: generate.images_per_task = {k}: a generate stage's range must "
+                        f"start at a multiple of {'batch_size' if unit == b else 'shard_images'} "
+                        f"({unit}); accepted: a multiple of {unit} "
+                        f"({max(unit, k // unit * unit)}, {-(-k // unit) * unit}, ...), or 0 "
+                        "(all of a class's images in one stage)")
     if n % b == 0 or n >= largest:  # one shard a class starts at 0
         return
     near = sorted({max(b, n // b * b), -(-n // b) * b})

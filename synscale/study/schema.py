@@ -86,6 +86,9 @@ class StudySection:
     max_gpu_hours: float = spec(0.0, "stop a launch whose estimated GPU-hours (the dry-run's "
                                 "cost, from the pilot's calibration or the planning rates) are "
                                 "above this (0: no limit)", type=float, min=0.0)
+    store: str = spec("", "a folder where finished stages live, shared by studies and a team "
+                      "(launch --store overrides; empty: the run directory holds its own)",
+                      type=str)
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,9 @@ class GenerateSection:
     keep_shards: bool = spec(True, "false: delete a generate stage's shards once its pack is "
                              "done (a later plan that needs them renders them again)", type=bool)
     classes_per_task: int = spec(5, "classes rendered by one generate stage", type=int, min=1)
+    images_per_task: int = spec(0, "images of each class one generate stage renders, a "
+                                "multiple of shard_images (0: all of them); a size grown "
+                                "beyond a multiple of it adds stages", type=int, min=0)
     resolution: int = spec(0, "output side in pixels (0: the model's native size)", type=int,
                            min=0, max=4096)
     precision: str = spec("fp32", "weights and activations while rendering (fp16/bf16 on GPUs)",

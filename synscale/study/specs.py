@@ -77,7 +77,7 @@ class PromptOptionsSpec:
 
 @dataclass(frozen=True)
 class GenerateSpec:
-    """One class range of one generation config."""
+    """One chunk of one generation config: an index range of a class range."""
     generator: str
     weights: str | tuple[str, ...]     # "": the default checkpoint; a cascade lists its stages
     prompts: str                       # the prompt strategy
@@ -87,9 +87,9 @@ class GenerateSpec:
     batch_size: int                    # images per sampler call
     shard_images: int                  # images per shard file
     seed: int
-    images_per_class: int
     data: DataSpec
     classes: Range
+    indices: Range                     # [first image, one past the last) of each class
     image_format: str
     image_quality: int | None = None   # lossy formats only
     # how a diffusers generator renders (the embedded DDPM has none of these)
@@ -135,7 +135,7 @@ class PackSpec:
     source: str                        # real | synthetic
     data: DataSpec
     resolution: int | None = None      # image folders: the packed side
-    per_class: int | None = None       # image folders, real: files per class
+    per_class: int | None = None       # rows per class (None: the digits' whole real pool)
     num_classes: int | None = None     # synthetic
     captions: PackCaptionsSpec | None = None
     release_inputs: bool | None = None  # free the generate stages' shards once packed
@@ -155,6 +155,7 @@ class RuleSpec:
 @dataclass(frozen=True)
 class CurateSpec:
     rule: RuleSpec
+    per_class: int | None = None       # the pack's rows per class (None: the digits' pool)
 
 
 @dataclass(frozen=True)

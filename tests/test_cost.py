@@ -103,3 +103,23 @@ def test_a_grown_study_costs_the_images_and_trainings_it_adds():
     assert added["generate"].hours == pytest.approx(whole["generate"].hours / 2)
     assert added["generate"].hours == pytest.approx(96e6 / 0.15 / 3600, rel=1e-3)
     assert added["train"].stages == 24 and added["train"].hours < whole["train"].hours / 4
+
+
+def test_the_embedded_studys_next_size_is_priced_by_what_it_adds():
+    """--suggest's "synthetic size 512" on the embedded study: its 9 trainings and
+    the 7,680 images (3 configs x 10 classes x 256) the study does not have yet."""
+    from collections import Counter
+
+    from synscale.plan import additions, cost
+    from synscale.study.expand import expand
+    from synscale.study.load import load_study
+
+    study = load_study(ROOT / "studies/digits_sweep.toml")
+    planned = expand(study)
+    (edit,) = [e for e in additions.edits(study) if e.label == "synthetic size 512"]
+    (added,) = additions.expand_all(study, planned, [edit], "local", None)
+    kinds = Counter(s.kind for s in added.new)
+    assert kinds["train"] == kinds["evaluate"] == 9 and added.redone == 0
+    have = cost.chunk_coverage(planned.stages)
+    assert sum(cost.to_render(g.spec, have.get(g.content_key, {}))
+               for g in added.new if g.kind == "generate") == 3 * 10 * 256

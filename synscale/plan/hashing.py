@@ -84,7 +84,9 @@ def stage_id(kind: str, spec: dict, inputs: Iterable[str], version: str,
     """`inputs`: the content ids of the stages it reads. `memo`: see `canonical`;
     the id is the same with or without it. `drop`: top-level keys left out
     besides the kind's layout keys."""
-    drop = drop | LAYOUT_KEYS.get(kind, frozenset())
+    layout = LAYOUT_KEYS.get(kind)
+    if layout:
+        drop = drop | layout
     if memo is None or type(kind) is not str or type(version) is not str:
         payload = canonical({"kind": kind, "spec": {k: v for k, v in spec.items()
                                                     if k not in drop},

@@ -44,7 +44,7 @@ def _stage(kind: str, spec, inputs: tuple[Stage, ...] = (), axes: dict | None = 
     `memo` and `versions`: shared by the many trainings of one planning."""
     raw = spec if isinstance(spec, dict) else wire(spec)
     version = (versions or runner_versions())[kind]
-    keys = sorted({i.content_key for i in inputs})
+    keys = [inputs[0].content_key] if len(inputs) == 1 else sorted({i.content_key for i in inputs})
     sid = stage_id(kind, raw, keys, version, memo)
     content = content_id(kind, raw, keys, version, memo) if kind in SIZE_KEYS else sid
     return Stage(sid, kind, raw, tuple(i.id for i in inputs), axes or {},

@@ -89,11 +89,17 @@ def _study(images, name):
 
 
 def _preempt_when_training(log, procs):
-    """USR2 (to rank 1 only) once the loop holds it: step 1 ends in a
-    checkpoint on both ranks, and rank 0 "requeues" the job."""
+    """USR2 to rank 1 only once rank 0's loop holds it, and again each second
+    until the loop says it was preempted: rank 1 reaches its loop (and holds
+    the signal) up to seconds after rank 0 logs, and a USR2 before that only
+    returns from the driver's handler (in production, a signal before the
+    loop ends the task as a timeout, runtime/preemption.py). A CI run lost
+    the one signal this way: the training finished without a requeue."""
     wait_for(lambda: log.exists() and "training from step 0 of 2 (" in log.read_text(), procs,
              timeout=900)
-    procs[1].send_signal(signal.SIGUSR2)
+    while "preempted at step" not in log.read_text() and all(p.poll() is None for p in procs):
+        procs[1].send_signal(signal.SIGUSR2)
+        time.sleep(1)
 
 
 def _requeued_chain(run, studies, folder):
@@ -112,6 +118,8 @@ def _requeued_chain(run, studies, folder):
             return
         _preempt_when_training(run / "stages/train" / train.id / "log.txt", procs)
         codes, outs = finish(procs, timeout=900)
+        # a rank killed by the kernel (code -9: out of memory) says so here
+        assert (run / f"requeued-{train.id}").exists(), (codes, outs[0][-3000:], outs[1][-3000:])
         assert (run / f"requeued-{train.id}").read_text() == "True", outs[0][-3000:]
 
 

@@ -25,10 +25,19 @@ def main(argv=None) -> int:
     if not run.plan_file.exists():
         print(f"error: {args.run_dir}: not a run directory (no plan.json)", file=sys.stderr)
         return 2
-    records = slurm.load_records(run)
+    try:
+        queue = slurm.queue_states()
+    except slurm.SlurmError as e:
+        print(f"error: {e}; nothing was cancelled: try again once `scontrol ping` says UP",
+              file=sys.stderr)
+        return 4
+    from synscale.backends import records as submissions
+    records = submissions.load(run)
+    # with what a killed launch submitted, and jobs of this run no record knows
+    unknown = submissions.adopt(run, records, queue).unknown
     jobs = set(records["stages"].values()) | ({records["analysis"]} if records.get("analysis")
                                               else set())
-    queue = slurm.queue_states()
+    jobs |= {task for task in queue if task.split("_")[0] in unknown}
     live = sorted(j for j in jobs if j in queue)
     slurm.cancel(live)
     if args.json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -261,7 +262,9 @@ def main(argv=None) -> int:
         # stages done on the store count as done, in a dry run too
         run = _on_store(run, Path(store))
     # the done index, and the folders of stages not in it; a dry run writes nothing
-    done = index.done_ids(run, ((s.id, s.kind) for s in plan.stages), record=not args.dry_run)
+    unreadable: dict[str, str] = {}  # DONE files that do not parse: quarantined under the lock
+    done = index.done_ids(run, ((s.id, s.kind) for s in plan.stages), record=not args.dry_run,
+                          unreadable=unreadable)
     summary = {"study": study.study.name, "run_dir": str(run.root), "backend": backend,
                "stages": {k: c["stages"] for k, c in _counts(plan, done).items()}}
     left = _left_behind(run, plan)
@@ -306,14 +309,15 @@ def main(argv=None) -> int:
         return 2
     try:
         with state.exclusive(run.lock_file):
-            return _launch(args, console, study, plan, run, summary, done)
+            return _launch(args, console, study, plan, run, summary, done, unreadable)
     except state.Locked as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         return 3
 
 
-def _launch(args, console, study, plan, run, summary, done) -> int:
+def _launch(args, console, study, plan, run, summary, done, unreadable) -> int:
     from synscale.analysis import inputs
+    from synscale.plan import outputs
 
     state.write_text(run.study_file, study.text)
     stored.write_plan(run, plan)  # unless it holds this plan already
@@ -321,6 +325,15 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
         from synscale.plan import store
         store.attach(run, run.home, [g.content_key for g in plan.of_kind("generate")])
     evaluations = [s.id for s in plan.stages if s.kind == "evaluate" and s.id in done]
+    # what is about to be read is checked first: a damaged stage is redone now
+    damaged = outputs.before_reading(run, plan, done, unreadable,
+                                     evaluations_read=not inputs.current(run, evaluations))
+    if damaged:
+        summary["damaged"] = damaged
+        for sid, why in damaged.items():
+            console.print(f"[yellow]damaged[/] {plan.by_id[sid].kind}/{sid}: {escape(why)}; "
+                          "marked not done, to be redone", highlight=False, soft_wrap=True)
+        evaluations = [s.id for s in plan.stages if s.kind == "evaluate" and s.id in done]
     if len(done) == len(plan.stages) and inputs.current(run, evaluations):
         if args.json:
             print(json.dumps({**summary, "submitted": 0, "skipped_done": len(done), "failed": 0,
@@ -336,10 +349,30 @@ def _launch(args, console, study, plan, run, summary, done) -> int:
 
     workers = args.workers or study.backend.workers
     progress, update = _progress_bars(console, plan)
+    # stages marked damaged (here, by verify, by a reader): once redone, what read them
+    again = {s.id for s in plan.stages if s.id not in done and
+             (run.stage(s.kind, s.id) / "DONE.damaged").exists()}
     with progress:
         outcome = run_plan(plan, run, workers, update)
+        redone = set(damaged) | again
+        while redone:  # what read a redone stage is redone where its outputs changed
+            redone = set(outputs.stale_readers(run, plan, redone))
+            for sid in sorted(redone):
+                console.print(f"[yellow]redoing[/] {plan.by_id[sid].kind}/{sid}: an input "
+                              "was redone with other outputs", highlight=False)
+            if redone:
+                # (the bars counted these stages once already)
+                more = run_plan(plan, run, workers, lambda stage, st: None)
+                outcome.ran += more.ran
+                outcome.failed.update(more.failed)
+                outcome.blocked += more.blocked
     if inputs.stale(run):  # no evaluation finished since the last fit: nothing to refit
-        analyze_run(run.root, console=None if args.json else console)
+        try:
+            analyze_run(run.root, console=None if args.json else console)
+        except state.DamagedFile as e:  # checked by size before; this one only hashes tell
+            Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False,
+                                       soft_wrap=True)
+            return 1
     elif not args.json:
         console.print(f"No evaluation finished since the results were fitted: {run.results}/")
     if args.json:
@@ -368,11 +401,19 @@ def _results_line(results: Path) -> str:
 def _submit(args, console, study, plan, run, summary) -> int:
     from synscale.backends import code
     from synscale.backends.profile import load_profile
-    from synscale.backends.slurm import submit_plan
+    from synscale.backends.slurm import SlurmError, submit_plan
 
     profile, _ = load_profile(study.backend.profile, study.path)  # preflight checked it
     pinned = code.snapshot(run.root)  # what the jobs import, whatever the checkout becomes
-    sub = submit_plan(plan, run, study, profile, code_dir=pinned.folder)
+    try:
+        sub = submit_plan(plan, run, study, profile, code_dir=pinned.folder)
+    except SlurmError as e:  # after the preflight's ping: Slurm went away, or refused
+        Console(stderr=True).print(
+            f"[red]error:[/] {escape(str(e))}\nWhat was submitted before is recorded "
+            f"(slurm/submissions.json); launch again "
+            f"{'once `scontrol ping` says UP' if e.unreachable else 'when this is fixed'}: "
+            "it submits the rest, nothing twice.", highlight=False, soft_wrap=True)
+        return 4
     pin = code.after_submission(run.root, pinned, {s.id: s.kind for s in plan.stages}, sub)
     if args.json:
         print(json.dumps({**summary, "submitted": len(sub.submitted),
@@ -405,7 +446,9 @@ def _submit(args, console, study, plan, run, summary) -> int:
         table.add_row(a["job_id"], a["kind"], str(a["tasks"]), ", ".join(a["dependency"]))
     console.print(table)
     console.print(f"{len(sub.skipped_done)} done and {len(sub.skipped_live)} queued stages were "
-                  f"not submitted again. Watch: python -m synscale.status {run.root} --watch")
+                  f"not submitted again. Watch: python -m synscale.status "
+                  f"{shlex.quote(str(run.root))} --watch", markup=False, highlight=False,
+                  soft_wrap=True)  # whole on one line, to paste
     if sub.analysis:
         console.print(f"Job {sub.analysis} writes {run.results}/ once the evaluations end.")
     if args.watch:

@@ -13,7 +13,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from synscale.backends.failures import STATES, classify
+from synscale.backends.failures import STATES, Verdict, classify
 from synscale.plan import state, stored
 from synscale.plan.graph import KINDS
 from synscale.plan.index import DoneIndex, summarize
@@ -22,19 +22,32 @@ from synscale.plan.layout import RunDir
 TAIL_LINES = 5
 
 
-def _slurm_view(run: RunDir):
-    """(stage -> job, squeue states, sacct states or None, kind -> array ids)
-    for a slurm run."""
-    from synscale.backends import slurm
+def _slurm_view(run: RunDir, memory: Memory):
+    """(stage -> job, squeue states, sacct states or None, kind -> array ids,
+    None or why Slurm did not answer) for a slurm run; squeue's None where
+    nothing was ever submitted (a local run, or a Slurm launch that failed
+    first). A controller that does not answer leaves the last refresh's
+    queue (--watch), or none: the stages' folders alone then say how they are."""
+    from synscale.backends import records, slurm
 
-    records = slurm.load_records(run)
-    if not records["stages"]:
-        return {}, None, None, {}
+    if not slurm.records_path(run).exists():
+        return {}, None, None, {}, None, {}
+    try:
+        live = slurm.queue_states()
+    except slurm.SlurmError as e:
+        recs = records.load(run)
+        stale = {"error": str(e), "queue_as_of": memory.queue_at}
+        live = memory.queue
+    else:
+        memory.queue, memory.queue_at, stale = live, time.time(), None
+        # what a launch killed mid-submission left, as the relaunch will adopt it
+        recs = slurm.load_records(run, live)
     arrays = defaultdict(list)
-    for a in records["arrays"]:
+    for a in recs["arrays"]:
         arrays[a["kind"]].append(a["job_id"])
-    ids = sorted({a["job_id"] for a in records["arrays"]})
-    return records["stages"], slurm.queue_states(), slurm.accounting_states(ids), arrays
+    ids = sorted({a["job_id"] for a in recs["arrays"]})
+    acct = slurm.accounting_states(ids) if stale is None else None
+    return recs["stages"], live, acct, arrays, stale, recs["blocked"]
 
 
 def _span(folder: Path, verdict: str, now: float) -> tuple[float, float] | None:
@@ -67,6 +80,8 @@ class Memory:
         self.stages: stored.StageList | None = None
         self.index = DoneIndex(run.done_index)
         self.evaluations_done: list[str] = []  # by the last refresh
+        self.queue: dict | None = None  # squeue's answer at the last refresh that got one
+        self.queue_at: float | None = None
 
 
 def collect(run: RunDir, memory: Memory | None = None) -> dict:
@@ -78,7 +93,7 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
     memory = memory or Memory(run)
     memory.stages = plan = stored.load_stages(run, memory.stages)
     indexed = memory.index.read()
-    jobs, queue, acct, arrays = _slurm_view(run)
+    jobs, queue, acct, arrays, stale, dropped = _slurm_view(run, memory)
     counts = {k: Counter() for k in KINDS}
     spans = defaultdict(list)
     now = time.time()
@@ -95,7 +110,11 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
         folder = run.stage(kind, sid)
         job = jobs.get(sid)
         log = job_log(run, job) if job else None
-        verdict = classify(folder, job, queue if jobs else None, acct, log)
+        verdict = classify(folder, job, queue, acct, log)
+        if verdict.state == "failed" and job and dropped.get(sid) == job:
+            # a relaunch cancelled it because an input failed and is not retried
+            verdict = Verdict("blocked", message="an input failed and is not retried; "
+                                                 "its job was cancelled")
         counts[kind][verdict.state] += 1
         if verdict.state == "done":  # seen done for the first time: index it
             if kind == "evaluate":
@@ -115,9 +134,10 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
             # The job's Slurm output holds the traceback and Slurm's own
             # words; the stage log, where there is no job, its progress.
             shown = log if log is not None and log.exists() else folder / "log.txt"
+            shown = shown if shown.exists() else None  # a task cancelled before it started
             failures.append({"kind": kind, "id": sid, "job": job, "class": verdict.klass,
-                             "error": verdict.message, "log": str(shown),
-                             "tail": _tail(shown)})
+                             "error": verdict.message, "log": str(shown) if shown else None,
+                             "tail": _tail(shown) if shown else []})
     try:
         memory.index.add(newly)
     except OSError:
@@ -130,7 +150,8 @@ def collect(run: RunDir, memory: Memory | None = None) -> dict:
                           "elapsed_s": round(max(e for _, e in spans[k]) -
                                              min(b for b, _ in spans[k]), 1) if spans[k] else None}
                       for k, c in counts.items() if c},
-            "failures": failures, "requeued": requeued}
+            "failures": failures, "requeued": requeued,
+            **({"slurm_unreachable": stale} if stale else {})}
 
 
 def fits_so_far(run: RunDir, memory: Memory) -> dict | None:
@@ -209,7 +230,8 @@ def render(info: dict):
               for kind, c in info["kinds"].items() if c["arrays"]]
     lines = [Text.assemble(("failed ", "red"), f"{f['kind']}/{f['id']}",
                            f" [{f['job']}]" if f.get("job") else "",
-                           f" ({f['class']}): {f['error']}\n  log: {f['log']}",
+                           f" ({f['class']}): {f['error']}\n  log: "
+                           f"{f['log'] or 'none (it never started)'}",
                            *((f"\n  | {line}", "dim") for line in f["tail"]))
              for f in info["failures"]]
     requeued = info.get("requeued", [])
@@ -221,6 +243,12 @@ def render(info: dict):
         lines.append(Text("blocked: waiting on an input that failed or was cancelled; it will "
                           "never run. Launch again to resubmit the input and what reads it.",
                           "yellow"))
+    stale = info.get("slurm_unreachable")
+    if stale:
+        when = (f"as squeue said at {time.strftime('%H:%M:%S', time.localtime(stale['queue_as_of']))}"
+                if stale["queue_as_of"] else "from the run directory alone")
+        lines.insert(0, Text(f"Slurm does not answer ({stale['error']}): states are {when}, "
+                             "and may be stale; retrying", "bold red"))
     fits = [_fits_table(info["fits"])] if info.get("fits") else []
     return Group(table, *arrays, *fits, *lines)
 
@@ -279,7 +307,7 @@ def main(argv=None) -> int:
         info = refresh(run, Memory(run))
         info["results"] = _results(run, info, None)
         print(json.dumps(info))
-        return 0
+        return 4 if "slurm_unreachable" in info else 0
     from rich.console import Console
 
     console = Console()
@@ -291,7 +319,7 @@ def main(argv=None) -> int:
     results = _results(run, info, console)
     if results["current"]:
         console.print(f"Results: {results['path']}/")
-    return 1 if info["failures"] else 0
+    return 4 if "slurm_unreachable" in info else 1 if info["failures"] else 0
 
 
 def _results(run: RunDir, info: dict, console) -> dict:
@@ -310,18 +338,23 @@ def _results(run: RunDir, info: dict, console) -> dict:
         try:
             analyze_run(run.root, console=None)
             current = True
-        except StudyError as e:
+        except (StudyError, state.DamagedFile) as e:
             if console is not None:
                 from rich.markup import escape
-                console.print("[red]error:[/] " + escape(" ".join(e.problems)), highlight=False)
+                said = " ".join(e.problems) if isinstance(e, StudyError) else str(e)
+                console.print("[red]error:[/] " + escape(said), highlight=False)
     return {"current": current, "path": str(run.results)}
 
 
 def _analysis_job_coming(run: RunDir) -> bool:
     from synscale.backends import slurm
 
-    job = slurm.load_records(run).get("analysis")
-    return bool(job) and job in slurm.queue_states()
+    try:
+        live = slurm.queue_states()
+    except slurm.SlurmError:
+        return False  # not known to be coming: say what results/ holds
+    job = slurm.load_records(run, live).get("analysis")
+    return bool(job) and job in live
 
 
 if __name__ == "__main__":

@@ -103,6 +103,9 @@ def test_decisions(name, args, submit, done, live, failed, cancelled):
     for stage, why in failed.items():
         assert d.not_retried[stage].startswith(why), d.not_retried[stage]
     assert sorted(d.cancel) == sorted(cancelled)
+    # those cancelled behind an input that stays failed are recorded as blocked (status)
+    assert d.blocked == {s: j for s, j in args.get("jobs", {}).items()
+                         if failed.get(s) == "an input stays failed" and j in cancelled}
 
 
 def test_out_of_memory_retries_with_more_memory_up_to_the_profiles_cap():
@@ -137,21 +140,26 @@ def test_a_released_stage_read_again_runs_again_without_a_verdict():
 
 
 SQUEUE = """\
-4512345_0|RUNNING|None|0
-4512345_1|PENDING|Priority|0
-4512345_[2-9%4]|PENDING|JobArrayTaskLimit|0
-4512399_3|PENDING|DependencyNeverSatisfied|0
-4512400|RUNNING|None|2
+4512345_0|RUNNING|None|0|(null)
+4512345_1|PENDING|Priority|0|(null)
+4512345_[2-9%4]|PENDING|JobArrayTaskLimit|0|(null)
+4512399_3|PENDING|DependencyNeverSatisfied|0|(null)
+4512400|RUNNING|None|2|synscale:0123abcd:ff00|another tool's|comment
+4512401|PENDING|JobHeldUser|0|synscale:0123abcd:ee11
 
 """
 
 
 def test_squeue_lines_as_slurm_prints_them():
     q = parse_squeue(SQUEUE)
-    assert q["4512345_0"] == Queued("RUNNING", 0) and q["4512345_1"] == Queued("PENDING", 0)
+    assert q["4512345_0"] == Queued("RUNNING", 0, "None") and \
+        q["4512345_1"] == Queued("PENDING", 0, "Priority")
     assert q["4512345_[2-9%4]"].state == "PENDING"  # a pending range keeps squeue's name
-    assert q["4512399_3"].state == "NEVER" and q["4512400"] == Queued("RUNNING", 2)
-    assert len(q) == 5 and parse_squeue("") == {}
+    assert q["4512399_3"].state == "NEVER" and q["4512400"].restarts == 2
+    # the comment is the last column, taken whole; "(null)" is none
+    assert q["4512400"].comment == "synscale:0123abcd:ff00|another tool's|comment"
+    assert q["4512345_0"].comment == "" and q["4512401"].reason == "JobHeldUser"
+    assert len(q) == 6 and parse_squeue("") == {}
 
 
 def test_max_array_size_from_scontrol_or_slurms_default():

@@ -161,15 +161,51 @@ sys.meta_path.insert(0, _SlowTraining())
 """
 
 
-def slow_start_profile(tmp_path, seconds: int):
+# Loaded the same way: while a file "gate" is next to the hook, a training
+# waits at its step boundary (where ranks agree on preemption), after leaving
+# "gated-<restart count>" to say which attempt got there.
+GATED_STEPS = """
+import importlib.abc, importlib.util, os, pathlib, sys, time
+
+class _GatedTraining(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "synscale.stages.train":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            any_rank = module._any_rank
+            here = pathlib.Path(__file__).parent
+
+            def gated(*args):
+                if (here / "gate").exists():
+                    attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
+                    (here / f"gated-{attempt}").touch()
+                    while (here / "gate").exists():
+                        time.sleep(0.2)
+                return any_rank(*args)
+            module._any_rank = gated
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _GatedTraining())
+"""
+
+
+def hooked_profile(tmp_path, code: str):
+    """A site profile "hooked.toml" whose jobs load `code` first; the
+    folder of the hook, where it keeps its files."""
     from conftest import ROOT
-    hook = tmp_path / "slowstart"
+    hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(SLOW_START.replace("{seconds}", str(seconds)))
-    profile = tmp_path / "slow.toml"
+    (hook / "sitecustomize.py").write_text(code)
     local = (ROOT / "synscale/profiles/local.toml").read_text()
-    profile.write_text(local.replace("setup = [", f'setup = ["export PYTHONPATH={hook}", '))
-    return profile
+    (tmp_path / "hooked.toml").write_text(
+        local.replace("setup = [", f'setup = ["export PYTHONPATH={hook}", '))
+    return hook
 
 
 def test_a_one_minute_limit_ends_done_after_retries_with_more_time(small_study, tmp_path):
@@ -179,13 +215,13 @@ def test_a_one_minute_limit_ends_done_after_retries_with_more_time(small_study, 
     requeued from scratch three times), and the relaunch gives it more time,
     until it is done."""
     cluster("on")
-    slow_start_profile(tmp_path, 170)
+    hooked_profile(tmp_path, SLOW_START.replace("{seconds}", "170"))
     study = small_study("limit", **{
         'sources = ["real", "synthetic"]': 'sources = ["real"]',
         "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
         "max_steps = 40": "max_steps = 3000", "min_steps = 20": "min_steps = 3000",
         "[backend]": "[resources.train]\ntime_min = 1\n\n[retry.train]\nattempts = 4\n\n"
-                     '[backend]\nprofile = "slow.toml"'})
+                     '[backend]\nprofile = "hooked.toml"'})
     run = tmp_path / "limit"
     seen, retried = [], []
     for _attempt in range(4):
@@ -222,23 +258,27 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
     """scontrol requeue of a running training, then its node's slurmd killed:
     the node stops answering, Slurm requeues the job itself (NODE_FAIL);
     status says so while it waits, and the study finishes without recomputing
-    anything that was done. The training outlasts Slurm's noticing (about 90 s
-    with SlurmdTimeout = 60); its process, orphaned on the lost node, may
-    finish it first: the requeued attempt then waits on the stage's lock and
-    finds it done."""
+    anything that was done. The training is held at a step boundary from
+    just before the kill until the node failure shows (Slurm notices after
+    SlurmdTimeout = 60 s): a training that finished first was never lost
+    (CI's machine ran the 20,000 steps once used for this in 70 s). Its
+    process, orphaned on the lost node, may still finish it once let go: the
+    requeued attempt then waits on the stage's lock and finds it done."""
     from synscale.backends.slurm import queue_states
 
     cluster("on")
+    hook = hooked_profile(tmp_path, GATED_STEPS)
     study = small_study("lostnode", **{
         'sources = ["real", "synthetic"]': 'sources = ["real"]',
         "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
-        # the requeued attempt must outlast SlurmdTimeout (60 s) after its node is
-        # lost: 20000 steps (~140 s); 8000 finished first on an idle machine
-        "max_steps = 40": "max_steps = 20000", "min_steps = 20": "min_steps = 20000"})
+        "max_steps = 40": "max_steps = 3000", "min_steps = 20": "min_steps = 3000",
+        "[backend]": '[backend]\nprofile = "hooked.toml"'})
+    gate = hook / "gate"
     launch(study, tmp_path)
     run = tmp_path / "lostnode"
     records = state.read_json(run / "slurm/submissions.json")["stages"]
     stage, job, _ = wait_for_training(run, records)
+    gate.touch()  # the next attempt stops at its first step boundary
     deadline = time.time() + 600
     before = done_records(run)
     assert before and stage not in before
@@ -248,21 +288,19 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
     assert shown["id"] == stage and shown["note"].startswith("requeued 1x"), shown
     assert info["kinds"]["train"]["failed"] == 0
 
-    # running again: its node loses its slurmd
-    while True:
-        release_requeued(run)
-        node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %N"], capture_output=True,
-                              text=True).stdout.split()
-        # the requeued attempt itself training (its own "start" line, then a step)
-        attempts = (run / "stages/train" / stage / "log.txt").read_text().split("start train")
-        if node and node[0] == "RUNNING" and len(node) == 2 and len(attempts) >= 3 and \
-                "step " in attempts[-1]:
-            break
-        assert time.time() < deadline, node
-        time.sleep(0.5)
-    with open(f"/var/lib/synscale-slurm/slurmd-{node[1]}.pid") as f:
-        os.kill(int(f.read()), signal.SIGKILL)
     try:
+        # running again, held in its loop: its node loses its slurmd
+        while True:
+            release_requeued(run)
+            node = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %N"],
+                                  capture_output=True, text=True).stdout.split()
+            if node and node[0] == "RUNNING" and len(node) == 2 and \
+                    (hook / "gated-1").exists():
+                break
+            assert time.time() < deadline, node
+            time.sleep(0.5)
+        with open(f"/var/lib/synscale-slurm/slurmd-{node[1]}.pid") as f:
+            os.kill(int(f.read()), signal.SIGKILL)
         # slurmctld marks the node down after SlurmdTimeout (60 s) and requeues the
         # job; where srun saw the node go first, the step fails as a node failure
         info = wait_for(run, lambda i: any("node failure" in r["note"] for r in i["requeued"])
@@ -272,6 +310,7 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
             assert info["kinds"]["train"]["failed"] == 0
             assert queue_states()[job].restarts == 2
     finally:
+        gate.unlink(missing_ok=True)
         cluster("on")  # a slurmd again on that node (ReturnToService brings it back)
     # A slurmd that comes back may kill the requeued attempt if it landed on
     # its node meanwhile: then the stage shows failed, and the user's path is
@@ -291,3 +330,116 @@ def test_requeue_and_a_lost_node_show_as_requeued_and_the_study_finishes(small_s
     after = done_records(run)
     assert all(after[k] == v for k, v in before.items())
 
+
+
+def test_a_launch_killed_at_each_step_of_submission_queues_everything_once(
+        small_study, tmp_path, monkeypatch):
+    """The launch is SIGKILLed (as a login node's OOM killer would) at each
+    point of submitting an array (backends/records.py): after journalling an
+    intent, after sbatch (before submitit's bookkeeping), after recording,
+    and after sbatch of the analysis job. Nothing runs meanwhile (jobs wait
+    held until recorded and released), status shows what is queued, and the
+    last launch adopts what was submitted: every stage runs in exactly one
+    Slurm task, and nothing is cancelled or started twice."""
+    from synscale.backends import records
+    from synscale.backends.slurm import queue_states
+    from synscale.plan.layout import RunDir
+
+    cluster("on")
+    study = small_study("crashsub", **{'sources = ["real", "synthetic"]': 'sources = ["real"]'})
+    run = tmp_path / "crashsub"
+    mine = records.comment(RunDir(run), "")
+    began = time.strftime("%Y-%m-%dT%H:%M:%S")
+    steps = [("intent", {}),                 # the pack's intent journalled, nothing submitted
+             ("sbatch", {"pack": 1}),        # the pack array submitted, not recorded
+             ("recorded", {"pack": 1, "train": 3}),  # adopted; the trainings recorded
+             ("sbatch:2", {"pack": 1, "train": 3, "evaluate": 3})]  # the analysis submitted
+    for point, pending in steps:
+        monkeypatch.setenv("SYNSCALE_CRASH_AT", point)
+        r = run_module("synscale.launch", study, "--root", tmp_path, "--backend", "slurm",
+                       "--json")
+        assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr[-2000:])
+        info = status(run)
+        for kind, counts in info["kinds"].items():
+            assert counts["pending"] == pending.get(kind, 0), (point, info["kinds"])
+            assert counts["failed"] == counts["running"] == counts["done"] == 0, (point, counts)
+        held = {j: q for j, q in queue_states().items() if q.comment.startswith(mine)}
+        assert all(q.reason == records.HELD_BY_USER for q in held.values()), held
+        assert not list(run.glob("stages/*/*/log.txt")), point  # nothing started
+    assert len({j.split("_")[0] for j in held}) == 4  # pack, train, evaluate, analysis
+
+    monkeypatch.delenv("SYNSCALE_CRASH_AT")
+    last = launch(study, tmp_path)
+    assert last["submitted"] == 0 and last["analysis_job"], last
+    finished_with_results(run, 7)
+    recs = state.read_json(run / "slurm/submissions.json")
+    assert not recs["intents"] and not recs["unreleased"]
+    jobs = sorted({a["job_id"] for a in recs["arrays"]} | {recs["analysis"]})
+    deadline = time.time() + 120
+    while set(jobs) & {j.split("_")[0] for j in queue_states()}:  # the analysis job ending
+        assert time.time() < deadline
+        time.sleep(1)
+    acct = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(jobs), "-o", "JobID,State"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    # one task per stage and the analysis job, each completed; no other job of this run
+    assert len(acct) == 7 + 1 and all(line.endswith("|COMPLETED") for line in acct), " ".join(acct)
+    # and no other job of this study's name since it began (none cancelled, none twice)
+    named = subprocess.run(["sacct", "-n", "-P", "-X", "-S", began, "-o", "JobID,JobName"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    ours = {line.split("|")[0].split("_")[0] for line in named if "|crashsub-" in line}
+    assert ours == set(jobs), (ours, jobs)
+    for log in run.glob("stages/*/*/log.txt"):
+        kind, stage = log.parent.parent.name, log.parent.name
+        assert log.read_text().count(f"start {kind} {stage}") == 1, log
+
+
+def test_a_controller_that_does_not_answer_is_said_in_one_line_and_lost_nothing(
+        small_study, tmp_path):
+    """slurmctld stopped while a study trains (held at a step boundary until
+    the checks are made): status says so in one line
+    and counts from the run directory (exit 4), a launch of another study
+    stops at its preflight with nothing written (exit 2), cancel cancels
+    nothing (exit 4); once the controller is back the study finishes."""
+    cluster("on")
+    hook = hooked_profile(tmp_path, GATED_STEPS)  # the training waits while "gate" exists
+    study = small_study("noctl", **{
+        'sources = ["real", "synthetic"]': 'sources = ["real"]',
+        "real_images_per_class = [4, 8, 16]": "real_images_per_class = [16]",
+        "[backend]": '[backend]\nprofile = "hooked.toml"'})
+    launch(study, tmp_path)
+    run = tmp_path / "noctl"
+    assert state.read_json(run / "slurm/submissions.json")["stages"]  # submitted
+    (hook / "gate").touch()
+    deadline = time.time() + 300
+    while not (hook / "gated-0").exists():
+        assert time.time() < deadline, status(run)
+        time.sleep(0.5)
+    with open("/var/lib/synscale-slurm/slurmctld.pid") as f:
+        os.kill(int(f.read()), signal.SIGTERM)
+    try:
+        deadline = time.time() + 60
+        while subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0:
+            assert time.time() < deadline, "slurmctld did not stop"
+            time.sleep(0.5)
+        r = run_module("synscale.status", run, "--json")
+        assert r.returncode == 4, r.stderr[-2000:]
+        info = json.loads(r.stdout)
+        assert "squeue" in info["slurm_unreachable"]["error"], info
+        assert info["kinds"]["pack"]["done"] == 1 and info["kinds"]["train"]["running"] == 1, \
+            info["kinds"]
+        r = run_module("synscale.status", run)
+        assert r.returncode == 4 and "Traceback" not in r.stdout + r.stderr, r.stderr[-2000:]
+        assert "Slurm does not answer" in r.stdout, r.stdout
+
+        other = small_study("noctl2", **{'sources = ["real", "synthetic"]': 'sources = ["real"]'})
+        r = run_module("synscale.launch", other, "--root", tmp_path, "--backend", "slurm")
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "controller does not answer" in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "noctl2").exists()
+
+        r = run_module("synscale.cancel", run)
+        assert r.returncode == 4 and "nothing was cancelled" in r.stderr, r.stderr[-2000:]
+    finally:
+        (hook / "gate").unlink()
+        cluster("on")  # slurmctld again, from its saved state
+    finished_with_results(run, 3)

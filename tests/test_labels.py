@@ -35,3 +35,12 @@ def test_rows_never_read_alike():
     assert _labels([plain, curated]) == ["synthetic curation=None", "synthetic curation=clip>0.3"]
     assert _labels([REAL, _syn(1.0), _syn(4.0)]) == ["real", "synthetic guidance=1.0",
                                                      "synthetic guidance=4.0"]
+
+
+def test_a_title_reads_the_same_whichever_series_came_first():
+    # keys whose axes are listed in different orders (series built from
+    # different stages): the title and labels must not follow which came first
+    a = {"source": "synthetic", "generator": "ddpm", "guidance": 2.0, "width": 16}
+    b = {"width": 16, "source": "synthetic", "guidance": 4.0, "generator": "ddpm"}
+    assert shared_label([a, b]) == shared_label([b, a])
+    assert series_labels([a, b]) == series_labels([b, a])[::-1]

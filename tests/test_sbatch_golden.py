@@ -1,6 +1,7 @@
 """The sbatch script a training array gets, pinned in a golden file (as
 submitit pins its own): resources from the study, the site profile's
-partition, account and setup lines, the dependency and the %N cap.
+partition, account and setup lines, the dependency, the %N cap, the hold
+and the comment that maps it back to the launch's records.
 
 Set SYNSCALE_UPDATE_GOLDEN=1 to rewrite the file after an intended change."""
 import os
@@ -24,7 +25,7 @@ def test_training_array_script_matches_golden(small_study, tmp_path):
     run = RunDir(tmp_path / "run")
     # the code folder named, not copied: its hash would change with every edit
     ex = _executor(run, study, profile, "train", study.resources["train"],
-                   run.root / "code" / "HASH")
+                   run.root / "code" / "HASH", "synscale:TOKEN:INTENT")
     ex.update_parameters(dependency="afterok:101:102")
     text = ex._make_submission_file_text("python -u -m submitit.core._submit", "uid")
     text = text.replace(str(run.root), "RUN")
@@ -35,5 +36,7 @@ def test_training_array_script_matches_golden(small_study, tmp_path):
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --cpus-per-task=2",
                  "#SBATCH --mem=6144M", "#SBATCH --time=90", "#SBATCH --partition=gpu",
                  "#SBATCH --account=synth", "#SBATCH --dependency=afterok:101:102",
-                 "module load cuda/12.4"):
+                 "module load cuda/12.4",
+                 # held until the launch has recorded it (backends/records.py)
+                 "#SBATCH --hold", "#SBATCH --comment=synscale:TOKEN:INTENT"):
         assert line in text

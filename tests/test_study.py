@@ -129,11 +129,12 @@ def test_profile_numbers_must_be_finite(tmp_path):
     assert found == [f"{tmp_path / 'p.toml'}: max_mem_gb = nan: must be a finite number"]
 
 
-@pytest.mark.parametrize("name", [".", "..", "a\n"])
+@pytest.mark.parametrize("name", [".", "..", "a\n", "-rf", "caf\u00e9"])
 def test_study_name_is_one_safe_folder_name(tmp_path, name):
     text = BASE.replace('name = "t"', f"name = {json.dumps(name)}")
     (p,) = problems_of(tmp_path, text)
-    assert f"study.name = {name!r}: must be one folder name of letters, digits" in p
+    assert f"study.name = {name!r}: must be one folder name of ASCII letters (A-Z, a-z), " \
+           "digits, '_', '.' and '-', not starting with '-'" in p
     assert f"study.name = {name!r}" in launch_fails(tmp_path, text)
 
 

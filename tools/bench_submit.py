@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     import submitit
 
-    from synscale.backends import slurm
+    from synscale.backends import slurm, slurmctl
     from synscale.backends.profile import load_profile
     from synscale.plan import state
     from synscale.plan.graph import Plan, Stage
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     state.write_text(run.plan_file, plan.to_json())
 
     calls = {"n": 0, "sbatch": 0}
-    real_run = slurm._run
+    real_run = slurmctl._run
 
     def counting(cmd):
         calls["n"] += 1
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         calls["sbatch"] += 1
         return real_popen_run(self, command)
 
-    with mock.patch.object(slurm, "_run", counting), \
+    with mock.patch.object(slurmctl, "_run", counting), \
             mock.patch.object(submitit.slurm.slurm.SlurmExecutor, "_submit_command", count_sbatch):
         start = time.perf_counter()
         sub = slurm.submit_plan(plan, run, study, profile, hold=True)
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
         info = collect(run)
         status_s = time.perf_counter() - start
         status_calls = calls["n"]
-    ours = [a["job_id"] for a in sub.arrays]
-    slurm.cancel(ours)
+    ours = [a["job_id"] for a in sub.arrays] + ([sub.analysis] if sub.analysis else [])
+    slurm.cancel(ours)  # held, with the analysis job after them: none would ever run
 
     # Baseline: one sbatch per job, submitit's plain executor.submit.
     ex = submitit.SlurmExecutor(folder=root / "baseline" / "%j")

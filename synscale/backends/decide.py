@@ -21,7 +21,7 @@ from synscale.backends.failures import Queued, Verdict, retried_by_default
 from synscale.plan.graph import Plan, Stage
 
 # squeue's output format for `parse_squeue` (array tasks as <array>_<index>)
-SQUEUE_FORMAT = "JobArrayID:|,State:|,Reason:|,RestartCnt:"
+SQUEUE_FORMAT = "JobArrayID:|,State:|,Reason:|,RestartCnt:|,Comment:"
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's documented default
 
 
@@ -34,9 +34,11 @@ def parse_squeue(text: str) -> dict[str, Queued]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        job, st, reason, restarts = ([x.strip() for x in line.split("|")] + ["", "", ""])[:4]
+        # the comment last, whole: another tool's may hold a "|"
+        job, st, reason, restarts, note = ([x.strip() for x in line.split("|", 4)] + [""] * 4)[:5]
         states[job] = Queued("NEVER" if reason == "DependencyNeverSatisfied" else st,
-                             int(restarts) if restarts.isdigit() else 0)
+                             int(restarts) if restarts.isdigit() else 0, reason,
+                             "" if note == "(null)" else note)
     return states
 
 
@@ -54,6 +56,7 @@ class Decision:
     retried: dict[str, tuple] = field(default_factory=dict)     # id -> (verdict, before, after)
     submit: dict[tuple, list[Stage]] = field(default_factory=lambda: defaultdict(list))
     cancel: list[str] = field(default_factory=list)             # queued jobs to drop
+    blocked: dict[str, str] = field(default_factory=dict)       # stage -> job dropped: input failed
 
 
 def decide(plan: Plan, done: set[str], again: set[str], records: dict,
@@ -79,6 +82,7 @@ def decide(plan: Plan, done: set[str], again: set[str], records: dict,
             out.not_retried[s.id] = "an input stays failed"
             if job in live:  # waiting on it would be forever (even before Slurm says so)
                 out.cancel.append(job)
+                out.blocked[s.id] = job  # status says blocked, not cancelled
             continue
         # A queued stage stays queued, unless an input of it is submitted
         # again: its job waits on the old input job, which will never run.

@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from synscale.plan import state
+from synscale.plan.outputs import damaged
 
 STATES = ("done", "running", "pending", "blocked", "failed", "not submitted")
 CLASSES = ("python exception", "out of memory", "out of GPU memory", "timeout", "preemption",
-           "node failure", "cancelled", "infrastructure", "killed (signal N)", "exited (code N)",
-           "unknown")
+           "node failure", "cancelled", "infrastructure", "input damaged", "damaged",
+           "killed (signal N)", "exited (code N)", "unknown")
 # What a relaunch may resubmit without being asked: the cluster's doing, not the stage's.
-# (Out of GPU memory: the retry computes the same global batch in smaller micro batches.)
+# (Out of GPU memory: the retry computes the same global batch in smaller micro batches;
+# damaged: its outputs are not what its DONE lists, plan/outputs.py; input damaged: the
+# input, found damaged and marked so, is redone first.)
 RETRIED = {"out of memory", "out of GPU memory", "timeout", "preemption", "node failure",
-           "cancelled", "infrastructure", "killed", "unknown"}
+           "cancelled", "infrastructure", "input damaged", "damaged", "killed", "unknown"}
 
 # squeue lists live jobs only; of those, these have started.
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
@@ -62,6 +65,8 @@ class Queued(NamedTuple):
     """One squeue line."""
     state: str          # PENDING, RUNNING, ...; NEVER when its dependency can never be met
     restarts: int = 0   # times Slurm or submitit requeued it
+    reason: str = ""    # why it is pending (squeue's Reason: JobHeldUser, Dependency, ...)
+    comment: str = ""   # the job's comment: synscale's intent token (backends/records.py)
 
 
 class Accounted(NamedTuple):
@@ -98,6 +103,8 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
             return Verdict("running")
         if error.exists():
             return _from_error(error)
+        if damaged(folder):
+            return Verdict("failed", "damaged", damaged(folder))
         if alive is False:  # its process on this host is gone, leaving no record
             return Verdict("failed", "unknown", "its process died without finishing or a "
                                                 "record (killed?); relaunch to rerun it")
@@ -111,6 +118,8 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
                                               "a relaunch resubmits both", note=note)
         return Verdict("running" if live.state in RUNNING else "pending", note=note)
     # It left the queue without DONE: its process is gone, whatever its last heartbeat.
+    if damaged(folder):  # it finished, and was found damaged since
+        return Verdict("failed", "damaged", damaged(folder))
     if error.exists():
         return _from_error(error)
     from_log = log_verdict(log)
@@ -230,6 +239,8 @@ def exception_class(e: BaseException) -> str:
     if any(_gpu_out_of_memory(x) for x in chain):
         return "out of GPU memory"
     names = {type(x).__name__ for x in (e, e.__cause__, e.__context__) if x is not None}
+    if "InputDamaged" in names:
+        return "input damaged"
     if "UncompletedJobError" in names:
         # submitit's: timed out too many times, or no checkpoint at the time limit
         return "timeout"

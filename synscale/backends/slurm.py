@@ -14,19 +14,21 @@ this module asks Slurm (squeue, sacct, scontrol) and submits.
 """
 from __future__ import annotations
 
-import subprocess
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from synscale.backends.decide import (
-    SQUEUE_FORMAT,
-    batches,
-    decide,
-    parse_max_array_size,
-    parse_squeue,
-    with_micro_batch,
+from synscale.backends import records
+from synscale.backends.decide import batches, decide, with_micro_batch
+from synscale.backends.failures import Queued, classify
+from synscale.backends.slurmctl import (  # noqa: F401 (status, cancel and tests ask here)
+    SlurmError,
+    accounting_states,
+    cancel,
+    max_array_size,
+    queue_states,
+    release,
 )
-from synscale.backends.failures import Accounted, Queued, classify, parse_sacct
 from synscale.plan import state
 from synscale.plan.graph import KINDS, Plan
 from synscale.plan.layout import RunDir
@@ -43,45 +45,8 @@ class Submission:
     analysis: str = ""   # the job that writes results/ once the evaluations end
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
-def max_array_size() -> int:
-    out = _run(["scontrol", "show", "config"])
-    if out.returncode != 0:
-        raise RuntimeError(f"scontrol show config failed: {out.stderr.strip()}")
-    return parse_max_array_size(out.stdout)
-
-
-def queue_states() -> dict[str, Queued]:
-    """job id (array tasks as '<array>_<index>') -> Queued, in one squeue call
-    (decide.parse_squeue: NEVER for a dependency that can never be met)."""
-    out = _run(["squeue", "--me", "-h", "-r", "-O", SQUEUE_FORMAT])
-    if out.returncode != 0:
-        raise RuntimeError(f"squeue failed: {out.stderr.strip()}")
-    return parse_squeue(out.stdout)
-
-
-def cancel(job_ids: list[str]) -> None:
-    if job_ids:
-        _run(["scancel", *job_ids])
-
-
-def accounting_states(arrays: list[str]) -> dict[str, Accounted] | None:
-    """job id -> Accounted (state, exit code, signal, earlier attempts), in
-    one call; None where accounting is off."""
-    if not arrays:
-        return {}
-    out = _run(["sacct", "-n", "-P", "-X", "-D", "-j", ",".join(arrays),
-                "-o", "JobID,State,ExitCode"])
-    if out.returncode != 0 or "accounting storage is disabled" in out.stdout + out.stderr:
-        return None
-    return parse_sacct(out.stdout)
-
-
 def records_path(run: RunDir) -> Path:
-    return run.root / "slurm" / "submissions.json"
+    return records.path(run)
 
 
 def job_log(run: RunDir, job: str) -> Path:
@@ -90,12 +55,19 @@ def job_log(run: RunDir, job: str) -> Path:
     return run.root / "slurm" / job / f"{job}_0_log.out"
 
 
-def load_records(run: RunDir) -> dict:
-    path = records_path(run)
-    return state.read_json(path) if path.exists() else {"stages": {}, "arrays": []}
+def load_records(run: RunDir, live: dict[str, Queued] | None = None) -> dict:
+    """The submission records; with `live` (squeue), as a relaunch would
+    adopt them (records.adopt), without writing anything."""
+    recs = records.load(run)
+    if live is not None:
+        records.adopt(run, recs, live)
+    return recs
 
 
-def _executor(run: RunDir, study, profile, kind: str, r, code_dir=None):
+MAX_NUM_TIMEOUT = 3  # submitit requeues a timed-out job this many times
+
+
+def _executor(run: RunDir, study, profile, kind: str, r, code_dir, comment: str):
     import shlex
 
     import submitit
@@ -105,17 +77,18 @@ def _executor(run: RunDir, study, profile, kind: str, r, code_dir=None):
     # The job imports the copy of synscale made at submission, not the
     # checkout as it is when the job starts (backends/code.py): tasks start in
     # it (python -m puts the cwd first on sys.path) and it leads PYTHONPATH.
-    # A `cd` rather than sbatch --chdir: update_parameters(additional_parameters=)
-    # (hold) replaces that dict, and srun starts its tasks in the batch cwd.
+    # A `cd` rather than sbatch --chdir: srun starts its tasks in the batch cwd.
     pinned = shlex.quote(str(code_dir or snapshot(run.root).folder))
     pin = [f"cd {pinned}", f"export PYTHONPATH={pinned}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
-    ex = submitit.SlurmExecutor(folder=run.root / "slurm" / "%j", max_num_timeout=3)
+    ex = submitit.SlurmExecutor(folder=run.root / "slurm" / "%j", max_num_timeout=MAX_NUM_TIMEOUT)
     params = dict(signal_delay_s=signal_delay_s(r.time_min), job_name=f"{study.study.name}-{kind}",
                   time=r.time_min, nodes=r.nodes, ntasks_per_node=r.tasks_per_node,
                   cpus_per_task=r.cpus, mem=f"{int(r.mem_gb * 1024)}M",
                   array_parallelism=r.max_parallel, setup=list(profile.setup) + pin,
-                  stderr_to_stdout=True)
+                  stderr_to_stdout=True, comment=comment,
+                  # held until recorded and released (records.py)
+                  additional_parameters={"hold": True})
     if r.gpus:
         params["gpus_per_node"] = r.gpus
     for key in ("partition", "account", "qos", "constraint"):
@@ -128,18 +101,18 @@ def _executor(run: RunDir, study, profile, kind: str, r, code_dir=None):
 def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
                 code_dir: Path | None = None) -> Submission:
     """Submit every stage that is neither done nor queued. `hold` submits the
-    jobs held (sbatch --hold), for benchmarks that must not run them. The jobs
-    import synscale from `code_dir` (code.snapshot; made here when None)."""
-    from synscale.backends.worker import StageTask
-
-    records = load_records(run)
-    records.setdefault("attempts", {})
-    records.setdefault("resources", {})
+    jobs held (sbatch --hold) and leaves them so, for benchmarks that must not
+    run them. The jobs import synscale from `code_dir` (code.snapshot; made
+    here when None). Each array is journalled before sbatch and recorded
+    after it, held until the launch ends (records.py): a launch killed at any
+    point leaves nothing the next one does not find."""
+    recs = records.load(run)
     live = queue_states()
-    acct = accounting_states(sorted({a["job_id"] for a in records["arrays"]}))
+    _adopt(run, plan, recs, live, profile)
+    acct = accounting_states(sorted({a["job_id"] for a in recs["arrays"]}))
     kinds = {s.id: s.kind for s in plan.stages}
     done = {s.id for s in plan.stages if state.is_done(run.stage(s.kind, s.id))}
-    plan_of = decide(plan, done, state.needed_again(plan, run), records, live,
+    plan_of = decide(plan, done, state.needed_again(plan, run), recs, live,
                      lambda s, job: classify(run.stage(s.kind, s.id), job, live, acct,
                                              job_log(run, job)),
                      study.resources, study.retry, profile)
@@ -151,6 +124,8 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
     task_of: dict[str, tuple[str, int]] = {}  # stage id -> (array id, task), submitted now
     array_tasks: dict[str, int] = {}
     todo = plan_of.submit
+    if plan_of.blocked:
+        records.journal(run, recs, {"op": "blocked", "stages": plan_of.blocked})
     cancel(plan_of.cancel)
     size = max_array_size()
     # Kinds in data-flow order, so inputs are submitted first; one array per
@@ -163,43 +138,132 @@ def submit_plan(plan: Plan, run: RunDir, study, profile, hold: bool = False,
             else:
                 deps, how = sorted({task_of[i][0] if i in task_of else job_of[i] for s in chunk
                                     for i in s.inputs if i in task_of or i in job_of}), "afterok"
-            ex = _executor(run, study, profile, kind, resources, code_dir)
+            intent = records.intend(run, recs, kind, [s.id for s in chunk], asdict(resources),
+                                    deps, how if deps else "", hold)
+            records.crash_point("intent")
+            ex = _executor(run, study, profile, kind, resources, code_dir,
+                           records.comment(run, intent))
             if deps:
                 ex.update_parameters(dependency=f"{how}:" + ":".join(deps))
-            if hold:
-                ex.update_parameters(additional_parameters={"hold": True})
-            with ex.batch():
-                # absolute: the job starts in the code folder, not the launch's
-                jobs = [ex.submit(StageTask(str(run.root.resolve()),
-                                            with_micro_batch(s, resources),
-                                            {i: kinds[i] for i in s.inputs}))
-                        for s in chunk]
+            with _sbatch_said(), _crash_after_sbatch(), ex.batch():  # (submits as it closes)
+                jobs = [ex.submit(_task(run, s, resources, kinds)) for s in chunk]
             array_id = jobs[0].job_id.split("_")[0]
+            records.record(run, recs, intent, array_id)
+            records.crash_point("recorded")
             array_tasks[array_id] = len(chunk)
-            for index, (s, job) in enumerate(zip(chunk, jobs)):
+            for index, s in enumerate(chunk):
                 task_of[s.id] = (array_id, index)
-                records["stages"][s.id] = job.job_id
-                records["attempts"][s.id] = records["attempts"].get(s.id, 0) + 1
-                records["resources"][s.id] = {"mem_gb": resources.mem_gb,
-                                              "time_min": resources.time_min,
-                                              "micro_batch_size": resources.micro_batch_size}
                 out.submitted.append(s.id)
-            out.arrays.append({"job_id": array_id, "kind": kind, "tasks": len(chunk),
-                               "dependency": deps, "dependency_type": how if deps else "",
-                               "resources": asdict(resources)})
-            records["arrays"].append(out.arrays[-1])
-            state.write_json(records_path(run), records)
+            out.arrays.append(recs["arrays"][-1])
     evaluations = sorted({a["job_id"] for a in out.arrays if a["kind"] == "evaluate"} |
                          {job_of[s.id].split("_")[0] for s in plan.of_kind("evaluate")
                           if s.id in job_of})
-    old = records.get("analysis")
-    if old in live:  # it waits on fewer evaluations than there are now
+    old = recs.get("analysis")
+    if old in live and recs.get("analysis_after") == evaluations:
+        out.analysis = old  # queued, after the evaluations there are
+    elif old in live:  # it waits on other evaluations than there are now
         cancel([old])
-    if evaluations:
-        out.analysis = _submit_analysis(run, study, profile, evaluations, hold, code_dir)
-        records["analysis"] = out.analysis
-        state.write_json(records_path(run), records)
+    if evaluations and not out.analysis:
+        intent = records.intend(run, recs, "analysis", [], {}, evaluations, "afterany", hold)
+        records.crash_point("intent")
+        out.analysis = _submit_analysis(run, study, profile, evaluations, code_dir,
+                                        records.comment(run, intent))
+        records.record(run, recs, intent, out.analysis)
+        records.crash_point("recorded")
+    _release(run, recs)
+    if records.needs_compacting(run, recs):
+        records.compact(run, recs)
     return out
+
+
+def _task(run: RunDir, stage, resources, kinds: dict[str, str]):
+    from synscale.backends.worker import StageTask
+
+    # absolute: the job starts in the code folder, not the launch's
+    return StageTask(str(run.root.resolve()), with_micro_batch(stage, resources),
+                     {i: kinds[i] for i in stage.inputs})
+
+
+def _adopt(run: RunDir, plan: Plan, recs: dict, live: dict[str, Queued], profile) -> None:
+    """What a killed launch left (records.py): jobs submitted but not
+    recorded are recorded, with the pickles submitit had not yet put in
+    place (they are held: none has started); jobs of this run nothing maps
+    to stages, or whose stages left the plan, are cancelled; the records
+    are folded into one file before anything new is submitted."""
+    import submitit
+    from submitit.core.utils import DelayedSubmission
+
+    from synscale.results import analyze_run
+    from synscale.study.schema import Resources
+
+    adoption = records.adopt(run, recs, live)
+    stages = {s.id: s for s in plan.stages}
+    kinds = {s.id: s.kind for s in plan.stages}
+    gone = []
+    for job, it in adoption.adopted.items():
+        if it["kind"] != "analysis" and not all(i in stages for i in it["stages"]):
+            gone.append(job)
+            continue
+        if it["kind"] == "analysis":
+            pickles = [(job, DelayedSubmission(analyze_run, str(Path(run.root).resolve())))]
+            minutes = _analysis_resources(profile).time_min
+        else:
+            res = Resources(**it["resources"])
+            single = len(it["stages"]) == 1
+            pickles = [(job if single else f"{job}_{i}", DelayedSubmission(
+                _task(run, stages[sid], res, kinds))) for i, sid in enumerate(it["stages"])]
+            minutes = res.time_min
+        for task, delayed in pickles:
+            where = submitit.core.utils.JobPaths(run.root / "slurm" / "%j", task).submitted_pickle
+            if not where.exists():
+                delayed.set_timeout(minutes, MAX_NUM_TIMEOUT)
+                where.parent.mkdir(parents=True, exist_ok=True)
+                delayed.dump(where)
+    cancel(adoption.unknown + gone)
+    if records.needs_compacting(run, recs):  # one write of the records, where it changes them
+        records.compact(run, recs)
+
+
+def _release(run: RunDir, recs: dict) -> None:
+    """Step 4: one scontrol call for every job submitted or adopted held
+    (not those held by request: records.intend's `hold`)."""
+    if recs["unreleased"]:
+        jobs = list(recs["unreleased"])
+        release(jobs)
+        records.journal(run, recs, {"op": "release", "jobs": jobs})
+
+
+@contextlib.contextmanager
+def _sbatch_said():
+    """sbatch's refusal (submitit's FailedJobError, with sbatch's stderr) as
+    a SlurmError: one line, and `unreachable` when the controller is gone."""
+    from submitit.core.utils import FailedJobError
+
+    try:
+        yield
+    except FailedJobError as e:
+        raise SlurmError("sbatch", str(e)) from None
+
+
+@contextlib.contextmanager
+def _crash_after_sbatch():
+    """The crash test's point between sbatch and submitit's own bookkeeping
+    (records.crash_point "sbatch"); nothing when not armed."""
+    if not records.crash_armed("sbatch"):
+        yield
+        return
+    import submitit
+    original = submitit.SlurmExecutor._submit_command
+
+    def submit(self, command):
+        job = original(self, command)
+        records.crash_point("sbatch")
+        return job
+    submitit.SlurmExecutor._submit_command = submit
+    try:
+        yield
+    finally:
+        submitit.SlurmExecutor._submit_command = original
 
 
 def _retry_note(verdict, before, after, folder: Path) -> str:
@@ -228,20 +292,24 @@ def signal_delay_s(time_min: int) -> int:
     return min(90, time_min * 15)
 
 
-def _submit_analysis(run: RunDir, study, profile, evaluations: list[str], hold: bool,
-                     code_dir: Path | None) -> str:
+def _submit_analysis(run: RunDir, study, profile, evaluations: list[str],
+                     code_dir: Path | None, comment: str) -> str:
     """One small CPU job, after every evaluation array ends however it ends
     (afterany), that gathers, fits and writes results/: a Slurm study gets its
     results with no process left on the login node."""
     from synscale.results import analyze_run
-    from synscale.study.schema import Resources
 
-    r = Resources(cpus=2, mem_gb=min(8.0, profile.max_mem_gb),
-                  time_min=min(60, profile.max_time_min))
-    ex = _executor(run, study, profile, "analysis", r, code_dir)
+    ex = _executor(run, study, profile, "analysis", _analysis_resources(profile), code_dir,
+                   comment)
     ex.update_parameters(dependency="afterany:" + ":".join(evaluations))
     if profile.analysis_partition:
         ex.update_parameters(partition=profile.analysis_partition)
-    if hold:
-        ex.update_parameters(additional_parameters={"hold": True})
-    return ex.submit(analyze_run, str(Path(run.root).resolve())).job_id
+    with _sbatch_said(), _crash_after_sbatch():
+        return ex.submit(analyze_run, str(Path(run.root).resolve())).job_id
+
+
+def _analysis_resources(profile):
+    from synscale.study.schema import Resources
+
+    return Resources(cpus=2, mem_gb=min(8.0, profile.max_mem_gb),
+                     time_min=min(60, profile.max_time_min))

@@ -66,7 +66,7 @@ class DoneIndex:
             self.offset, self.file, self.done = 0, None, {}
             return self.done
         whole = data.rfind(b"\n") + 1  # past it: a line still being written, or torn
-        self.done.update(_parse(data[:whole]))
+        _apply(self.done, data[:whole])
         self.offset += whole
         return self.done
 
@@ -75,9 +75,23 @@ class DoneIndex:
         write) is left to the caller, who can do without the index."""
         if not entries:
             return
-        lines = "".join(json.dumps({"id": sid, "kind": f.kind, "started": f.started,
-                                    "finished": f.finished}, separators=(",", ":")) + "\n"
-                        for sid, f in entries.items()).encode()
+        self._append("".join(json.dumps({"id": sid, "kind": f.kind, "started": f.started,
+                                         "finished": f.finished}, separators=(",", ":")) + "\n"
+                             for sid, f in entries.items()).encode())
+        self.done.update(entries)
+
+    def forget(self, damaged: dict[str, str]) -> None:
+        """Un-do stages found damaged (plan/outputs.py): a line {"id",
+        "damaged"} that later readers apply in order, so a stage done again
+        afterwards is indexed again by its next line."""
+        if not damaged:
+            return
+        self._append("".join(json.dumps({"id": sid, "damaged": why}, separators=(",", ":"))
+                             + "\n" for sid, why in damaged.items()).encode())
+        for sid in damaged:
+            self.done.pop(sid, None)
+
+    def _append(self, lines: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
@@ -91,7 +105,6 @@ class DoneIndex:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        self.done.update(entries)
 
 
 def _whole_lines(fd: int, size: int, block: int = 4096) -> int:
@@ -107,28 +120,35 @@ def _whole_lines(fd: int, size: int, block: int = 4096) -> int:
     return 0
 
 
-def _parse(data: bytes) -> dict[str, Finished]:
+def _apply(done: dict[str, Finished], data: bytes) -> None:
+    """Fold index lines into `done`, in order (a "damaged" line un-does)."""
     lines = [line for line in data.split(b"\n") if line.strip()]
     try:  # one call to the C parser, for the lines this module writes
-        return {r["id"]: Finished(r["kind"], r["started"], r["finished"])
-                for r in json.loads(b"[" + b",".join(lines) + b"]")}
-    except (ValueError, TypeError, KeyError):
-        pass
-    out = {}
-    for line in lines:  # something else is in there: take the lines that read
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        records = []
+        for line in lines:  # something else is in there: take the lines that read
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    for r in records:
         try:
-            r = json.loads(line)
+            if "damaged" in r:
+                done.pop(r["id"], None)
+                continue
             started = None if r["started"] is None else float(r["started"])
-            out[r["id"]] = Finished(r["kind"], started, float(r["finished"]))
-        except (ValueError, TypeError, KeyError):
+            done[r["id"]] = Finished(r["kind"], started, float(r["finished"]))
+        except (TypeError, KeyError, ValueError):
             continue
-    return out
 
 
 def done_ids(run, stages: Iterable[tuple[str, str]], record: bool = True,
-             index: DoneIndex | None = None) -> set[str]:
+             index: DoneIndex | None = None, unreadable: dict | None = None) -> set[str]:
     """Which of `stages` ((id, kind) pairs) are done: the indexed ones, and
-    those with a DONE since, which are indexed now where `record`. Only the
+    those with a DONE since, which are indexed now where `record`. A DONE
+    that does not parse is not done (its id -> kind goes to `unreadable`,
+    for the caller to quarantine: plan/outputs.py). Only the
     folders of stages not yet indexed are looked at, and only where their
     kind's folder lists them, so a fresh run directory costs one listdir
     per kind."""
@@ -149,13 +169,16 @@ def done_ids(run, stages: Iterable[tuple[str, str]], record: bool = True,
             continue
         for sid in ids:
             if sid in present and os.path.exists(parent / sid / "DONE"):
+                entry = summarize(parent / sid, kind)
+                if entry is None:  # a DONE that does not parse: not done (plan/outputs.py)
+                    if unreadable is not None:
+                        unreadable[sid] = kind
+                    continue
                 done.add(sid)
-                if record:
-                    entry = summarize(parent / sid, kind)
-                    if entry is not None:
-                        new[sid] = entry
-    try:
-        index.add(new)
-    except OSError:
-        pass  # a run directory we may not write to: the index stays as it is
+                new[sid] = entry
+    if record:
+        try:
+            index.add(new)
+        except OSError:
+            pass  # a run directory we may not write to: the index stays as it is
     return done

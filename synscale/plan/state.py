@@ -54,8 +54,25 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+class DamagedFile(ValueError):
+    """A JSON file the run wrote that does not parse: the message names the
+    file, the stage that wrote it and how to have it redone."""
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        stage = ""
+        if len(path.parents) > 3 and path.parents[2].name == "stages":
+            run = path.parents[3]
+            stage = (f" (written by stage {path.parents[1].name}/{path.parent.name}: "
+                     f"python -m synscale.verify {run} --deep marks it damaged, and a "
+                     "launch then redoes it)")
+        raise DamagedFile(f"{path}: not valid JSON ({e.__class__.__name__}: {e}; "
+                          f"{len(data)} bytes){stage}") from None
 
 
 def clean_temporaries(folder: Path) -> None:
@@ -98,12 +115,16 @@ def needed_again(plan, run) -> set[str]:
 
 
 def mark_done(folder: Path, summary: dict) -> None:
+    """DONE, last; then what said an earlier attempt's outputs were damaged
+    (plan/outputs.py) goes."""
     write_json(Path(folder) / "DONE", {"finished": time.time(), **summary})
+    for old in ("DAMAGED", "DONE.damaged"):
+        (Path(folder) / old).unlink(missing_ok=True)
 
 
 def record_attempt(folder: Path) -> None:
     """Who is running this stage now; status uses it to tell running from pending."""
-    for old in ("error.json", "exit.json"):
+    for old in ("error.json", "exit.json", "DAMAGED"):  # this attempt's outcome says now
         (Path(folder) / old).unlink(missing_ok=True)
     write_json(Path(folder) / "attempt.json",
                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})

@@ -5,6 +5,7 @@ them apart. tables.py and extra_grids.py both build on it.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,10 @@ def _split(keys: Sequence[Mapping[str, Any]], skip: Sequence[str]) -> tuple[list
     synthetic row. One whose absence means something (no curation rule, no
     synthetic share) among keys of the same source still tells them apart,
     and so does any axis when the rows would otherwise read alike."""
-    axes = [a for a in dict.fromkeys(a for k in keys for a in k) if a not in skip]
+    # in the order the keys list them, the keys taken in a fixed order: a title
+    # reads the same whichever series finished first
+    ordered = sorted(keys, key=lambda k: json.dumps(k, sort_keys=True, default=str))
+    axes = [a for a in dict.fromkeys(a for k in ordered for a in k) if a not in skip]
     present = {a: {_cell(k[a]) for k in keys if k.get(a) is not None} for a in axes}
 
     def by_source(a: str) -> bool:

@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from synscale.plan import state
+from synscale.plan import outputs, state
 from synscale.plan.graph import Stage
 from synscale.plan.layout import RunDir
 from synscale.stages import runner
@@ -82,9 +82,10 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     if run.home != run.root:  # a store a team shares: what this stage writes is theirs too
         from synscale.plan.store import share_with_group
         share_with_group()
-    # every rank agrees before any of them waits on the others; a released stage
-    # is called only when a stage needs it again
-    if state.is_done(folder) and not state.is_released(folder):
+    # every rank agrees before any of them waits on the others (each only reads:
+    # rank 0 quarantines a damaged one under the lock); a released stage is
+    # called only when a stage needs it again
+    if _intact(folder):
         return {"skipped": True, **state.read_json(folder / "DONE")}
     _free_earlier_stages()  # only before a stage that will take memory
     from synscale.runtime.distributed import rank
@@ -96,20 +97,17 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     try:
         import fcntl
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if state.is_done(folder) and not state.is_released(folder):
+        if _intact(folder):
             return {"skipped": True, **state.read_json(folder / "DONE")}
+        if state.is_done(folder) and not state.is_released(folder):  # done, but damaged
+            outputs.quarantine(run, stage.kind, stage.id, outputs.check(folder) or "damaged")
         state.clean_temporaries(folder)
         state.record_attempt(folder)
         log = _logger(folder, stage)
         ctx = StageContext(stage, folder,
                            {i: run.stage(input_kinds[i], i) for i in stage.inputs},
                            input_kinds, log)
-        for i, path in ctx.inputs.items():
-            if not state.is_done(path):
-                raise RuntimeError(f"input {input_kinds[i]}/{i} is not done")
-            if state.is_released(path):
-                raise RuntimeError(f"input {input_kinds[i]}/{i} was released (keep_shards = "
-                                   "false); a relaunch renders it again first")
+        read = _check_inputs(run, ctx)
         start = time.time()
         log.info("start %s %s", stage.kind, stage.id)
         stop_heartbeat = state.start_heartbeat(folder)
@@ -130,7 +128,9 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         from synscale.backends.code import running  # which code computed it: ids do not say
         from synscale.runtime.device import where_computed
         summary = {"seconds": round(time.time() - start, 3), **summary, "code": running(),
-                   "computed_on": where_computed()}
+                   "computed_on": where_computed(),
+                   # what it wrote, and which version of each input it read
+                   "outputs": outputs.listing(folder), "inputs": read}
         state.mark_done(folder, summary)
         log.info("done in %.1fs", summary["seconds"])
         after = getattr(runner(stage.kind), "after_done", None)
@@ -143,6 +143,34 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
     finally:
         _release(logging.getLogger(f"synscale.stage.{stage.id}"))
         os.close(fd)
+
+
+def _intact(folder: Path) -> bool:
+    """Done, not released, and its outputs as its DONE lists them."""
+    return state.is_done(folder) and not state.is_released(folder) and \
+        outputs.check(folder) is None
+
+
+def _check_inputs(run: RunDir, ctx: StageContext) -> dict[str, str]:
+    """Each input done and whole before anything reads it; {input id: the
+    digest of its outputs}. A damaged one is quarantined, so the relaunch
+    redoes it first, and this stage fails as "input damaged"."""
+    read = {}
+    for i, path in ctx.inputs.items():
+        kind = ctx.input_kinds[i]
+        if state.is_released(path):
+            raise RuntimeError(f"input {kind}/{i} was released (keep_shards = false); "
+                               "a relaunch renders it again first")
+        why = outputs.damaged(path) if not state.is_done(path) else outputs.check(path)
+        if why is None and not state.is_done(path):
+            raise RuntimeError(f"input {kind}/{i} is not done")
+        if why is not None:
+            if state.is_done(path):
+                outputs.quarantine(run, kind, i, why)
+            raise outputs.InputDamaged(f"input {kind}/{i} is damaged ({why}); it is marked not "
+                                       "done: a relaunch redoes it, then this stage")
+        read[i] = outputs.digest(outputs.read_done(path).get("outputs", {}))
+    return read
 
 
 def _follower(run: RunDir, stage: Stage, input_kinds: dict[str, str]) -> dict:

@@ -157,6 +157,9 @@ def run(ctx) -> dict:
     if work.renderer is not None:
         manifest["pipeline"] = work.renderer.describe
     summary = {"images_rendered": work.rendered, "images_found": found,
+               # what plan/outputs.check finds in the pool (its shards may be merged later)
+               "covers": {"pool": os.path.relpath(pool, ctx.dir), "classes": [lo, hi],
+                          "indices": [a, b]},
                "shards": len(held), "bytes": manifest["bytes"],
                # the sampler's own time, model loading left out: what a GPU budget buys
                "render_seconds": round(work.seconds, 3),

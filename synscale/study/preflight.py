@@ -21,6 +21,13 @@ def problems(s: Study, backend: str) -> list[str]:
         if shutil.which("sbatch") is None:
             out.append(f"{file}: backend.name = 'slurm': no sbatch on PATH; this machine is not "
                        "a Slurm login node (use --backend local to run here)")
+        else:
+            from synscale.backends.slurmctl import ping
+
+            down = ping()  # before anything is written: a launch that cannot submit stops here
+            if down:
+                out.append(f"{file}: backend.name = 'slurm': the Slurm controller does not "
+                           f"answer ({down}); launch again once `scontrol ping` says UP")
         profile, found = load_profile(s.backend.profile, file)
         out += found + (check_resources(s.resources, profile, file) if profile else [])
     d = s.data

@@ -74,9 +74,10 @@ def spec(default: Any, doc: str, **rules: Any) -> Any:
 class StudySection:
     # One folder under the run root: '.' and '..' name the root itself or its parent.
     name: str = spec("", "study name; names the run directory runs/<name>", type=str, required=True,
-                     pattern=r"(?!\.\.?\Z)[A-Za-z0-9_.-]+",
-                     pattern_doc="one folder name of letters, digits, '_', '.' and '-', "
-                                 "other than '.' and '..'")
+                     pattern=r"(?!\.\.?\Z)(?!-)[A-Za-z0-9_.-]+",
+                     pattern_doc="one folder name of ASCII letters (A-Z, a-z), digits, '_', "
+                                 "'.' and '-', not starting with '-' (it would read as an "
+                                 "option), other than '.' and '..'")
     seed: int = spec(0, "study seed: data split, image seeds and training order derive from it",
                      type=int, min=0)
     description: str = spec("", "free text shown by --dry-run", type=str)

@@ -4,14 +4,32 @@ before their pack. Each is found (by the launch where something is about to
 read it, else by python -m synscale.verify), said, and redone, and the
 finished metrics equal the clean run's."""
 import json
+import os
+import subprocess
+import sys
 
-from conftest import run_module
-from synscale.backends.failures import exception_class
+from conftest import ROOT, run_module
 from synscale.plan import outputs, state
 from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
 
 NUMBERS = ("loss", "top1", "per_class_top1", "per_class_loss")
+
+# One stage run in a process of its own (as a worker runs it), printing its failure's class
+RUN_PACK = """
+import json, pathlib, sys
+from synscale.backends.failures import exception_class
+from synscale.plan.graph import Plan
+from synscale.plan.layout import RunDir
+from synscale.runtime.harness import execute
+run = RunDir(pathlib.Path(sys.argv[1]))
+plan = Plan.from_json(run.plan_file.read_text())
+pack = plan.by_id[sys.argv[2]]
+try:
+    execute(str(run.root), pack, {i: plan.by_id[i].kind for i in pack.inputs})
+except Exception as e:
+    print(json.dumps([exception_class(e), str(e)]))
+"""
 
 
 def launch(study, root) -> dict:
@@ -82,13 +100,17 @@ def test_damaged_outputs_are_found_said_and_redone_to_the_same_metrics(small_stu
     for name in class0:
         (pool / name).unlink()
     outputs.quarantine(run, "pack", pack.id, "not run yet")
-    from synscale.runtime.harness import execute
-    try:
-        execute(str(run.root), pack, {i: plan.by_id[i].kind for i in pack.inputs})
-        raise AssertionError("the pack read an input whose shards are gone")
-    except outputs.InputDamaged as e:
-        assert exception_class(e) == "input damaged" and "no shard holds class 0" in str(e)
+    child = subprocess.run([sys.executable, "-c", RUN_PACK, str(run.root), pack.id],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.stdout.strip(), (child.returncode, child.stderr[-3000:])
+    klass, said = json.loads(child.stdout.splitlines()[-1])
+    assert klass == "input damaged" and "no shard holds class 0" in said, child.stderr
     assert outputs.damaged(folder[gen.id]) and not state.is_done(folder[gen.id])
+    # status: the pack failed as "input damaged", the generate stage as damaged
+    info = json.loads(run_module("synscale.status", run.root, "--json").stdout)
+    assert {f["id"]: f["class"] for f in info["failures"]} == {pack.id: "input damaged",
+                                                               gen.id: "damaged"}, info
     launch(study, tmp_path)
     assert {p.name: p.read_bytes() for p in pool.glob("shard-00000-*")} == class0
     assert state.is_done(folder[pack.id]) and metrics(folder[ev.id]) == clean

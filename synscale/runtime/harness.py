@@ -107,7 +107,12 @@ def execute(run_root: str, stage: Stage, input_kinds: dict[str, str]) -> dict:
         ctx = StageContext(stage, folder,
                            {i: run.stage(input_kinds[i], i) for i in stage.inputs},
                            input_kinds, log)
-        read = _check_inputs(run, ctx)
+        try:
+            read = _check_inputs(run, ctx)
+        except outputs.InputDamaged as e:  # its own class: the relaunch redoes the input
+            state.record_failure(folder, e, traceback.format_exc(), "input damaged")
+            log.info("failed: %s", e)
+            raise
         start = time.time()
         log.info("start %s %s", stage.kind, stage.id)
         stop_heartbeat = state.start_heartbeat(folder)

@@ -273,7 +273,13 @@ def main(argv=None) -> int:
         console.print(f"[yellow]note:[/] {escape(_left_note(left, plan, done))}", highlight=False)
     if args.pilot:
         from synscale import pilot
-        return pilot.run(study, Path(args.root), backend, console, args.json)
+        from synscale.backends.slurmctl import SlurmError
+        try:
+            return pilot.run(study, Path(args.root), backend, console, args.json)
+        except SlurmError as e:
+            err.print(f"[red]error:[/] {escape(str(e))}; launch the pilot again once "
+                      "`scontrol ping` says UP", highlight=False, soft_wrap=True)
+            return 4
     if args.dry_run:
         kinds = footprint.estimate(study, plan, backend)
         costs, calibration = _costs(args, study, plan, run, backend, done)

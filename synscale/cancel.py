@@ -21,9 +21,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from synscale.backends import slurm
 
-    run = RunDir(args.run_dir)
-    if not run.plan_file.exists():
-        print(f"error: {args.run_dir}: not a run directory (no plan.json)", file=sys.stderr)
+    run = RunDir.given(args.run_dir)
+    if run is None:
         return 2
     try:
         queue = slurm.queue_states()

@@ -298,10 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("--watch", action="store_true", help="refresh until everything has finished")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes")
     args = p.parse_args(argv)
-    run = RunDir(args.run_dir)
-    if not run.plan_file.exists():
-        print(f"error: {args.run_dir}: not a run directory (no plan.json); expected "
-              "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
+    run = RunDir.given(args.run_dir)
+    if run is None:
         return 2
     if args.json:
         info = refresh(run, Memory(run))

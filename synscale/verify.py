@@ -64,10 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--deep", action="store_true", help="hash every output, not only its size")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    run = RunDir(args.run_dir)
-    if not run.plan_file.exists():
-        print(f"error: {args.run_dir}: not a run directory (no plan.json); expected "
-              "runs/<study> as written by python -m synscale.launch", file=sys.stderr)
+    run = RunDir.given(args.run_dir)
+    if run is None:
         return 2
     if args.json:
         found = verify(run, args.deep)

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import textwrap
 import time
 
 import pytest
@@ -127,14 +128,14 @@ def release_requeued(run):
                            capture_output=True)
 
 
-# Loaded into a job's Python through the site profile's setup lines: the
-# training runner's first attempt starts by sleeping, as a slow start-up
-# would (numba compilation, a large checkpoint on a busy file system), after
-# submitit's signal handlers are in place.
-SLOW_START = """
-import importlib.abc, importlib.util, sys, time
+# Loaded into a job's Python through the site profile's setup lines
+# (`hooked_profile`): `body` runs once synscale.stages.train is imported, with
+# `module` that module and `here` the hook's folder, after submitit's signal
+# handlers are in place.
+HOOK = """
+import importlib.abc, importlib.util, os, pathlib, sys, time
 
-class _SlowTraining(importlib.abc.MetaPathFinder):
+class _TrainingHook(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "synscale.stages.train":
             return None
@@ -144,54 +145,47 @@ class _SlowTraining(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run_module(module)
-            run = module.run
-
-            def slow(ctx):
-                import pathlib
-                once = pathlib.Path(__file__).with_name("slept")
-                if not once.exists():  # the first attempt only
-                    once.touch()
-                    time.sleep({seconds})
-                return run(ctx)
-            module.run = slow
+            here = pathlib.Path(__file__).parent
+{body}
         spec.loader.exec_module = exec_module
         return spec
 
-sys.meta_path.insert(0, _SlowTraining())
+sys.meta_path.insert(0, _TrainingHook())
 """
 
 
-# Loaded the same way: while a file "gate" is next to the hook, a training
-# waits at its step boundary (where ranks agree on preemption), after leaving
+def training_hook(body: str) -> str:
+    return HOOK.replace("{body}", textwrap.indent(textwrap.dedent(body).strip(), " " * 12))
+
+
+# The training runner's first attempt starts by sleeping, as a slow start-up
+# would (numba compilation, a large checkpoint on a busy file system).
+SLOW_START = """
+    run = module.run
+
+    def slow(ctx):
+        once = here / "slept"
+        if not once.exists():  # the first attempt only
+            once.touch()
+            time.sleep({seconds})
+        return run(ctx)
+    module.run = slow
+"""
+
+# While a file "gate" is next to the hook, a training waits at its step
+# boundary (where ranks agree on preemption), after leaving
 # "gated-<restart count>" to say which attempt got there.
 GATED_STEPS = """
-import importlib.abc, importlib.util, os, pathlib, sys, time
+    any_rank = module._any_rank
 
-class _GatedTraining(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "synscale.stages.train":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run_module = spec.loader.exec_module
-
-        def exec_module(module):
-            run_module(module)
-            any_rank = module._any_rank
-            here = pathlib.Path(__file__).parent
-
-            def gated(*args):
-                if (here / "gate").exists():
-                    attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
-                    (here / f"gated-{attempt}").touch()
-                    while (here / "gate").exists():
-                        time.sleep(0.2)
-                return any_rank(*args)
-            module._any_rank = gated
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _GatedTraining())
+    def gated(*args):
+        if (here / "gate").exists():
+            attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
+            (here / f"gated-{attempt}").touch()
+            while (here / "gate").exists():
+                time.sleep(0.2)
+        return any_rank(*args)
+    module._any_rank = gated
 """
 
 
@@ -201,7 +195,7 @@ def hooked_profile(tmp_path, code: str):
     from conftest import ROOT
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(code)
+    (hook / "sitecustomize.py").write_text(training_hook(code))
     local = (ROOT / "synscale/profiles/local.toml").read_text()
     (tmp_path / "hooked.toml").write_text(
         local.replace("setup = [", f'setup = ["export PYTHONPATH={hook}", '))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,17 @@ class RunDir:
     @property
     def plan_file(self) -> Path:
         return self.root / "plan.json"
+
+    @classmethod
+    def given(cls, path) -> RunDir | None:
+        """The run directory a command was given, or None after saying on
+        stderr that no launch wrote it (the command then exits 2)."""
+        run = cls(Path(path))
+        if run.plan_file.exists():
+            return run
+        print(f"error: {path}: not a run directory (no plan.json); expected runs/<study> as "
+              "written by python -m synscale.launch", file=sys.stderr)
+        return None
 
     @property
     def stage_list(self) -> Path:

@@ -28,20 +28,19 @@ def _slurm_view(run: RunDir, memory: Memory):
     nothing was ever submitted (a local run, or a Slurm launch that failed
     first). A controller that does not answer leaves the last refresh's
     queue (--watch), or none: the stages' folders alone then say how they are."""
-    from synscale.backends import records, slurm
+    from synscale.backends import slurm
 
     if not slurm.records_path(run).exists():
         return {}, None, None, {}, None, {}
     try:
         live = slurm.queue_states()
     except slurm.SlurmError as e:
-        recs = records.load(run)
         stale = {"error": str(e), "queue_as_of": memory.queue_at}
         live = memory.queue
     else:
         memory.queue, memory.queue_at, stale = live, time.time(), None
-        # what a launch killed mid-submission left, as the relaunch will adopt it
-        recs = slurm.load_records(run, live)
+    # what a launch killed mid-submission left, as the relaunch will adopt it
+    recs = slurm.load_records(run, live)
     arrays = defaultdict(list)
     for a in recs["arrays"]:
         arrays[a["kind"]].append(a["job_id"])

@@ -27,12 +27,8 @@ def verify(run: RunDir, deep: bool = False, progress=None) -> dict[str, dict]:
 
     def now(sid: str) -> str | None:
         if sid not in digests:
-            folder = run.stage(kind_of[sid], sid)
-            try:
-                digests[sid] = outputs.digest(outputs.read_done(folder).get("outputs", {})) \
-                    if state.is_done(folder) else None
-            except ValueError:
-                digests[sid] = None
+            digests[sid] = outputs.current_digest(run.stage(kind_of[sid], sid)) \
+                if sid in kind_of else None
         return digests[sid]
 
     found = {}
@@ -42,14 +38,7 @@ def verify(run: RunDir, deep: bool = False, progress=None) -> dict[str, dict]:
         folder = run.stage(kind, sid)
         if not state.is_done(folder):
             continue
-        why = outputs.check(folder, deep)
-        if why is None:
-            read = outputs.read_done(folder).get("inputs", {})
-            changed = [i for i, d in sorted(read.items())
-                       if i in kind_of and now(i) is not None and now(i) != d]
-            if changed:
-                why = (f"input {kind_of[changed[0]]}/{changed[0]} was redone with other "
-                       "outputs than this stage read")
+        why = outputs.check(folder, deep) or outputs.redone_input(folder, now, kind_of)
         if why:
             outputs.quarantine(run, kind, sid, why)
             digests[sid] = None

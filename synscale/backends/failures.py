@@ -103,8 +103,9 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
             return Verdict("running")
         if error.exists():
             return _from_error(error)
-        if damaged(folder):
-            return Verdict("failed", "damaged", damaged(folder))
+        why = damaged(folder)
+        if why:
+            return Verdict("failed", "damaged", why)
         if alive is False:  # its process on this host is gone, leaving no record
             return Verdict("failed", "unknown", "its process died without finishing or a "
                                                 "record (killed?); relaunch to rerun it")
@@ -118,8 +119,9 @@ def classify(folder: Path, job: str | None, queue: dict | None, acct: dict | Non
                                               "a relaunch resubmits both", note=note)
         return Verdict("running" if live.state in RUNNING else "pending", note=note)
     # It left the queue without DONE: its process is gone, whatever its last heartbeat.
-    if damaged(folder):  # it finished, and was found damaged since
-        return Verdict("failed", "damaged", damaged(folder))
+    why = damaged(folder)
+    if why:  # it finished, and was found damaged since
+        return Verdict("failed", "damaged", why)
     if error.exists():
         return _from_error(error)
     from_log = log_verdict(log)

@@ -184,26 +184,38 @@ def before_reading(run, plan, done: set[str], unreadable: dict[str, str],
     return found
 
 
+def current_digest(folder: Path) -> str | None:
+    """The digest of a done stage's outputs as its DONE lists them now; None
+    while it is not done (or its DONE does not parse)."""
+    try:
+        return digest(read_done(folder).get("outputs", {})) if state.is_done(folder) else None
+    except ValueError:
+        return None
+
+
+def redone_input(reader: Path, now, kind_of: dict[str, str]) -> str | None:
+    """Why the done stage in `reader` is stale, or None: the first input whose
+    digest now (`now(id)`; None where not known) is not the one it read."""
+    for i, read in sorted(read_done(reader).get("inputs", {}).items()):
+        current = now(i)
+        if current is not None and current != read:
+            return f"input {kind_of[i]}/{i} was redone with other outputs than this stage read"
+    return None
+
+
 def stale_readers(run, plan, redone: set[str]) -> dict[str, str]:
     """Done stages that read a stage of `redone` whose outputs are now not
     what they read (its DONE's digest against theirs), each quarantined:
     {id: why}. Readers of a stage redone bit for bit stay done."""
+    kind_of = {s.id: s.kind for s in plan.stages}
+    now = {i: current_digest(run.stage(kind_of[i], i)) for i in redone}
     found = {}
-    now = {}
-    for i in redone:
-        s = plan.by_id[i]
-        try:
-            now[i] = digest(read_done(run.stage(s.kind, i)).get("outputs", {}))
-        except ValueError:
-            continue  # not done again (failed): its readers wait for it
     for s in plan.stages:
         folder = run.stage(s.kind, s.id)
         if not now.keys() & set(s.inputs) or not state.is_done(folder):
             continue
-        read = read_done(folder).get("inputs", {})
-        changed = [i for i in s.inputs if i in now and i in read and read[i] != now[i]]
-        if changed:
-            i = changed[0]
-            found[s.id] = f"input {plan.by_id[i].kind}/{i} was redone with other outputs"
-            quarantine(run, s.kind, s.id, found[s.id])
+        why = redone_input(folder, now.get, kind_of)
+        if why:
+            found[s.id] = why
+            quarantine(run, s.kind, s.id, why)
     return found

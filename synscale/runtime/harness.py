@@ -174,7 +174,7 @@ def _check_inputs(run: RunDir, ctx: StageContext) -> dict[str, str]:
                 outputs.quarantine(run, kind, i, why)
             raise outputs.InputDamaged(f"input {kind}/{i} is damaged ({why}); it is marked not "
                                        "done: a relaunch redoes it, then this stage")
-        read[i] = outputs.digest(outputs.read_done(path).get("outputs", {}))
+        read[i] = outputs.current_digest(path)
     return read
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections import Counter
@@ -128,6 +129,12 @@ def _store_problem(run: RunDir, store: Path) -> str | None:
     """Why this run directory cannot use `store`, before anything is written."""
     if store.exists() and not store.is_dir():
         return f"--store {store}: exists and is not a folder"
+    made = next(p for p in (store, *store.parents) if p.exists())  # or what it is made in
+    if not made.is_dir():
+        return f"--store {store}: {made} is a file, not a folder"
+    if not os.access(made, os.W_OK | os.X_OK):
+        return (f"--store {store}: {made} is not writable by this user; ask its owner to add "
+                "you to its group, or use another --store")
     if run.store_file.exists() and Path(run.home).resolve() != store.resolve():
         return (f"{run.root} was launched on the store {run.home}; launch it with --store "
                 f"{run.home}, or give another --root for {store}")
@@ -329,7 +336,12 @@ def _launch(args, console, study, plan, run, summary, done, unreadable) -> int:
     stored.write_plan(run, plan)  # unless it holds this plan already
     if run.home != run.root:  # registered once its plan is written: gc sees it whole
         from synscale.plan import store
-        store.attach(run, run.home, [g.content_key for g in plan.of_kind("generate")])
+        try:
+            store.attach(run, run.home, [g.content_key for g in plan.of_kind("generate")])
+        except store.StoreError as e:
+            Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False,
+                                       soft_wrap=True)
+            return 2
     evaluations = [s.id for s in plan.stages if s.kind == "evaluate" and s.id in done]
     # what is about to be read is checked first: a damaged stage is redone now
     damaged = outputs.before_reading(run, plan, done, unreadable,

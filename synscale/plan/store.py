@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,21 +49,40 @@ def share_with_group() -> None:
 def open_store(path: Path) -> Path:
     """The store at `path`, created (setgid, group-writable) if missing."""
     path = Path(path).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"store {path}: exists and is not a folder")
     if not path.exists():
-        try:
-            path.mkdir(parents=True)
-            path.chmod(0o2775)
-        except OSError as e:
-            raise StoreError(f"store {path}: cannot create it ({e.strerror})") from None
+        _create(path)
+    if not path.is_dir():
+        raise StoreError(f"store {path}: exists and is not a folder")
     if not os.access(path, os.W_OK | os.X_OK):
         raise StoreError(f"store {path}: not writable by this user (group {_group(path)}); "
                          "ask its owner to add you to the group, or use another --store")
     share_with_group()
-    for sub in ("stages", "pool", "runs"):
+    for sub in SUBFOLDERS:
         (path / sub).mkdir(exist_ok=True)
     return path
+
+
+SUBFOLDERS = ("stages", "pool", "runs")
+
+
+def _create(path: Path) -> None:
+    """Made whole beside `path` (setgid, its subfolders in it) and renamed
+    into place: two launches racing on a new store both end up on the one
+    that was renamed first, and no folder is made before the setgid bit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        share_with_group()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=state.TMP_SUFFIX,
+                                    dir=path.parent))
+        tmp.chmod(0o2775)
+        for sub in SUBFOLDERS:
+            (tmp / sub).mkdir()
+    except OSError as e:
+        raise StoreError(f"store {path}: cannot create it ({e.strerror})") from None
+    try:
+        os.rename(tmp, path)  # fails where another launch's is there already (not empty)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _group(path: Path) -> str:

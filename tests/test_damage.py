@@ -115,3 +115,30 @@ def test_damaged_outputs_are_found_said_and_redone_to_the_same_metrics(small_stu
     assert {p.name: p.read_bytes() for p in pool.glob("shard-00000-*")} == class0
     assert state.is_done(folder[pack.id]) and metrics(folder[ev.id]) == clean
     assert run_module("synscale.verify", run.root).returncode == 0
+
+
+def test_a_shard_added_in_the_tick_of_a_cached_pool_listing_is_not_called_missing(tmp_path):
+    """The pool's listing is kept while the folder's mtime is unchanged; a
+    shard renamed in within that mtime tick (another launch filling the next
+    chunk) must not make its stage look damaged."""
+    from synscale.plan.layout import shard_path
+    pool = tmp_path / "pool" / "cfg"
+    pool.mkdir(parents=True)
+
+    def stage(name, first):
+        folder = tmp_path / "stages" / "generate" / name
+        folder.mkdir(parents=True)
+        state.write_json(folder / "DONE", {"outputs": {}, "covers": {
+            "pool": "../../../pool/cfg", "classes": [0, 1], "indices": [first, first + 8]}})
+        return folder
+
+    shard_path(pool, 0, 0, 8).write_bytes(b"x")
+    first, second = stage("a", 0), stage("b", 8)
+    tick = pool.stat().st_mtime_ns
+    assert outputs.check(first) is None  # lists the pool, and keeps the listing
+    assert "class 0 images [8, 16)" in outputs.check(second)
+    shard_path(pool, 0, 8, 8).write_bytes(b"x")
+    os.utime(pool, ns=(tick, tick))  # as if in the same tick as the listing
+    assert outputs.check(second) is None
+    shard_path(pool, 0, 8, 8).unlink()
+    assert "class 0 images [8, 16)" in outputs.check(second)

@@ -111,27 +111,31 @@ def _uncovered(folder: Path, covers: dict) -> str | None:
     from synscale.plan.batches import gaps
 
     pool = (Path(folder) / covers["pool"]).resolve()
-    held = _pool_ranges(pool)
     a, b = covers["indices"]
-    for c in range(*covers["classes"]):
-        lost = gaps(held.get(c, []), a, b)
-        if lost:
-            return f"{pool}: no shard holds class {c} images [{lost[0][0]}, {lost[0][1]})"
-    return None
+    for fresh in (False, True):
+        # a folder's mtime ticks coarsely: a shard added in the tick of the
+        # cached listing leaves the stamp as it was, so a gap is looked at again
+        held = _pool_ranges(pool, fresh)
+        lost = next(((c, g[0]) for c in range(*covers["classes"])
+                     for g in [gaps(held.get(c, []), a, b)] if g), None)
+        if lost is None:
+            return None
+    c, (x, y) = lost
+    return f"{pool}: no shard holds class {c} images [{x}, {y})"
 
 
 _listed: dict[Path, tuple[int, dict]] = {}
 
 
-def _pool_ranges(pool: Path) -> dict[int, list[tuple[int, int]]]:
-    """layout.pool_coverage, again only when the pool folder changed."""
+def _pool_ranges(pool: Path, fresh: bool = False) -> dict[int, list[tuple[int, int]]]:
+    """layout.pool_coverage, again only when the pool folder changed (or `fresh`)."""
     from synscale.plan.layout import pool_coverage
 
     try:
         stamp = pool.stat().st_mtime_ns
     except OSError:
         return {}
-    if pool not in _listed or _listed[pool][0] != stamp:
+    if fresh or pool not in _listed or _listed[pool][0] != stamp:
         _listed[pool] = (stamp, pool_coverage(pool))
     return _listed[pool][1]
 

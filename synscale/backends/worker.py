@@ -65,6 +65,50 @@ def time_left() -> float | None:
     return seconds + int(days or 0) * 86400
 
 
+_finished = [False]  # set once the stage returned: what is left is submitit saving the result
+
+
+def _leave_without_teardown() -> None:
+    """Once the stage is done and submitit has saved its result, leave with
+    os._exit(0), skipping the interpreter's teardown. Even with the process
+    group destroyed, a follower rank now and then aborted in that teardown
+    ("terminate called without an active exception": a C++ thread of the
+    communication libraries still joinable at exit), after all its work was
+    done; Slurm then marked the task FAILED and blocked its evaluation.
+    Registered when the task starts, it runs after the exit handlers
+    registered since and does itself what the earlier ones it skips would:
+    flush the logs and streams, end daemonic children (multiprocessing's
+    handler). Any uncaught exception (submitit failing to save the result)
+    keeps the ordinary exit and its non-zero code."""
+    import atexit
+    import sys
+
+    if getattr(_leave_without_teardown, "installed", False):
+        return
+    _leave_without_teardown.installed = True
+    previous = sys.excepthook
+
+    def excepthook(*exc):
+        _finished[0] = False
+        previous(*exc)
+
+    def leave():
+        if _finished[0]:
+            import logging
+            from multiprocessing import util
+            logging.shutdown()
+            getattr(util, "_exit_function", lambda: None)()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            os._exit(0)
+
+    sys.excepthook = excepthook
+    atexit.register(leave)
+
+
 class StageTask:
     """What a Slurm array task runs (pickled by submitit). Being checkpointable,
     it is requeued on preemption or time limit after the stage saved itself;
@@ -82,11 +126,14 @@ class StageTask:
         _record_termination(folder)
         from synscale.runtime.device import use_threads
         use_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+        _leave_without_teardown()
         try:
-            return execute(self.run_root, self.stage, self.input_kinds)
+            result = execute(self.run_root, self.stage, self.input_kinds)
         finally:
             from synscale.runtime.distributed import leave_process_group
             leave_process_group()
+        _finished[0] = True
+        return result
 
     def checkpoint(self, *args, **kwargs):
         """submitit's USR2 handler calls this; a DelayedSubmission requeues the

@@ -79,7 +79,10 @@ class ImageFolderSet:
         return len(self.items)
 
     def __getitem__(self, i: int):
+        """Decoded with care (data/decode.py); a file that does not decode
+        raises BadImage naming it, which the loader passes to the stage."""
         from PIL import Image
+
+        from synscale.data.decode import rgb
         path, label = self.items[i]
-        with Image.open(path) as im:
-            return self.transform(im.convert("RGB")), label
+        return self.transform(Image.fromarray(rgb(path))), label

@@ -8,6 +8,7 @@ is a prefix of the next.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,39 +41,166 @@ def _import_ffcv() -> None:
 class _Rows:
     """The indexed-dataset protocol FFCV's writer reads: (image, label) or,
     for packs with captions, (image, label, row) so that a batch can look
-    its captions up."""
+    its captions up.
 
-    def __init__(self, items, labels: np.ndarray, with_row: bool):
+    It never raises: an exception in one of FFCV's writer processes kills
+    that process and leaves the writer waiting for its rows forever. A file
+    that does not decode, or any other error, is written as a line to
+    `bad_log` and the row gets a placeholder; `_write` then fails the pack
+    naming it (within a second where `fail_fast`)."""
+
+    def __init__(self, items, labels: np.ndarray, with_row: bool, bad_log: Path):
         self.items, self.labels, self.with_row = items, labels, with_row
+        self.bad_log = bad_log
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        item = self.items[i]
-        if isinstance(item, (str, Path)):
-            from PIL import Image
-            with Image.open(item) as im:
-                item = np.asarray(im.convert("RGB"))
+        try:
+            item = self.items[i]
+            if isinstance(item, (str, Path)):
+                from synscale.data.decode import rgb
+                item = rgb(item)
+        except Exception as e:  # noqa: BLE001 - see the class: a raise here hangs the writer
+            try:
+                self._record(int(i), e)
+            except Exception:  # noqa: BLE001 - still said: the line names no file
+                self._append({"row": int(i), "path": f"row {int(i)}", "bad_image": False,
+                              "why": f"{e.__class__.__name__} (its record failed)"})
+            item = np.zeros((8, 8, 3), np.uint8)
         return (item, int(self.labels[i])) + ((i,) if self.with_row else ())
+
+    def _record(self, i: int, e: Exception) -> None:
+        import traceback
+
+        from synscale.data.decode import BadImage
+        line = {"row": i, "path": str(self.items[i]) if isinstance(self.items[i], (str, Path))
+                else f"row {i}", "why": e.why if isinstance(e, BadImage) else
+                f"{e.__class__.__name__}: {e}", "bad_image": isinstance(e, BadImage)}
+        if not isinstance(e, BadImage):
+            line["traceback"] = traceback.format_exc()[-4000:]
+        self._append(line)
+
+    def _append(self, line: dict) -> None:
+        import json
+        fd = os.open(self.bad_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:  # one write of one line: appends from several processes do not interleave
+            os.write(fd, (json.dumps(line) + "\n").encode())
+        finally:
+            os.close(fd)
+
+
+def read_bad_log(path: Path) -> tuple[list[tuple[str, str]], list[dict]]:
+    """([(path, why)] of undecodable files, [records of other errors]) a
+    writer's processes wrote to `path` (nothing where it is missing)."""
+    import json
+    bad, errors = [], []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return bad, errors
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a kill: its writer is gone too
+        if r.get("bad_image"):
+            bad.append((r["path"], r["why"]))
+        else:
+            errors.append(r)
+    return sorted(set(bad)), errors
+
+
+class _Watch:
+    """Stops FFCV's writer within a second of the first record in the bad
+    log (any error; an undecodable file too where `fail_fast`): its worker
+    processes are terminated and the stage's main thread interrupted, which
+    `_write` turns into the error the log names. Elsewhere than in the main
+    thread nothing is interrupted: the writer ends its pass, then fails."""
+
+    def __init__(self, bad_log: Path, fail_fast: bool):
+        import threading
+        self.bad_log, self.fail_fast = bad_log, fail_fast
+        self.lock, self.over, self.tripped = threading.Lock(), threading.Event(), False
+        self.died = ""
+        self.main = threading.current_thread() is threading.main_thread()
+        self.thread = threading.Thread(target=self._poll, name="pack-bad-images", daemon=True)
+
+    def __enter__(self):
+        if self.main:
+            self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        import _thread
+        import multiprocessing
+
+        seen = {}
+        while not self.over.wait(0.2):
+            bad, errors = read_bad_log(self.bad_log)
+            for child in multiprocessing.active_children():
+                seen.setdefault(child.pid, child)
+            # a writer process that died (killed, out of memory): its rows never come
+            dead = [c for c in seen.values() if c.exitcode not in (None, 0)]
+            if dead:
+                self.died = f"a writer process died (exit code {dead[0].exitcode})"
+            if errors or (bad and self.fail_fast) or dead:
+                with self.lock:
+                    if self.over.is_set():
+                        return
+                    self.tripped = True
+                    for child in multiprocessing.active_children():
+                        child.terminate()
+                    _thread.interrupt_main()
+                return
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.over.set()  # no interrupt after this
+        if self.main:
+            self.thread.join()
 
 
 def _write(folder: Path, fields: dict, items, labels: np.ndarray, captions, workers: int,
-           index: dict) -> dict:
+           index: dict, fail_fast: bool = True) -> dict:
     """data.beton, captions.json (a list of captions per row) and index.json,
-    each atomically, index.json last: a pack is readable once it exists."""
+    each atomically, index.json last: a pack is readable once it exists.
+    Raises BadImages where a file did not decode (nothing is kept)."""
     _import_ffcv()
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
+
+    from synscale.data.decode import BAD_LOG, BadImages
 
     counts = np.bincount(labels)
     if captions is not None:
         if len(captions) != len(labels):
             raise ValueError(f"{len(captions)} caption lists for {len(labels)} rows")
         fields["row"] = IntField()
+    bad_log = Path(folder) / BAD_LOG
+    bad_log.unlink(missing_ok=True)  # this pass's records only
+    rows = _Rows(items, labels, captions is not None, bad_log)
     with state.atomic_path(Path(folder) / "data.beton") as tmp:
-        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(
-            _Rows(items, labels, captions is not None))
+        writer = DatasetWriter(str(tmp), fields, num_workers=workers)
+        watch = _Watch(bad_log, fail_fast)
+        try:
+            with watch:
+                writer.from_indexed_dataset(rows)
+        except KeyboardInterrupt:
+            if not watch.tripped:
+                raise
+            _free_shared_memory(writer)
+        bad, errors = read_bad_log(bad_log)
+        if watch.died and not (bad or errors):
+            raise RuntimeError(f"packing {folder}: {watch.died}; nothing was kept")
+        if errors:
+            e = errors[0]
+            raise RuntimeError(f"packing {e['path']}: {e['why']} ({len(errors)} row(s) failed; "
+                               f"the first one's traceback:\n{e.get('traceback', '')})")
+        if bad:
+            raise BadImages(bad, "the files this pack reads")
+    bad_log.unlink(missing_ok=True)
     if captions is not None:
         state.write_json(Path(folder) / "captions.json", [list(c) for c in captions])
         index["captions"] = "captions.json"
@@ -80,6 +208,18 @@ def _write(folder: Path, fields: dict, items, labels: np.ndarray, captions, work
              "class_offsets": np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()}
     state.write_json(Path(folder) / "index.json", index)
     return index
+
+
+def _free_shared_memory(writer) -> None:
+    """The writer's metadata block in /dev/shm, which an interrupted writer
+    leaves (it unlinks it only at its end)."""
+    sm = getattr(writer, "metadata_sm", None)
+    if sm is not None:
+        try:
+            sm.close()
+            sm.unlink()
+        except (OSError, BufferError):
+            pass
 
 
 def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: int = 1,
@@ -99,7 +239,7 @@ def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: i
 
 
 def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
-                    workers: int = 1, captions=None) -> dict:
+                    workers: int = 1, captions=None, fail_fast: bool = True) -> dict:
     """RGB images (uint8 HWC arrays or file paths) as JPEG rows, the longest
     side at most resolution / 0.875 so that training crops `resolution` from
     them; labels must already be sorted (class order, index order within)."""
@@ -110,7 +250,7 @@ def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
                                      max_resolution=int(round(resolution / 0.875))),
               "label": IntField()}
     return _write(folder, fields, items, _sorted(labels), captions, workers,
-                  {"kind": "rgb", "shape": [3, resolution, resolution]})
+                  {"kind": "rgb", "shape": [3, resolution, resolution]}, fail_fast)
 
 
 def _sorted(labels) -> np.ndarray:

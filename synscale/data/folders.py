@@ -16,12 +16,18 @@ def class_key(c) -> str:
     return c.wnid or c.clip_name
 
 
-def images_of(train_dir: str, key: str, n: int) -> list[Path]:
-    """The first `n` images of class folder `key`, in file-name order."""
+def images_of(train_dir: str, key: str, n: int, leave_out=frozenset()) -> list[Path]:
+    """The first `n` images of class folder `key`, in file-name order, less
+    `leave_out` (files found undecodable, with [data] bad_images = "skip")."""
     folder = Path(train_dir) / key
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no folder for class {key!r} in data.train_dir")
     files = sorted(p for p in folder.iterdir() if is_image(p))
     if not files:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files[:n]
+    kept = [p for p in files if str(p) not in leave_out] if leave_out else files
+    if len(kept) < n:
+        gone = f" ({len(files) - len(kept)} left out as undecodable)" if leave_out else ""
+        raise ValueError(f"{folder}: {len(kept)} images{gone}; the study reads the first {n} "
+                         "of each class")
+    return kept[:n]

@@ -27,7 +27,8 @@ from synscale.plan import state
 from synscale.plan.index import DoneIndex
 
 BOOKKEEPING = {"DONE", "DONE.damaged", "DAMAGED", "RELEASED", "log.txt", "attempt.json",
-               "heartbeat", ".lock", "error.json", "exit.json", "startup.json"}
+               "heartbeat", ".lock", "error.json", "exit.json", "startup.json",
+               "bad_images.jsonl"}
 CHUNK = 1 << 20
 
 

@@ -81,46 +81,90 @@ def _run_rgb(ctx) -> dict:
     from synscale.data.ffcv_io import write_rgb_beton
 
     spec: PackSpec = ctx.spec
-    quality, captions = {}, None
     if spec.source == "real":
-        from synscale.data.folders import class_key, images_of
-        from synscale.prompts.classes import of_data
-
-        items, labels = [], []
-        for c in of_data(spec.data):
-            files = images_of(spec.data.train_dir, class_key(c), spec.per_class)
-            items += files
-            labels += [c.index] * len(files)
-        labels = np.array(labels)
-        if spec.captions:
-            captions = _real_captions(spec, labels, items)
-        if spec.data.metadata:
-            from synscale.data.metadata import years_of
-            write_scores(ctx.dir, {"year": years_of(spec.data.metadata, spec.data.train_dir,
-                                                    items)})
-    else:
-        # decoded one at a time by the writer's workers, in (class, index) order
-        items = _generated(ctx)
-        labels = items.labels
-        # the prompts (as captions) and stored scores, each shard opened once
-        wanted = (["prompts"] if spec.captions else []) + \
-            [k for k in SCORE_KEYS if k in items.keys]
-        meta = items.metas(wanted)
-        if spec.captions:
-            captions = [[str(p)] for p in meta.pop("prompts")]
-        rows = {k: v.astype(float) for k, v in meta.items()}
-        if rows:
-            write_scores(ctx.dir, rows)
-        quality = {("flagged_fraction" if k == "nsfw" else k): float(np.mean(v))
-                   for k, v in rows.items()}
-        if quality:
-            state.write_json(ctx.dir / "quality.json", quality)
+        return _pack_folder(ctx)
+    captions = None
+    # decoded one at a time by the writer's workers, in (class, index) order
+    items = _generated(ctx)
+    labels = items.labels
+    # the prompts (as captions) and stored scores, each shard opened once
+    wanted = (["prompts"] if spec.captions else []) + [k for k in SCORE_KEYS if k in items.keys]
+    meta = items.metas(wanted)
+    if spec.captions:
+        captions = [[str(p)] for p in meta.pop("prompts")]
+    rows = {k: v.astype(float) for k, v in meta.items()}
+    if rows:
+        write_scores(ctx.dir, rows)
+    quality = {("flagged_fraction" if k == "nsfw" else k): float(np.mean(v))
+               for k, v in rows.items()}
+    if quality:
+        state.write_json(ctx.dir / "quality.json", quality)
     began = time.perf_counter()  # the writer's own time: what a pilot's rate reads
     index = write_rgb_beton(ctx.dir, items, labels, spec.resolution,
                             workers=_workers(spec), captions=captions)
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
             **quality}
+
+
+def _pack_folder(ctx) -> dict:
+    """The first `per_class` files of each class folder, in name order. With
+    [data] bad_images = "skip", a file that does not decode is left out and
+    the next one in name order takes its place (so each class's prefix is
+    still the first decodable files): the pass that meets one ends and a new
+    one packs without it, which costs a pass only where a folder holds such
+    files. Without it, the first such file fails the pack within a second."""
+    from synscale.data.decode import BadImages
+
+    spec: PackSpec = ctx.spec
+    skip = spec.bad_images == "skip"
+    left_out: dict[str, str] = {}
+    while True:
+        items, labels = _folder_rows(spec, left_out)
+        began = time.perf_counter()
+        try:
+            index = _write_folder(ctx, items, labels, skip)
+        except BadImages as e:
+            if not skip:
+                raise
+            left_out.update(e.found)
+            ctx.log.info("left out %d undecodable file(s) so far; packing again without them",
+                         len(left_out))
+            continue
+        break
+    if skip:  # which files, beside the rows: a reader can tell what was trained on
+        state.write_json(ctx.dir / "left_out.json", {"bad_images": "skip", "files": [
+            {"path": p, "why": w} for p, w in sorted(left_out.items())]})
+    ctx.log.info("packed %d rows", index["rows"])
+    return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
+            **({"images_left_out": len(left_out)} if skip else {})}
+
+
+def _folder_rows(spec: PackSpec, left_out) -> tuple[list, np.ndarray]:
+    from synscale.data.folders import class_key, images_of
+    from synscale.prompts.classes import of_data
+
+    items, labels = [], []
+    for c in of_data(spec.data):
+        files = images_of(spec.data.train_dir, class_key(c), spec.per_class, left_out)
+        items += files
+        labels += [c.index] * len(files)
+    return items, np.array(labels)
+
+
+def _write_folder(ctx, items, labels, skip: bool) -> dict:
+    from synscale.data.ffcv_io import write_rgb_beton
+
+    spec: PackSpec = ctx.spec
+    captions = None
+    if spec.captions:
+        captions = _real_captions(spec, labels, items)
+    if spec.data.metadata:
+        from synscale.data.metadata import years_of
+        write_scores(ctx.dir, {"year": years_of(spec.data.metadata, spec.data.train_dir,
+                                                items)})
+    return write_rgb_beton(ctx.dir, items, labels, spec.resolution, workers=_workers(spec),
+                           captions=captions, fail_fast=not skip)
 
 
 def _generated(ctx):

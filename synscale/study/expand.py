@@ -128,7 +128,9 @@ def _real_pack(s: Study, real: DataSpec) -> Stage:
         "resolution": s.data.resolution,
         "per_class": max((*sizes, *pooled, real_needed(s.sweep)))}
     data = replace(real, metadata=s.data.metadata or None)
-    return _stage("pack", PackSpec("real", data, **rgb, captions=_captions(s, "real")))
+    skip = "skip" if s.data.bad_images == "skip" and s.data.dataset != "digits" else None
+    return _stage("pack", PackSpec("real", data, **rgb, captions=_captions(s, "real"),
+                                   bad_images=skip))
 
 
 def _synthetic_packs(s: Study, real: DataSpec) -> list[tuple[Stage, list[Stage], dict]]:

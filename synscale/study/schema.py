@@ -110,6 +110,10 @@ class DataSection:
     caption_pairs: str = spec("", "clip, imagefolder: real image-caption pairs (.tsv/.csv with "
                               "columns image, caption; image relative to train_dir)", type=str,
                               path=True)
+    bad_images: str = spec("fail", "imagefolder: a file that does not decode as an image "
+                           "fails its stage naming it (fail), or is left out and counted, the "
+                           "next file of its class taking its place (skip)", type=str,
+                           choices=("fail", "skip"))
     caption_prompts: str = spec("clip-templates-80", "clip: how real images without pairs are "
                                 "captioned, a prompt strategy on their class name", type=str,
                                 choices=CAPTION_STRATEGIES)

@@ -139,6 +139,7 @@ class PackSpec:
     num_classes: int | None = None     # synthetic
     captions: PackCaptionsSpec | None = None
     release_inputs: bool | None = None  # free the generate stages' shards once packed
+    bad_images: str | None = None      # "skip": leave undecodable files out (None: fail)
     workers: int | None = None         # not planned: tools/bench_pack.py sets the writer's processes
 
 

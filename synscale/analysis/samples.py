@@ -139,18 +139,25 @@ def _real_group(data, names, chosen: list[int], indices: list[int]) -> Group:
                  for i in indices]
         return Group("real", {}, cells)
     from synscale.data.folders import class_key, images_of
-    files = {c: images_of(data.train_dir, class_key(names[c]), len(indices)) for c in chosen}
+    files = {c: images_of(data.train_dir, class_key(names[c]), len(indices), at_most=True)
+             for c in chosen}
     cells = [[_read_file(files[c][i]) if i < len(files[c]) else None for c in chosen]
              for i in indices]
     return Group("real", {}, cells)
 
 
-def _read_file(path: Path) -> np.ndarray:
+def _read_file(path: Path) -> np.ndarray | None:
+    """A thumbnail (a photo need not be held whole); None, an empty cell,
+    for a file that does not decode."""
     from PIL import Image
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((256, 256))  # a thumbnail is drawn; a photo need not be held whole
-        return np.asarray(im)
+
+    from synscale.data.decode import BadImage, rgb
+    try:
+        im = Image.fromarray(rgb(path))
+    except BadImage:
+        return None
+    im.thumbnail((256, 256))
+    return np.asarray(im)
 
 
 def _generated_group(run: RunDir, gens: list[Stage], axes: dict, label: str,

@@ -16,9 +16,11 @@ def class_key(c) -> str:
     return c.wnid or c.clip_name
 
 
-def images_of(train_dir: str, key: str, n: int, leave_out=frozenset()) -> list[Path]:
+def images_of(train_dir: str, key: str, n: int, leave_out=frozenset(),
+              at_most: bool = False) -> list[Path]:
     """The first `n` images of class folder `key`, in file-name order, less
-    `leave_out` (files found undecodable, with [data] bad_images = "skip")."""
+    `leave_out` (files found undecodable, with [data] bad_images = "skip");
+    fewer is an error unless `at_most` (a sample grid shows what there is)."""
     folder = Path(train_dir) / key
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no folder for class {key!r} in data.train_dir")
@@ -26,7 +28,7 @@ def images_of(train_dir: str, key: str, n: int, leave_out=frozenset()) -> list[P
     if not files:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     kept = [p for p in files if str(p) not in leave_out] if leave_out else files
-    if len(kept) < n:
+    if len(kept) < n and not at_most:
         gone = f" ({len(files) - len(kept)} left out as undecodable)" if leave_out else ""
         raise ValueError(f"{folder}: {len(kept)} images{gone}; the study reads the first {n} "
                          "of each class")

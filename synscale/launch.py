@@ -305,10 +305,10 @@ def main(argv=None) -> int:
             _print_cost(console, costs, calibration)
             if padding:
                 console.print(f"[yellow]note:[/] {escape(padding)}", highlight=False)
-            for line in preflight.problems(study, backend) + over:
+            for line in preflight.problems(study, backend, plan) + over:
                 console.print(f"[yellow]would stop at launch:[/] {escape(line)}", highlight=False)
         return 0
-    problems = preflight.problems(study, backend)
+    problems = preflight.problems(study, backend, plan)
     if study.study.max_scratch_tb and not problems:
         over = _over_scratch(study, footprint.estimate(study, plan, backend))
         problems += [over] if over else []

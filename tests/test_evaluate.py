@@ -13,7 +13,7 @@ from synscale.study.specs import ModelSpec
 
 MODEL = {"arch": "vit", "width": 32, "depth": 1, "heads": 2, "patch_size": 8, "mlp_ratio": 2.0}
 KEYS = {"eval_set", "n", "loss", "top1", "top5", "per_class_top1", "per_class_loss",
-        "classes_scored", "images_per_class", "images", "steps"}
+        "classes_scored", "classes_present", "images_per_class", "images", "steps"}
 
 
 def trained_stage(run, favourite: int):
@@ -50,6 +50,7 @@ def test_imagenet_r_logits_are_masked_to_its_200_classes(tmp_path):
     v2 = evaluate(tmp_path, "imagenet-v2", class_folders(tmp_path / "v2", ["1", "2", "3"], 2))
     assert set(r) == set(v2) == KEYS
     assert r["classes_scored"] == 200 and v2["classes_scored"] == 1000
+    assert r["classes_present"] == v2["classes_present"] == 3  # partial sets say so
     assert r["n"] == v2["n"] == 6
     # unmasked, the favourite class wins every image by a margin of ~100 nats
     assert v2["top1"] == 0.0 and v2["loss"] > 50

@@ -16,7 +16,7 @@ from synscale.plan.graph import Plan
 from synscale.plan.layout import RunDir
 
 COLUMNS = ["train_id", *AXES, "images_per_class", "seed", "images", "kept_share", "steps", "parameters",
-           "train_flops", "loss", "top1"]
+           "train_flops", "loss", "top1", "classes"]
 
 
 def gather(run_root: Path) -> list[dict]:
@@ -42,6 +42,9 @@ def gather(run_root: Path) -> list[dict]:
                          "parameters": trained.get("parameters"),
                          "train_flops": trained.get("train_flops"),
                          "loss": m["loss"], "top1": m["top1"],
+                         # the classes the score is over: fewer with [evaluate] partial
+                         "classes": min(m.get("classes_present", m["classes_scored"]),
+                                        m["classes_scored"]),
                          "per_class_top1": m["per_class_top1"],
                          "per_class_loss": m.get("per_class_loss")})
     rows.sort(key=lambda r: tuple(str(r[a]) for a in AXES) + (r["images_per_class"],))

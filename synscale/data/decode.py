@@ -36,7 +36,7 @@ class BadImages(ValueError):
         more = f", and {len(found) - SHOWN} more" if len(found) > SHOWN else ""
         super().__init__(f"{len(found)} undecodable image(s) in {what}: {shown}{more}. Remove "
                          "or replace them, or set [data] bad_images = \"skip\" to leave them "
-                         "out")
+                         "out (python -m synscale.check STUDY --decode lists them all)")
         self.found = found
 
 

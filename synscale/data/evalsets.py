@@ -60,15 +60,12 @@ class ImageFolderSet:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such evaluation folder")
-        by_name = {}
-        for c in classes:
-            for key in (c.wnid, str(c.index), c.clip_name):
-                if key:
-                    by_name.setdefault(key, c.index)
-        unknown = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name not in by_name)
+        from synscale.data.inventory import eval_problems, names_of
+        by_name = names_of(classes)
+        unknown = [p for p in eval_problems("evaluation folder", root, classes, set(), True)
+                   if "not in the study's class list" in p]
         if unknown:
-            raise ValueError(f"{root}: class folders {unknown[:5]} are not in the study's class "
-                             "list (folders are named by wnid, class index or class name)")
+            raise ValueError(unknown[0])
         self.items = [(f, by_name[d.name]) for d in sorted(root.iterdir()) if d.is_dir()
                       for f in sorted(d.iterdir()) if is_image(f)]
         if not self.items:

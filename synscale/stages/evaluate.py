@@ -103,6 +103,8 @@ def run(ctx) -> dict:
                "top5": float((top == labels[:, None]).any(1).float().mean()),
                "per_class_top1": per_class, "per_class_loss": per_class_loss,
                "classes_scored": scored,
+               # classes with images in the set: fewer than scored only with [evaluate] partial
+               "classes_present": int(len(set(y.tolist()))),
                "images_per_class": trained["images_per_class"], "images": trained["images"],
                "steps": trained["steps"]}
     if spec.zero_shot_templates:

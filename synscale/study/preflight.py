@@ -12,7 +12,9 @@ from pathlib import Path
 from synscale.study.schema import Study
 
 
-def problems(s: Study, backend: str) -> list[str]:
+def problems(s: Study, backend: str, plan=None) -> list[str]:
+    """Everything missing, each a line; `plan` (the study's, where planned
+    already) says how many images per class the stages read from folders."""
     file = s.path
     out = []
     if backend == "slurm":
@@ -30,18 +32,8 @@ def problems(s: Study, backend: str) -> list[str]:
                            f"answer ({down}); launch again once `scontrol ping` says UP")
         profile, found = load_profile(s.backend.profile, file)
         out += found + (check_resources(s.resources, profile, file) if profile else [])
-    d = s.data
-    if d.dataset == "imagefolder":
-        for key in ("train_dir", "val_dir"):
-            path = getattr(d, key)
-            if path and not Path(path).is_dir():
-                out.append(f"{file}: data.{key} = {path!r}: no such directory (a folder of "
-                           "class folders is expected)")
-        for name, folder in s.evaluate.dirs.items():
-            if not Path(folder).is_dir():
-                out.append(f"{file}: evaluate.dirs.{name} = {folder!r}: no such directory")
-        if "real" in s.sweep.sources and Path(d.train_dir).is_dir():
-            out += _class_folders(s)
+    if s.data.dataset == "imagefolder":
+        out += folder_problems(s, plan)
     if "synthetic" in s.sweep.sources:
         out += _checkpoints(s)
         captions = s.prompts.captions
@@ -50,22 +42,69 @@ def problems(s: Study, backend: str) -> list[str]:
     return out
 
 
-def _class_folders(s: Study) -> list[str]:
-    """Each class of the study needs its folder in data.train_dir."""
-    from synscale.data.folders import class_key
+def folder_problems(s: Study, plan=None) -> list[str]:
+    """The image folders, from their listings (data/inventory.py): a class
+    folder per class holding the images the study reads, and evaluation
+    folders whose class folders are the study's classes."""
+    from synscale.data import inventory
     from synscale.prompts.classes import of_data
     from synscale.study.specs import DataSpec
 
+    file, d, out = s.path, s.data, []
+    for key in ("train_dir", "val_dir"):
+        path = getattr(d, key)
+        if path and not Path(path).is_dir():
+            out.append(f"{file}: data.{key} = {path!r}: no such directory (a folder of "
+                       "class folders is expected)")
+    for name, folder in s.evaluate.dirs.items():
+        if not Path(folder).is_dir():
+            out.append(f"{file}: evaluate.dirs.{name} = {folder!r}: no such directory")
     try:
-        keys = [class_key(c) for c in of_data(DataSpec(s.data.dataset, classes=s.data.classes))]
+        classes = of_data(DataSpec(d.dataset, classes=d.classes))
     except ValueError as e:
-        return [f"{s.path}: data.classes = {s.data.classes!r}: {e}"]
-    missing = [k for k in keys if not (Path(s.data.train_dir) / k).is_dir()]
-    if not missing:
-        return []
-    return [f"{s.path}: data.train_dir = {s.data.train_dir!r}: no folder for {len(missing)} of "
-            f"{len(keys)} classes, e.g. {', '.join(missing[:5])} (class folders are named by "
-            "wnid, or by class name for class lists without wnids)"]
+        return out + [f"{file}: data.classes = {d.classes!r}: {e}"]
+    need = folder_images_read(s if plan is None else plan)
+    if need and Path(d.train_dir).is_dir():
+        out += inventory.train_problems(f"{file}: data.train_dir", Path(d.train_dir), classes,
+                                        need)
+    for name, where, folder in eval_folders(s):
+        if Path(folder).is_dir():
+            out += inventory.eval_problems(f"{file}: {where}", Path(folder), classes,
+                                           expected_classes(name, classes), s.evaluate.partial)
+    return out
+
+
+def folder_images_read(s_or_plan) -> int:
+    """The most images per class any stage reads from data.train_dir: the
+    real pack's rows per class, a caption stage's images per class."""
+    from synscale.plan.graph import Plan
+    if not isinstance(s_or_plan, Plan):
+        from synscale.study.expand import expand
+        s_or_plan = expand(s_or_plan)
+    return max((st.spec.get("per_class") or 0 for st in s_or_plan.stages
+                if (st.kind == "pack" and st.spec.get("source") == "real")
+                or st.kind == "caption"), default=0)
+
+
+def eval_folders(s: Study) -> list[tuple[str, str, str]]:
+    """(set name, the key naming its folder, folder) of each folder set."""
+    out = []
+    for name in s.evaluate.sets:
+        if name == "imagenet-val" and s.data.val_dir:
+            out.append((name, "data.val_dir", s.data.val_dir))
+        elif name in s.evaluate.dirs:
+            out.append((name, f"evaluate.dirs.{name}", s.evaluate.dirs[name]))
+    return out
+
+
+def expected_classes(name: str, classes) -> set[int] | None:
+    """The classes a set is scored on: a subset's (ImageNet-R, -A), or all (None)."""
+    from synscale.data.evalsets import class_mask
+    try:
+        mask = class_mask(name, classes)
+    except ValueError:
+        return set()
+    return None if mask is None else {i for i, m in enumerate(mask) if m}
 
 
 def _checkpoints(s: Study) -> list[str]:

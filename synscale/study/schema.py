@@ -282,6 +282,9 @@ class EvaluateSection:
     dirs: dict = spec({}, "folder of class folders per out-of-distribution set (imagenet-sketch, "
                       "imagenet-r, imagenet-a, imagenet-v2); imagenet-val reads data.val_dir",
                       type=dict)
+    partial: bool = spec(False, "score on an evaluation folder that lacks some of the classes "
+                         "(each score says on how many it was computed); false: refused before "
+                         "anything runs", type=bool)
     workers: int = spec(2, "image decoding processes per evaluation (does not change results)",
                         type=int, min=0)
     device: str = spec("auto", "where to evaluate: auto (a GPU when torch sees one), cuda or cpu",

@@ -64,3 +64,18 @@ def test_imagenet_r_logits_are_masked_to_its_200_classes(tmp_path):
     assert [i for i, (v, _) in enumerate(losses) if v is not None] == scored
     assert sum(v for v, _ in losses if v is not None) / len(scored) == pytest.approx(r["loss"])
     assert [i for i, v in enumerate(v2["per_class_top1"]) if v is not None] == [1, 2, 3]
+
+
+def test_an_undecodable_file_in_an_evaluation_folder_fails_naming_it_or_is_left_out(tmp_path):
+    trained_stage(tmp_path, favourite=0)
+    folder = class_folders(tmp_path / "v2", ["1", "2"], 2)
+    (folder / "2" / "zz.JPEG").write_text("not an image")
+    with pytest.raises(Exception, match="zz.JPEG: not a readable image"):
+        evaluate(tmp_path, "imagenet-v2", folder)
+    skip = {"eval_set": "imagenet-v2", "batch_size": 4, "dir": str(folder), "workers": 0,
+            "device": "auto", "precision": "fp32", "bad_images": "skip",
+            "data": {"dataset": "imagefolder", "train_dir": "", "val_dir": "",
+                     "classes": "imagenet-1k"}}
+    execute(str(tmp_path), Stage("skip", "evaluate", skip, ("t",)), {"t": "train"})
+    m = state.read_json(tmp_path / "stages/evaluate/skip/metrics.json")
+    assert m["images_left_out"] == 1 and m["n"] == 4 and m["classes_present"] == 2

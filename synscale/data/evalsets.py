@@ -56,7 +56,7 @@ class ImageFolderSet:
     """(image tensor, class index) over a folder of class folders, in the
     study's class order; files in name order."""
 
-    def __init__(self, root: str, classes, size: int):
+    def __init__(self, root: str, classes, size: int, skip_bad: bool = False):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such evaluation folder")
@@ -71,15 +71,33 @@ class ImageFolderSet:
         if not self.items:
             raise ValueError(f"{root}: no images in its class folders")
         self.transform = eval_transform(size)
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         """Decoded with care (data/decode.py); a file that does not decode
-        raises BadImage naming it, which the loader passes to the stage."""
+        raises BadImage naming it, which the loader passes to the stage, or
+        with `skip_bad` gives no image."""
         from PIL import Image
 
-        from synscale.data.decode import rgb
+        from synscale.data.decode import BadImage, rgb
         path, label = self.items[i]
-        return self.transform(Image.fromarray(rgb(path))), label
+        try:
+            return self.transform(Image.fromarray(rgb(path))), label
+        except BadImage:
+            if not self.skip_bad:
+                raise
+            return None, label  # left out by `collate`, and counted
+
+
+def collate(items):
+    """A batch less the files left out (bad_images = "skip"): (images,
+    labels, how many were left out)."""
+    import torch
+    kept = [(x, y) for x, y in items if x is not None]
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), len(items)
+    return (torch.stack([x for x, _ in kept]), torch.tensor([y for _, y in kept]),
+            len(items) - len(kept))

@@ -22,7 +22,8 @@ VERSION = "4"  # 2: top-5, image-folder sets, class masks; 3: per-class loss; 4:
 
 
 def _batches(spec: EvaluateSpec, image_shape, pin: bool = False):
-    """(images, labels) batches of the evaluation set, and its class mask."""
+    """(images, labels, files left out) batches of the evaluation set, and
+    its class mask."""
     import torch
 
     name = spec.eval_set
@@ -30,13 +31,14 @@ def _batches(spec: EvaluateSpec, image_shape, pin: bool = False):
         from synscale.data.evalsets import load_eval_set
         x, y = load_eval_set(name, spec.data)
         step = spec.batch_size
-        return ((torch.from_numpy(x[lo:lo + step]), torch.from_numpy(y[lo:lo + step]))
+        return ((torch.from_numpy(x[lo:lo + step]), torch.from_numpy(y[lo:lo + step]), 0)
                 for lo in range(0, len(x), step)), None
-    from synscale.data.evalsets import ImageFolderSet, class_mask
+    from synscale.data.evalsets import ImageFolderSet, class_mask, collate
     from synscale.prompts.classes import of_data
     classes = of_data(spec.data)
-    dataset = ImageFolderSet(spec.dir, classes, size=image_shape[1])
-    loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size,
+    dataset = ImageFolderSet(spec.dir, classes, size=image_shape[1],
+                             skip_bad=spec.bad_images == "skip")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, collate_fn=collate,
                                          num_workers=spec.workers, pin_memory=pin)
     return loader, class_mask(name, classes)
 
@@ -80,11 +82,13 @@ def run(ctx) -> dict:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         score = _scorer(spec, trained, train_dir, device)  # CLIP: its text features, here
         batches, mask = _batches(spec, trained["image_shape"], pin=device.type == "cuda")
-        logits, labels = [], []
+        logits, labels, left_out = [], [], 0
         with torch.inference_mode():
-            for x, y in batches:
-                logits.append(score(to_device(x, device)).float())
-                labels.append(y)
+            for x, y, gone in batches:
+                left_out += gone
+                if len(y):
+                    logits.append(score(to_device(x, device)).float())
+                    labels.append(y)
     logits, labels = torch.cat(logits).cpu(), torch.cat(labels).long()
     if mask is not None:
         logits[:, ~torch.from_numpy(mask)] = float("-inf")
@@ -109,5 +113,7 @@ def run(ctx) -> dict:
                "steps": trained["steps"]}
     if spec.zero_shot_templates:
         metrics["zero_shot_templates"] = spec.zero_shot_templates
+    if spec.bad_images == "skip":
+        metrics["images_left_out"] = left_out  # undecodable files of the set
     state.write_json(ctx.dir / "metrics.json", metrics)
     return {"loss": loss, "top1": metrics["top1"], "images": metrics["n"]}

@@ -179,6 +179,7 @@ class EvaluateSpec:
     dir: str | None = None             # image-folder sets
     workers: int | None = None         # image-folder sets: loader processes
     zero_shot_templates: str | None = None  # CLIP: the template set
+    bad_images: str | None = None      # "skip": leave undecodable files out (None: fail)
 
 
 SPECS = {"caption": CaptionSpec, "generate": GenerateSpec, "pack": PackSpec,

@@ -69,13 +69,18 @@ def test_folder_mistakes_are_refused_before_anything_runs(tmp_path):
     assert "square (0)" in said and "'circles' (did you mean 'circle'?)" in said
 
 
-def test_an_evaluation_folder_lacking_a_class_needs_partial(tmp_path):
+def test_an_evaluation_folder_lacking_a_class_needs_partial_and_sets_of_ones_own(tmp_path):
     class_folders(tmp_path / "train", NAMES, 4)
     class_folders(tmp_path / "val", NAMES[:2], 2)
     said = _refused(_study(tmp_path), tmp_path, "no images for 1 of the 3 classes it is scored "
                     "on: triangle", "partial = true")
     assert "triangle" in said
-    study = _study(tmp_path, more="partial = true")
+    # a set of one's own, "inverted", holding two classes its mask names
+    class_folders(tmp_path / "inverted", NAMES[1:], 2, seed=3)
+    (tmp_path / "inverted.txt").write_text("square\ntriangle\n")
+    own = f'partial = true\n[evaluate.dirs]\ninverted = "{tmp_path}/inverted"\n' \
+          f'[evaluate.masks]\ninverted = "{tmp_path}/inverted.txt"'
+    study = _study(tmp_path, sets='["imagenet-val", "inverted"]', more=own)
     dry = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--dry-run")
     assert "would stop at launch" not in dry.stdout
     ok = run_module("synscale.check", study, "--json")
@@ -84,9 +89,20 @@ def test_an_evaluation_folder_lacking_a_class_needs_partial(tmp_path):
     r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     import csv
-    with open(tmp_path / "runs/shapes/results/metrics.csv") as f:
+    results = tmp_path / "runs/shapes/results"
+    with open(results / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and {row["classes"] for row in rows} == {"2"}
+    assert sorted((row["eval_set"], row["classes"]) for row in rows) == \
+        [("imagenet-val", "2")] * 2 + [("inverted", "2")] * 2
+    metrics = [json.loads(p.read_text())
+               for p in (tmp_path / "runs/shapes/stages/evaluate").glob("*/metrics.json")]
+    inverted = [m for m in metrics if m["eval_set"] == "inverted"]
+    assert len(inverted) == 2 and all(m["classes_scored"] == 2 and
+                                      m["per_class_top1"][0] is None for m in inverted)
+    shown = [p for p in results.rglob("*") if p.is_file() and p.suffix in (".md", ".txt",
+                                                                            ".json", ".csv")]
+    assert any("inverted" in p.read_text() for p in shown if p.name != "metrics.csv")
+    assert (results / "plots/scaling.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("decode", [False, True])

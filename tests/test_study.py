@@ -162,7 +162,8 @@ def test_bad_choice_lists_allowed_values(tmp_path):
 
 
 def test_several_problems_at_once(tmp_path):
-    text = BASE + '[train]\nlr = "x"\nbatchsize = 1\nmin_steps = 0\n[evaluate]\nsets = ["nope"]\n'
+    # (a name of one's own is a set whose folder is looked for; this one cannot be a name)
+    text = BASE + '[train]\nlr = "x"\nbatchsize = 1\nmin_steps = 0\n[evaluate]\nsets = ["no pe"]\n'
     found = problems_of(tmp_path, text)
     assert len(found) == 4
     assert any("train.min_steps = 0" in p and ">= 1" in p for p in found)
@@ -242,7 +243,8 @@ def test_out_of_distribution_sets_need_their_folders(tmp_path):
     text = text.replace('imagenet-a = "/datasets/imagenet-a"\n', 'imagenet-val = "/x"\n')
     found = problems_of(tmp_path, text)
     assert any("evaluate.dirs.imagenet-a: missing" in p for p in found)
-    assert any("evaluate.dirs.imagenet-val: not an out-of-distribution set" in p for p in found)
+    assert any("evaluate.dirs.imagenet-val: not a set of evaluate.sets read from a folder" in p
+               for p in found)
 
 
 def test_clip_and_mixture_keys_are_checked_against_the_objective(tmp_path):

@@ -31,15 +31,23 @@ def load_eval_set(name: str, data: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"evaluation set {name!r} is an image folder; use ImageFolderSet")
 
 
-def class_mask(name: str, classes) -> np.ndarray | None:
-    """Boolean mask over the class list of the classes `name` covers, or None (all)."""
-    if name not in SUBSETS:
+def class_mask(name: str, classes, mask_file: str | None = None) -> np.ndarray | None:
+    """Boolean mask over the class list of the classes `name` covers (a
+    known subset's, or those `mask_file` names by wnid or class name, one
+    per line), or None (all)."""
+    if mask_file:
+        listed = {line.strip() for line in Path(mask_file).read_text().splitlines()
+                  if line.strip()}
+        where = mask_file
+    elif name in SUBSETS:
+        from synscale.prompts.classes import DATA
+        listed, where = set((DATA / SUBSETS[name]).read_text().split()), name
+    else:
         return None
-    from synscale.prompts.classes import DATA
-    wnids = set((DATA / SUBSETS[name]).read_text().split())
-    mask = np.array([c.wnid in wnids for c in classes])
+    mask = np.array([c.wnid in listed or c.clip_name in listed for c in classes])
     if not mask.any():
-        raise ValueError(f"{name}: none of its {len(wnids)} classes is in the study's class list")
+        raise ValueError(f"{where}: none of its {len(listed)} classes is in the study's class "
+                         "list")
     return mask
 
 

@@ -40,7 +40,7 @@ def _batches(spec: EvaluateSpec, image_shape, pin: bool = False):
                              skip_bad=spec.bad_images == "skip")
     loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, collate_fn=collate,
                                          num_workers=spec.workers, pin_memory=pin)
-    return loader, class_mask(name, classes)
+    return loader, class_mask(name, classes, spec.mask)
 
 
 def _scorer(spec: EvaluateSpec, trained: dict, train_dir, device):

@@ -213,7 +213,8 @@ def _eval_spec(s: Study, eval_set: str, real: DataSpec) -> EvaluateSpec:
     e = s.evaluate
     folder = {} if eval_set == "digits-test" else {
         "dir": s.data.val_dir if eval_set == "imagenet-val" else e.dirs.get(eval_set, ""),
-        "workers": e.workers, "bad_images": "skip" if s.data.bad_images == "skip" else None}
+        "workers": e.workers, "bad_images": "skip" if s.data.bad_images == "skip" else None,
+        "mask": e.masks.get(eval_set)}
     # the training's precision: a bf16 model is scored under bf16 autocast
     return EvaluateSpec(eval_set, real, e.batch_size, e.device, s.train.precision, **folder)
 

@@ -22,6 +22,7 @@ except ModuleNotFoundError:  # Python < 3.11
 from synscale.study.schema import (
     ARCHS,
     CLIP_CONFIGS,
+    EVAL_SETS,
     RESOURCE_KINDS,
     SECTIONS,
     SIZE_KEYS,
@@ -217,14 +218,26 @@ def _cross_checks(s: Study, file: str, problems: list[str]) -> None:
         e = s.evaluate
         for name in e.sets:
             if name not in ("digits-test", "imagenet-val") and not e.dirs.get(name):
+                own = ""
+                if name not in EVAL_SETS:  # a set of one's own, or a misspelt known one
+                    hint = difflib.get_close_matches(name, EVAL_SETS, n=1)
+                    own = (f" (not one of {', '.join(EVAL_SETS)}: a set of your own needs its "
+                           "folder" + (f"; did you mean {hint[0]!r}?)" if hint else ")"))
                 problems.append(f"{file}: evaluate.dirs.{name}: missing; evaluate.sets includes "
-                                f"{name!r}, a folder of class folders")
+                                f"{name!r}, a folder of class folders{own}")
         for name, folder in e.dirs.items():
             if name not in e.sets or name == "imagenet-val":
-                problems.append(f"{file}: evaluate.dirs.{name}: not an out-of-distribution set of "
-                                f"evaluate.sets ({', '.join(x for x in e.sets if x != 'imagenet-val')})")
+                problems.append(f"{file}: evaluate.dirs.{name}: not a set of evaluate.sets read "
+                                f"from a folder ({', '.join(x for x in e.sets if x != 'imagenet-val')})")
             elif not isinstance(folder, str):
                 problems.append(f"{file}: evaluate.dirs.{name} = {_show(folder)}: expected a path")
+        for name, mask in e.masks.items():
+            if name not in e.dirs or name in EVAL_SETS:
+                problems.append(f"{file}: evaluate.masks.{name}: not a set of your own in "
+                                "evaluate.dirs (ImageNet-R and -A bring their own masks)")
+            elif not isinstance(mask, str) or not Path(mask).is_file():
+                problems.append(f"{file}: evaluate.masks.{name} = {_show(mask)}: no such file "
+                                "(one wnid or class name per line)")
         if "embedded-ddpm" in s.generate.generators and "synthetic" in sw.sources:
             problems.append(f"{file}: generate.generators: 'embedded-ddpm' renders 8x8 digits only; "
                             "use it with dataset 'digits'")

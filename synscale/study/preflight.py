@@ -68,9 +68,14 @@ def folder_problems(s: Study, plan=None) -> list[str]:
         out += inventory.train_problems(f"{file}: data.train_dir", Path(d.train_dir), classes,
                                         need)
     for name, where, folder in eval_folders(s):
+        try:
+            expected = expected_classes(name, classes, s.evaluate.masks.get(name))
+        except ValueError as e:
+            out.append(f"{file}: evaluate.masks.{name}: {e}")
+            continue
         if Path(folder).is_dir():
-            out += inventory.eval_problems(f"{file}: {where}", Path(folder), classes,
-                                           expected_classes(name, classes), s.evaluate.partial)
+            out += inventory.eval_problems(f"{file}: {where}", Path(folder), classes, expected,
+                                           s.evaluate.partial)
     return out
 
 
@@ -97,13 +102,11 @@ def eval_folders(s: Study) -> list[tuple[str, str, str]]:
     return out
 
 
-def expected_classes(name: str, classes) -> set[int] | None:
-    """The classes a set is scored on: a subset's (ImageNet-R, -A), or all (None)."""
+def expected_classes(name: str, classes, mask_file: str | None = None) -> set[int] | None:
+    """The classes a set is scored on: a subset's (ImageNet-R, -A, a mask
+    file's), or all (None)."""
     from synscale.data.evalsets import class_mask
-    try:
-        mask = class_mask(name, classes)
-    except ValueError:
-        return set()
+    mask = class_mask(name, classes, mask_file)  # ValueError: it names none of them
     return None if mask is None else {i for i, m in enumerate(mask) if m}
 
 

@@ -276,12 +276,18 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class EvaluateSection:
-    sets: tuple = spec(("digits-test",), "real evaluation sets", type=str, axis=True,
-                       choices=EVAL_SETS)
+    sets: tuple = spec(("digits-test",), "real evaluation sets: " + ", ".join(EVAL_SETS) +
+                       ", or a name of your own whose folder is in evaluate.dirs", type=str,
+                       axis=True, pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+                       pattern_doc="a set name of ASCII letters, digits, '_', '.' and '-' "
+                                   "(it names a column value and a plot)")
     batch_size: int = spec(500, "evaluation batch size", type=int, min=1)
-    dirs: dict = spec({}, "folder of class folders per out-of-distribution set (imagenet-sketch, "
-                      "imagenet-r, imagenet-a, imagenet-v2); imagenet-val reads data.val_dir",
+    dirs: dict = spec({}, "folder of class folders per set but imagenet-val (which reads "
+                      "data.val_dir): imagenet-sketch, -r, -a, -v2 or a set of your own",
                       type=dict)
+    masks: dict = spec({}, "per set of your own that holds some of the classes: a file of "
+                       "them (wnids or class names, one per line); the model is scored over "
+                       "those only, as ImageNet-R and -A are", type=dict)
     partial: bool = spec(False, "score on an evaluation folder that lacks some of the classes "
                          "(each score says on how many it was computed); false: refused before "
                          "anything runs", type=bool)

@@ -180,6 +180,7 @@ class EvaluateSpec:
     workers: int | None = None         # image-folder sets: loader processes
     zero_shot_templates: str | None = None  # CLIP: the template set
     bad_images: str | None = None      # "skip": leave undecodable files out (None: fail)
+    mask: str | None = None            # a set of one's own: the file of the classes it holds
 
 
 SPECS = {"caption": CaptionSpec, "generate": GenerateSpec, "pack": PackSpec,

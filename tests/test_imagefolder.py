@@ -80,6 +80,50 @@ def test_image_folder_study_runs_end_to_end(tmp_path):
     assert all(m["classes_scored"] == 3 and 0 <= m["top1"] <= m["top5"] <= 1 for m in metrics)
     assert {m["n"] for m in metrics} == {9, 6}
     assert (run / "results/metrics.csv").exists()
+    _rebuilt_with_timm_alone_scores_as_synscale(run, tmp_path / "val")
+
+
+def _rebuilt_with_timm_alone_scores_as_synscale(run, val):
+    """README, "Taking models away": each trained model, rebuilt from its
+    manifest with timm, torchvision and PIL only, loads strictly and gets
+    synscale's top-1 and loss on the validation folder."""
+    import timm
+    import torch
+    from PIL import Image
+    from safetensors.torch import load_file
+    from torchvision import transforms as T
+
+    from synscale.plan.graph import Plan
+    plan = Plan.from_json((run / "plan.json").read_text())
+    checked = 0
+    for e in plan.of_kind("evaluate"):
+        if e.spec["eval_set"] != "imagenet-val":
+            continue
+        folder = run / "stages/train" / e.inputs[0]
+        m = json.loads((folder / "manifest.json").read_text())
+        model = timm.create_model(m["timm"]["model"], pretrained=False, **m["timm"]["kwargs"])
+        model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+        model.eval()
+        t = m["eval_transform"]
+        assert t["interpolation"] == "bilinear"
+        prep = T.Compose([T.Resize(t["resize_short_side"]), T.CenterCrop(t["center_crop"]),
+                          T.ToTensor(), T.Normalize(**m["normalization"])])
+        assert m["class_names"] == list(WNIDS)
+        x, y = [], []
+        for c, name in enumerate(m["class_names"]):
+            for f in sorted((val / name).iterdir()):
+                with Image.open(f) as im:
+                    x.append(prep(im.convert("RGB")))
+                y.append(c)
+        with torch.no_grad():
+            logits = model(torch.stack(x))
+        ours = state.read_json(run / "stages/evaluate" / e.id / "metrics.json")
+        right = int((logits.argmax(1) == torch.tensor(y)).sum())
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor(y)).item()
+        assert right == round(ours["top1"] * ours["n"]) and len(y) == ours["n"], (right, ours)
+        assert abs(loss - ours["loss"]) < 1e-4, (loss, ours)
+        checked += 1
+    assert checked == 6
 
 
 def test_missing_class_folders_stop_the_launch(tmp_path):

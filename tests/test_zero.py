@@ -92,6 +92,7 @@ def test_zero_stages_resume_exactly_after_sigkill_and_usr2(runs):
         assert saved == ["step000000050"], (z, saved)
         sizes = {p.name: p.stat().st_size for p in (checkpoints / saved[0]).iterdir()}
         print(f"ZeRO-{z} checkpoint, bytes per file: {sizes}")
+        _exports_with_deepspeeds_tools(checkpoints, z, r.whole / "stages/train" / r.train[z].id)
         # a newer save that a kill cut short: never loaded
         torn = checkpoints / "step000000075"
         torn.mkdir()
@@ -127,6 +128,35 @@ def test_zero_stages_resume_exactly_after_sigkill_and_usr2(runs):
         assert not checkpoints.exists()  # the final weights supersede them
         r.timings[f"ZeRO-{z}: resume, preempt, finish (+ next one's start)"] = time.time() - began
     print({k: round(v, 1) for k, v in r.timings.items()})
+
+
+def _exports_with_deepspeeds_tools(checkpoints, zero: int, finished) -> None:
+    """README, "Taking models away": DeepSpeed's zero_to_fp32.py, which it
+    copies beside the checkpoints, reads them through `latest` under ZeRO
+    1-3; a ZeRO-0 checkpoint is the module itself. Either way the weights
+    have the final model's names and shapes."""
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    assert (checkpoints / "latest").read_text() == "step000000050"
+    if zero == 0:
+        weights = torch.load(checkpoints / "step000000050/mp_rank_00_model_states.pt",
+                             map_location="cpu", weights_only=False)["module"]
+    else:
+        out = checkpoints.parent / "exported"
+        r = subprocess.run([sys.executable, str(checkpoints / "zero_to_fp32.py"), str(checkpoints),
+                            str(out), "--safe_serialization"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        weights = load_file(str(out / "model.safetensors"))
+        shutil.rmtree(out)
+    final = load_file(str(finished / "model.safetensors"))
+    assert {k: tuple(v.shape) for k, v in weights.items()} == \
+        {k: tuple(v.shape) for k, v in final.items()}, zero
 
 
 def test_zero3_weights_are_whole_and_score_far_above_chance(runs):

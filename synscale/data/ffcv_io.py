@@ -223,7 +223,7 @@ def _free_shared_memory(writer) -> None:
 
 
 def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: int = 1,
-                captions=None) -> dict:
+                captions=None, class_names=None) -> dict:
     """Float arrays (the digits) as rows, sorted by class (stable: each
     class keeps its index order), with their captions (one list per row)."""
     _import_ffcv()
@@ -235,11 +235,12 @@ def write_beton(folder: Path, images: np.ndarray, labels: np.ndarray, workers: i
     fields = {"image": NDArrayField(shape=images.shape[1:], dtype=np.dtype("float32")),
               "label": IntField()}
     return _write(folder, fields, images, labels, captions, workers,
-                  {"shape": list(images.shape[1:])})
+                  {"shape": list(images.shape[1:]), **_named(class_names)})
 
 
 def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
-                    workers: int = 1, captions=None, fail_fast: bool = True) -> dict:
+                    workers: int = 1, captions=None, fail_fast: bool = True,
+                    class_names=None) -> dict:
     """RGB images (uint8 HWC arrays or file paths) as JPEG rows, the longest
     side at most resolution / 0.875 so that training crops `resolution` from
     them; labels must already be sorted (class order, index order within)."""
@@ -250,7 +251,14 @@ def write_rgb_beton(folder: Path, items, labels: np.ndarray, resolution: int,
                                      max_resolution=int(round(resolution / 0.875))),
               "label": IntField()}
     return _write(folder, fields, items, _sorted(labels), captions, workers,
-                  {"kind": "rgb", "shape": [3, resolution, resolution]}, fail_fast)
+                  {"kind": "rgb", "shape": [3, resolution, resolution], **_named(class_names)},
+                  fail_fast)
+
+
+def _named(class_names) -> dict:
+    """The names of the label values, in order: what a trained model's
+    outputs mean (models/portable.py)."""
+    return {} if class_names is None else {"class_names": list(class_names)}
 
 
 def _sorted(labels) -> np.ndarray:

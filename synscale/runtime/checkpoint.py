@@ -11,6 +11,9 @@ each rank also writes its own random states (CPU, CUDA where there is one).
         *_optim_states.pt                DeepSpeed's, one per rank under ZeRO
         rng_rank00000.pt                 one per rank
         COMPLETE                         written last, by rank 0, after a barrier
+    <stage>/checkpoints/latest           the newest complete step's folder name, as
+                                         DeepSpeed's zero_to_fp32.py reads it (README,
+                                         "Taking models away")
 
 Saving is collective: every rank must call `save` at the same step. A folder
 without COMPLETE (a save killed midway, on any rank) is never loaded; the
@@ -101,6 +104,9 @@ def save(folder: Path, engine, step: int, client_state: dict) -> Path:
     if rank == 0:
         state.write_json(where / MARKER, {"step": step, "time": time.time(),
                                           "world_size": _world_size()})
+        # DeepSpeed's own pointer (its save_latest writes it before the save is known
+        # complete on every rank; written here, it names a complete one only)
+        state.write_text(folder / "latest", where.name)
         for old in folder.iterdir():
             if old.is_dir() and old.name.startswith(_PREFIX) and old != where:
                 shutil.rmtree(old, ignore_errors=True)

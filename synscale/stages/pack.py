@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from synscale.models.portable import class_names
 from synscale.plan import state
 from synscale.study.specs import DataSpec, PackSpec
 
@@ -69,7 +70,8 @@ def run(ctx) -> dict:
                    "real_pool_diversity": diversity(ref, split.train_x, split.train_y)}
         state.write_json(ctx.dir / "quality.json", quality)
     began = time.perf_counter()
-    index = write_beton(ctx.dir, images, labels, captions=captions)
+    index = write_beton(ctx.dir, images, labels, captions=captions,
+                        class_names=class_names(spec.data))
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
             **quality}
@@ -100,8 +102,8 @@ def _run_rgb(ctx) -> dict:
     if quality:
         state.write_json(ctx.dir / "quality.json", quality)
     began = time.perf_counter()  # the writer's own time: what a pilot's rate reads
-    index = write_rgb_beton(ctx.dir, items, labels, spec.resolution,
-                            workers=_workers(spec), captions=captions)
+    index = write_rgb_beton(ctx.dir, items, labels, spec.resolution, workers=_workers(spec),
+                            captions=captions, class_names=class_names(spec.data))
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
             **quality}
@@ -164,7 +166,8 @@ def _write_folder(ctx, items, labels, skip: bool) -> dict:
         write_scores(ctx.dir, {"year": years_of(spec.data.metadata, spec.data.train_dir,
                                                 items)})
     return write_rgb_beton(ctx.dir, items, labels, spec.resolution, workers=_workers(spec),
-                           captions=captions, fail_fast=not skip)
+                           captions=captions, fail_fast=not skip,
+                           class_names=class_names(spec.data))
 
 
 def _generated(ctx):

@@ -214,12 +214,22 @@ def run(ctx) -> dict:
                 "gradient_accumulation_steps": accumulate,
                 "master_addr": world["master_addr"], "ranks": ranks,
                 "resumed_at_steps": progress["resumed_at"]}
+    manifest.update(_portable(spec, index))
     if len(part_info) > 1 or any(p["kept_share"] < 1 for p in part_info):
         manifest["parts"] = part_info  # mixtures, blends, curated sets: what each pack gave
     state.write_json(ctx.dir / "manifest.json", manifest)
     shutil.rmtree(checkpoints, ignore_errors=True)  # the weights above supersede them
     return {"steps": steps, "final_train_loss": curve[-1][1], **loop,
             "samples_per_step": recipe.batch_size, "world_size": world["world_size"]}
+
+
+def _portable(spec, index: dict) -> dict:
+    """How to rebuild the model with its own library (models/portable.py)."""
+    from synscale.models import portable
+    built = portable.clip(spec.model, index["shape"]) if spec.model.objective == "clip" else \
+        portable.classifier(spec.model, spec.num_classes, index["shape"])
+    return {("open_clip" if spec.model.objective == "clip" else "timm"): built,
+            "class_names": index.get("class_names"), **portable.preprocessing(index)}
 
 
 def _any_rank(flag: bool, world: dict, device) -> bool:

@@ -174,7 +174,8 @@ def _paths(spec: dict, prefix: tuple = ()) -> set[tuple]:
 def _variant(tmp_path):
     """imagen_sweep with what the shipped studies leave off: captioning the
     real images (no captions file), shards released after packing, both
-    generation scores, and dated metadata with snapshot curation."""
+    generation scores, dated metadata with snapshot curation, undecodable
+    images skipped and a masked evaluation set of one's own."""
     text = (ROOT / "studies/imagen_sweep.toml").read_text()
     text = text.replace('captions = "/datasets/imagenet/captions_blip2.json"\n', "")
     text = text.replace('precision = "fp16"\n', 'precision = "fp16"\nkeep_shards = false\n'
@@ -183,6 +184,14 @@ def _variant(tmp_path):
                         'score_clip_model = "openai/clip-vit-base-patch32"\n', 1)
     text = text.replace('classes = "imagenet-1k"\n', 'classes = "imagenet-1k"\n'
                         'metadata = "/datasets/imagenet/years.csv"\n', 1)
+    # undecodable images skipped, and an evaluation set of one's own with a mask
+    text = text.replace('classes = "imagenet-1k"\n', 'classes = "imagenet-1k"\n'
+                        'bad_images = "skip"\n', 1)
+    text = text.replace('"imagenet-v2"]\n', '"imagenet-v2", "lab-photos"]\n', 1)
+    mask = tmp_path / "lab_classes.txt"
+    mask.write_text("n01440764\nn01443537\n")
+    text = text.replace('[evaluate.dirs]\n', '[evaluate.dirs]\nlab-photos = "/datasets/lab"\n', 1)
+    text += f'\n[evaluate.masks]\nlab-photos = "{mask}"\n'
     text += "\n[curate]\nsnapshots = [2014]\n"
     path = tmp_path / "variant.toml"
     path.write_text(text)

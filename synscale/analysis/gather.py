@@ -43,8 +43,8 @@ def gather(run_root: Path) -> list[dict]:
                          "train_flops": trained.get("train_flops"),
                          "loss": m["loss"], "top1": m["top1"],
                          # the classes the score is over: fewer with [evaluate] partial
-                         "classes": min(m.get("classes_present", m["classes_scored"]),
-                                        m["classes_scored"]),
+                         # (metrics written before either was recorded have none)
+                         "classes": m.get("classes_present", m.get("classes_scored")),
                          "per_class_top1": m["per_class_top1"],
                          "per_class_loss": m.get("per_class_loss")})
     rows.sort(key=lambda r: tuple(str(r[a]) for a in AXES) + (r["images_per_class"],))

@@ -51,7 +51,10 @@ def spec(generator, weights, **changes):
 ])
 def test_each_generator_renders_shards_with_per_image_metadata(checkpoints, tmp_path, generator,
                                                                key, side, pipeline):
-    summary = execute(str(tmp_path), Stage("g", "generate", spec(generator, checkpoints[key])), {})
+    from synscale.plan.footprint import image_side
+    planned = spec(generator, checkpoints[key])
+    assert image_side(planned) == side  # the dry run reads it from the checkpoint's configs
+    summary = execute(str(tmp_path), Stage("g", "generate", planned), {})
     assert summary["images_rendered"] == 8 and summary["shards"] == 4
     folder = tmp_path / "stages/generate/g"
     data = read_generated(folder)

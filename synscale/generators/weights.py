@@ -47,3 +47,29 @@ def parameter_count(folder: Path, skip: tuple[str, ...] = ()) -> int:
         with safe_open(str(f), framework="np") as st:
             total += sum(math.prod(st.get_slice(key).get_shape()) for key in st.keys())
     return total
+
+
+def native_side(folder: Path) -> int | None:
+    """The side, in pixels, a saved pipeline renders at, from its configs
+    alone (nothing loaded): the denoiser's sample size times the autoencoder's
+    downscaling, 2 ** (its blocks - 1), as diffusers' vae_scale_factor; None
+    when the folder does not say."""
+    import json
+
+    for denoiser in ("unet", "transformer"):
+        config = Path(folder) / denoiser / "config.json"
+        if config.is_file():
+            sample = json.loads(config.read_text()).get("sample_size")
+            break
+    else:
+        return None
+    if isinstance(sample, (list, tuple)):
+        sample = sample[0]
+    if not sample:
+        return None
+    for autoencoder in ("vae", "vqvae"):
+        config = Path(folder) / autoencoder / "config.json"
+        if config.is_file():
+            blocks = json.loads(config.read_text()).get("block_out_channels", [0])
+            return int(sample) * 2 ** (len(blocks) - 1)
+    return int(sample)  # a pixel-space denoiser (IF)

@@ -3,9 +3,12 @@ kind, and the host memory per node one stage of each kind needs.
 
 Estimates, from rules the README states with the measurements behind them:
 - generated images: `BITS_PER_PIXEL` of the shard format at the image side
-  (conservative figures for photographs; the embedded DDPM's float samples
-  take `FLOAT_SAMPLE_BYTES`); a pack's rows: FFCV's JPEG 90 at
-  `BETON_BITS_PER_PIXEL`, the side capped at resolution / 0.875;
+  (the study's resolution, else the checkpoint's from its configs),
+  plus the format's headers (conservative figures for photographs; the
+  embedded DDPM's float samples take `FLOAT_SAMPLE_BYTES`); a pack: FFCV's
+  file layout, whole pages per writer process (plan/beton.py), of JPEG 90
+  rows, the side capped at resolution / 0.875, measured on a sample of a real
+  pack's own images or at `BETON_BITS_PER_PIXEL`;
 - trainings: the parameter count of the model built on torch's meta device
   (no memory, exact); a DeepSpeed checkpoint holds 16 bytes per parameter
   (fp32: weights, master copy, Adam's two moments; bf16: 14), two exist while
@@ -21,6 +24,7 @@ pass over their specs.
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cache
@@ -36,6 +40,9 @@ GB = 1e9
 BITS_PER_PIXEL = {"jpeg": ((1, 0.5), (75, 1.5), (85, 2.0), (90, 2.5), (95, 3.5), (100, 11.0)),
                   "webp": ((1, 0.3), (75, 1.0), (90, 1.6), (95, 2.2), (100, 4.0)),
                   "png": ((1, 12.0), (100, 12.0))}
+# a file's own headers (JPEG: JFIF, quantization and Huffman tables; measured
+# 620 bytes from PIL), which dominate small images
+FORMAT_HEADERS = {"jpeg": 620, "webp": 40, "png": 100}
 FLOAT_SAMPLE_BYTES = 270        # an 8x8 float32 digit, DEFLATE-compressed (measured 267)
 BETON_BITS_PER_PIXEL = 2.5      # FFCV's JPEG 90, 4:2:0 (measured 1.54 on procedural images)
 # a shard's zip and .npy headers, and each image's metadata (numpy strings of its prompt and
@@ -74,15 +81,36 @@ def bits_per_pixel(fmt: str, quality: int) -> float:
 
 
 def image_side(spec: dict) -> int:
-    return spec.get("resolution") or NATIVE_SIDE[spec["generator"]]
+    """A generated image's side: the study's resolution, else the checkpoint's
+    own (from its configs, when it is here), else the usual checkpoint's."""
+    if spec.get("resolution"):
+        return spec["resolution"]
+    if spec["generator"] != "embedded-ddpm":
+        refs = spec["weights"]
+        # a cascade's side is its last stage's
+        last = refs if isinstance(refs, str) else (refs[-1] if refs else "")
+        side = _native_side(last) if last else None
+        if side:
+            return side
+    return NATIVE_SIDE[spec["generator"]]
+
+
+@cache
+def _native_side(ref: str) -> int | None:
+    from synscale.generators.weights import WeightsError, native_side, resolve
+    try:
+        return native_side(resolve(ref))
+    except (WeightsError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def image_bytes(spec: dict) -> float:
     """Bytes of one generated image in a generate stage's shards."""
     if spec["generator"] == "embedded-ddpm":
         return FLOAT_SAMPLE_BYTES
-    side = image_side(spec)
-    return side * side * bits_per_pixel(spec["image_format"], spec.get("image_quality", 95)) / 8
+    side, fmt = image_side(spec), spec["image_format"]
+    return side * side * bits_per_pixel(fmt, spec.get("image_quality", 95)) / 8 \
+        + FORMAT_HEADERS[fmt]
 
 
 def _generate(fp: KindFootprint, spec: dict, gpu: bool) -> None:
@@ -121,14 +149,20 @@ def _counted(refs: tuple[str, ...]) -> int:
 
 def _pack(fp: KindFootprint, spec: dict, rows: int, source_side: int | None,
           workers: int) -> None:
-    """`source_side`: the generated images' side (a pack does not upscale them)."""
+    """`source_side`: the generated images' side (a pack does not upscale them);
+    None for a real pack (its own images are measured where they are here)."""
+    from synscale.plan import beton
     fp.images += rows
     fp.files += 1
+    captions = bool(spec.get("captions"))
     if spec["data"]["dataset"] == "digits":
-        fp.bytes += rows * (4 * 64 + 16)
+        fp.bytes += beton.file_bytes(rows, 4 * 64, "array", workers, captions)
     else:
-        side = min(int(round(spec["resolution"] / 0.875)), source_side or 10**9)
-        fp.bytes += rows * side * side * BETON_BITS_PER_PIXEL / 8
+        max_side = int(round(spec["resolution"] / 0.875))
+        row = _real_row_bytes(spec, max_side) if source_side is None else None
+        side = min(max_side, source_side or 10**9)
+        row = row or beton.jpeg_row_bytes(side, BETON_BITS_PER_PIXEL)
+        fp.bytes += beton.file_bytes(rows, row, "rgb", workers, captions)
     # each of the writer's workers holds one image's bytes and FFCV's buffers
     fp.node_gb = max(fp.node_gb, PACK_GB + rows * PACK_BYTES_PER_ROW / GB + workers * 0.06)
 
@@ -262,6 +296,8 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
 
     out: dict[str, KindFootprint] = defaultdict(KindFootprint)
     shape = image_shape(study)
+    # the pack's writer processes: the job's CPUs, or this machine's (stages/pack.py)
+    pack_workers = res("pack").cpus if backend == "slurm" else len(os.sched_getaffinity(0))
     gen = {s.id: s for s in plan.of_kind("generate")}
     trained: dict[str, int] = {}
     sized: tuple = (None, None)  # the previous training's model dict and its size (cost.py)
@@ -273,7 +309,7 @@ def estimate(study, plan, backend: str) -> dict[str, KindFootprint]:
         elif s.kind == "pack":
             inputs = [gen[i] for i in s.inputs if i in gen]
             _pack(fp, s.spec, pack_rows(study, s, inputs),
-                  image_side(inputs[0].spec) if inputs else None, res("pack").cpus)
+                  image_side(inputs[0].spec) if inputs else None, pack_workers)
         elif s.kind == "train":
             if s.spec["model"] is not sized[0]:
                 sized = (s.spec["model"], model_size(s.spec["model"], s.spec["num_classes"],
@@ -297,6 +333,19 @@ def pack_rows(study, stage, generated: list) -> int:
         return sum((g.spec["classes"][1] - g.spec["classes"][0])
                    * (g.spec["indices"][1] - g.spec["indices"][0]) for g in generated)
     return _real_rows(study, stage.spec)
+
+
+def _real_row_bytes(spec: dict, max_side: int) -> float | None:
+    """A real pack's JPEG row, measured on its own images (plan/beton.py)."""
+    from synscale.data.folders import class_key
+    from synscale.plan.beton import sampled_row_bytes
+    from synscale.prompts.classes import of_data
+    from synscale.study.specs import DataSpec, parse
+    data = parse(DataSpec, spec["data"])
+    if not data.train_dir:
+        return None
+    return sampled_row_bytes(data.train_dir, tuple(class_key(c) for c in of_data(data)),
+                             max_side)
 
 
 def _real_rows(study, spec: dict) -> int:

@@ -2,6 +2,7 @@
 tiny Stable Diffusion, packed as JPEG rows, trained, evaluated in-domain and
 on an ImageNet-V2-style folder, and fitted."""
 import json
+import os
 
 import pytest
 
@@ -65,9 +66,18 @@ def test_image_folder_study_runs_end_to_end(tmp_path):
     sd = tiny.stable_diffusion(tmp_path / "sd")
     study = tmp_path / "folders.toml"
     study.write_text(STUDY.format(root=tmp_path, sd=sd))
-    r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")
+    umask = os.umask(0o022)  # the usual one, whatever the suite was started with
+    try:
+        r = run_module("synscale.launch", study, "--root", tmp_path / "runs", "--json")
+    finally:
+        os.umask(umask)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
+    # readable by the group: every file has the umask's mode, none the owner's alone
+    # (safetensors writes its files 0600)
+    files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any(p.name == "model.safetensors" for p in files)
+    assert [p for p in files if p.stat().st_mode & 0o044 != 0o044] == []
     assert out["stages"] == {"generate": 1, "pack": 2, "train": 6, "evaluate": 12}
     run = tmp_path / "runs/folders"
     real_pack = next(p for p in run.glob("stages/pack/*/index.json")

@@ -23,9 +23,26 @@ from typing import Any
 TMP_SUFFIX = ".tmp"
 
 
+def file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the process's umask, read
+    without changing it (/proc; os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path; on success fsync it and rename it onto `path`."""
+    """Yield a temporary path; on success fsync it, give it the umask's mode
+    (some writers, safetensors' among them, make their files 0600, which a
+    colleague in the group cannot read) and rename it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
@@ -33,6 +50,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from synscale.data.folders import is_image
+from synscale.data.folders import CROP_FRACTION, is_image
 
 if TYPE_CHECKING:
     from synscale.study.specs import DataSpec
 
 FOLDER_SETS = ("imagenet-val", "imagenet-sketch", "imagenet-r", "imagenet-a", "imagenet-v2")
 SUBSETS = {"imagenet-r": "imagenet_r_wnids.txt", "imagenet-a": "imagenet_a_wnids.txt"}
-CROP_FRACTION = 0.875  # resize the short side to size / 0.875, then center-crop: 256 -> 224
 
 
 def load_eval_set(name: str, data: DataSpec) -> tuple[np.ndarray, np.ndarray]:

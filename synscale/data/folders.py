@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# evaluation resizes the short side to size / 0.875, then center-crops (256 -> 224);
+# packs keep the longest side at most resolution / 0.875 for the same reason
+CROP_FRACTION = 0.875
 
 
 def is_image(path: Path) -> bool:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from synscale.study.specs import DataSpec, ModelSpec
+    from synscale.study.specs import ModelSpec
 
 # a registered ViT whose arguments a custom "vit" overrides, all of them
 _VIT_BASE_NAME = "vit_tiny_patch16_224"
@@ -63,7 +63,7 @@ def preprocessing(index: dict) -> dict:
                 "normalization": {"mean": [0.5], "std": [0.5]}, "eval_transform": None}
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    from synscale.data.evalsets import CROP_FRACTION
+    from synscale.data.folders import CROP_FRACTION
     size = int(index["shape"][1])
     return {"input": "RGB, decoded as a viewer shows it (EXIF orientation, transparency "
                      "over white), values in [0, 1] before normalization",
@@ -71,9 +71,3 @@ def preprocessing(index: dict) -> dict:
                               "std": list(IMAGENET_DEFAULT_STD)},
             "eval_transform": {"resize_short_side": int(round(size / CROP_FRACTION)),
                                "interpolation": "bilinear", "center_crop": size}}
-
-
-def class_names(data: DataSpec) -> list[str]:
-    """The names of the model's outputs, in order (wnid where the list has them)."""
-    from synscale.prompts.classes import of_data
-    return [c.wnid or c.clip_name for c in of_data(data)]

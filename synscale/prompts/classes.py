@@ -100,3 +100,9 @@ def find(classes: tuple[ClassInfo, ...], query: str) -> ClassInfo:
     hint = difflib.get_close_matches(query, names, n=3)
     raise ValueError(f"no class named {query!r}" +
                      (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ""))
+
+
+def output_names(data: DataSpec) -> list[str]:
+    """The names of a model's outputs, in order (the wnid where the list has
+    one): what a pack records for the models trained on it (models/portable.py)."""
+    return [c.wnid or c.clip_name for c in of_data(data)]

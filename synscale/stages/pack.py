@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from synscale.models.portable import class_names
 from synscale.plan import state
+from synscale.prompts.classes import output_names
 from synscale.study.specs import DataSpec, PackSpec
 
 VERSION = "3"  # 2: per-row scores (scores.npz) for curation; 3: digits' scores in fixed
@@ -71,7 +71,7 @@ def run(ctx) -> dict:
         state.write_json(ctx.dir / "quality.json", quality)
     began = time.perf_counter()
     index = write_beton(ctx.dir, images, labels, captions=captions,
-                        class_names=class_names(spec.data))
+                        class_names=output_names(spec.data))
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
             **quality}
@@ -103,7 +103,7 @@ def _run_rgb(ctx) -> dict:
         state.write_json(ctx.dir / "quality.json", quality)
     began = time.perf_counter()  # the writer's own time: what a pilot's rate reads
     index = write_rgb_beton(ctx.dir, items, labels, spec.resolution, workers=_workers(spec),
-                            captions=captions, class_names=class_names(spec.data))
+                            captions=captions, class_names=output_names(spec.data))
     ctx.log.info("packed %d rows", index["rows"])
     return {"rows": index["rows"], "write_seconds": round(time.perf_counter() - began, 3),
             **quality}
@@ -167,7 +167,7 @@ def _write_folder(ctx, items, labels, skip: bool) -> dict:
                                                 items)})
     return write_rgb_beton(ctx.dir, items, labels, spec.resolution, workers=_workers(spec),
                            captions=captions, fail_fast=not skip,
-                           class_names=class_names(spec.data))
+                           class_names=output_names(spec.data))
 
 
 def _generated(ctx):

@@ -330,7 +330,7 @@ def main(argv=None) -> int:
 
 def _launch(args, console, study, plan, run, summary, done, unreadable) -> int:
     from synscale.analysis import inputs
-    from synscale.plan import outputs
+    from synscale.plan import outputs, tensorboard
 
     state.write_text(run.study_file, study.text)
     stored.write_plan(run, plan)  # unless it holds this plan already
@@ -342,6 +342,7 @@ def _launch(args, console, study, plan, run, summary, done, unreadable) -> int:
             Console(stderr=True).print(f"[red]error:[/] {escape(str(e))}", highlight=False,
                                        soft_wrap=True)
             return 2
+    tensorboard.update(run, plan)  # every training's curve, named by its axes
     evaluations = [s.id for s in plan.stages if s.kind == "evaluate" and s.id in done]
     # what is about to be read is checked first: a damaged stage is redone now
     damaged = outputs.before_reading(run, plan, done, unreadable,

@@ -90,7 +90,37 @@ def test_image_folder_study_runs_end_to_end(tmp_path):
     assert all(m["classes_scored"] == 3 and 0 <= m["top1"] <= m["top5"] <= 1 for m in metrics)
     assert {m["n"] for m in metrics} == {9, 6}
     assert (run / "results/metrics.csv").exists()
+    _every_training_is_a_tensorboard_run(run)
     _rebuilt_with_timm_alone_scores_as_synscale(run, tmp_path / "val")
+
+
+def _every_training_is_a_tensorboard_run(run):
+    """`tensorboard --logdir runs/<study>/tensorboard`: one run per training
+    named by its axes (its curve: the manifest's), with its evaluations
+    beside it, read by TensorBoard's own multiplexer."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    from synscale.plan.graph import Plan
+    board = EventMultiplexer().AddRunsFromDirectory(str(run / "tensorboard"))
+    board.Reload()
+    runs = board.Runs()
+    assert len(runs) == 6 + 12 and "real,vit,width=32,n=4,seed=0/train" in runs, sorted(runs)
+    plan = Plan.from_json((run / "plan.json").read_text())
+    for e in plan.of_kind("evaluate"):
+        t = plan.by_id[e.inputs[0]]
+        name = f"{_name(t)}/eval-{e.axes['eval_set']}"
+        manifest = state.read_json(run / "stages/train" / t.id / "manifest.json")
+        curve = [(p.step, p.value) for p in board.Scalars(f"{_name(t)}/train", "train/loss")]
+        assert [s for s, _ in curve] == [s for s, _ in manifest["loss_curve"]]
+        assert curve[-1][1] == pytest.approx(manifest["loss_curve"][-1][1], abs=1e-4)
+        metrics = state.read_json(run / "stages/evaluate" / e.id / "metrics.json")
+        (top1,) = board.Scalars(name, f"eval/{e.axes['eval_set']}/top1")
+        assert top1.step == manifest["steps"] and top1.value == pytest.approx(metrics["top1"])
+
+
+def _name(train) -> str:
+    from synscale.plan.tensorboard import run_name
+    return run_name(train.axes, train.spec["seed"])
 
 
 def _rebuilt_with_timm_alone_scores_as_synscale(run, val):

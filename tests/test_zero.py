@@ -125,9 +125,22 @@ def test_zero_stages_resume_exactly_after_sigkill_and_usr2(runs):
         assert [s for s, _ in resumed["loss_curve"]] == [s for s, _ in whole["loss_curve"]]
         for (_, a), (_, b) in zip(resumed["loss_curve"], whole["loss_curve"]):
             assert a == pytest.approx(b, abs=1e-4), (z, resumed["loss_curve"], whole["loss_curve"])
+        # TensorBoard's own reader sees one curve, the manifest's: the points the
+        # killed attempt wrote past its checkpoint are purged, none is missing
+        board = _tensorboard_losses(stage)
+        assert [s for s, _ in board] == [s for s, _ in resumed["loss_curve"]], (z, board)
+        for (_, a), (_, b) in zip(board, resumed["loss_curve"]):
+            assert a == pytest.approx(b, abs=1e-4), z
         assert not checkpoints.exists()  # the final weights supersede them
         r.timings[f"ZeRO-{z}: resume, preempt, finish (+ next one's start)"] = time.time() - began
     print({k: round(v, 1) for k, v in r.timings.items()})
+
+
+def _tensorboard_losses(stage) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    board = EventAccumulator(str(stage / "tensorboard"))
+    board.Reload()
+    return [(e.step, e.value) for e in board.Scalars("train/loss")]
 
 
 def _exports_with_deepspeeds_tools(checkpoints, zero: int, finished) -> None:

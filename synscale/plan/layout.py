@@ -8,6 +8,7 @@ runs/<study>/
   pool/<config>/                the images of one generation config, whatever chunk
                                 rendered them (stages/generate.py)
   results/                      metrics.csv, fits.json, summary.md, plots
+  tensorboard/<training>/       links to its stages' event files (plan/tensorboard.py)
   store.json                    with a store: where stages/ and pool/ are instead
 
 A store (`--store DIR`, `[study] store`) holds `stages/` and `pool/` for

@@ -16,6 +16,7 @@ under auto), and a model trained in bf16 is scored under bf16 autocast.
 from __future__ import annotations
 
 from synscale.plan import state
+from synscale.runtime import curves
 from synscale.study.specs import EvaluateSpec, ModelSpec, parse
 
 VERSION = "4"  # 2: top-5, image-folder sets, class masks; 3: per-class loss; 4: bf16 autocast
@@ -115,5 +116,7 @@ def run(ctx) -> dict:
         metrics["zero_shot_templates"] = spec.zero_shot_templates
     if spec.bad_images == "skip":
         metrics["images_left_out"] = left_out  # undecodable files of the set
+    name = spec.eval_set + (f"/{spec.zero_shot_templates}" if spec.zero_shot_templates else "")
+    curves.evaluation(ctx.dir, name, metrics, trained["steps"])  # beside its training's curve
     state.write_json(ctx.dir / "metrics.json", metrics)
     return {"loss": loss, "top1": metrics["top1"], "images": metrics["n"]}

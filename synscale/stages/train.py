@@ -17,6 +17,7 @@ import time
 
 from synscale.plan import state
 from synscale.runtime import checkpoint, preemption
+from synscale.runtime.curves import TrainingCurves
 from synscale.study.schema import TrainSection, split_counts
 from synscale.study.specs import TrainSpec, wire
 
@@ -133,6 +134,7 @@ def run(ctx) -> dict:
         ctx.log.info("resumed at step %d", progress["step"])
 
     resumed_from, saved_at = progress["step"], [progress["step"] if restored else None]
+    curves = TrainingCurves(ctx.dir, world["rank"], progress["step"], recipe.batch_size)
 
     def save() -> bool:
         """Collective: every rank calls it at the same step boundary."""
@@ -140,6 +142,7 @@ def run(ctx) -> dict:
             began = time.time()
             where = checkpoint.save(checkpoints, engine, progress["step"], progress)
             saved_at[0] = progress["step"]
+            curves.flush()  # the points a resume from here keeps are on disk
             if world["rank"] == 0:  # every rank's part is there once save returns
                 size = sum(f.stat().st_size for f in where.iterdir())
                 ctx.log.info("checkpoint at step %d: %.3f GB in %.1f s", progress["step"],
@@ -175,12 +178,14 @@ def run(ctx) -> dict:
             step = progress["step"]
             if step % recipe.log_every == 0 or step == steps:
                 progress["curve"].append([step, round(loss, 5)])
+                curves.point(step, loss, schedule.get_last_lr()[0])
                 ctx.log.info("step %d/%d loss %.4f", step, steps, loss)
             if step % recipe.checkpoint_every == 0 and step < steps:
                 save()
             if _any_rank(preemption.pending(), world, engine.device):
                 ctx.log.info("preempted at step %d: saving on every rank", step)
                 preemption.act(save(), leave=world["rank"] != 0)
+    curves.close()
     curve = progress["curve"]
     # steps per second of this attempt's loop (start-up and the final save left out)
     loop = {"loop_steps": progress["step"] - loop_from,

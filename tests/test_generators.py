@@ -99,7 +99,7 @@ def test_guidance_t_reaches_each_pipeline_as_one_plus_t(checkpoints):
     sd.render(["a tench"], [1], 0.5, 2)
     imagen = generators.load("imagen", checkpoints["if"], RenderOptions(device="cpu"), "default",
                              {"sr_steps": 2, "sr_guidance": 1.0, "noise_level": 100})
-    imagen.base, imagen.sr = spy(imagen.base), spy(imagen.sr)
+    imagen.denoise, imagen.sr = spy(imagen.denoise), spy(imagen.sr)
     imagen.render(["a tench"], [1], 4.0, 2)
     assert [(c["guidance_scale"], c["num_inference_steps"]) for c in calls] == \
         [(1.5, 2), (5.0, 2), (2.0, 2)]
@@ -251,3 +251,46 @@ def test_footprint_counts_the_parameters_a_render_loads_from_the_files(checkpoin
     # weights that are not here: the table's figure for the usual checkpoint
     assert footprint.generator_params({"generator": "muse", "weights": "nobody/absent"}) \
         == footprint.GENERATOR_PARAMS["muse"]
+
+
+def test_imagen_holds_t5_at_a_precision_of_its_own(checkpoints):
+    """bf16 T5 beside fp32 UNets: how IF fits a machine without native bf16
+    (fp32 T5-XXL is 19 GB); the render and the dry run's memory both say so."""
+    import torch
+
+    from synscale import generators
+    from synscale.generators.pipeline import RenderOptions
+    from synscale.plan import footprint
+
+    def render(**options):
+        g = generators.load("imagen", checkpoints["if"], RenderOptions(device="cpu", **options),
+                            "default", {"sr_steps": 2})
+        return g, g.render(["a tench", "a goldfish"], [1, 2], 2.0, 2)[0].astype(int)
+
+    mixed, images = render(text_encoder_precision="bf16")
+    assert mixed.base.text_encoder.dtype == torch.bfloat16
+    assert mixed.base.unet.dtype == mixed.sr.unet.dtype == torch.float32
+    _, plain = render()
+    assert images.shape == plain.shape and np.abs(images - plain).mean() < 20
+    both = footprint.generator_params({"generator": "imagen", "weights": checkpoints["if"]})
+    t5 = sum(p.numel() for p in mixed.base.text_encoder.parameters())
+    planned = {"generator": "imagen", "weights": checkpoints["if"], "precision": "fp32"}
+    assert footprint.generator_bytes(planned) == 4 * both
+    assert footprint.generator_bytes({**planned, "text_encoder_precision": "bf16"}) \
+        == 4 * both - 2 * t5
+
+
+def test_sixteen_bit_rendering_on_a_cpu_that_emulates_it_is_said(monkeypatch):
+    from synscale.generators import pipeline
+    from synscale.stages.generate import emulated_half
+    from synscale.study.specs import GenerateSpec
+
+    planned = spec("stable-diffusion", "/ckpt/sd", precision="bf16")
+    planned = GenerateSpec(**{k: v for k, v in planned.items() if k not in ("data",)},
+                           data=None)
+    monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda: False)
+    assert "~300x slower" in emulated_half(planned) and "fp32" in emulated_half(planned)
+    assert emulated_half(GenerateSpec(**{**planned.__dict__, "precision": "fp32"})) == ""
+    assert emulated_half(GenerateSpec(**{**planned.__dict__, "device": "cuda"})) == ""
+    monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda: True)
+    assert emulated_half(planned) == ""

@@ -3,14 +3,16 @@
 encoder included) and aMUSEd-256, built from their published configurations
 with random weights (tools/real_pipelines.py), each saved as a checkpoint,
 rendered by the generate stage into JPEG shards and packed. bf16, as these
-models are run on GPUs (and what keeps IF within this machine's memory)."""
+models are run on GPUs, where the CPU computes bf16 in hardware; fp32 where
+it emulates it (~300x slower convolutions), IF's T5-XXL kept in bf16 (in
+fp32 it alone is 19 GB)."""
 import json
 
 import pytest
 
 from conftest import record_figure, run_tool
 
-# IF's render holds ~12.8 GB: beside the Slurm tests (a few GB) it fits a 24 GB machine,
+# IF's render holds ~15 GB (T5-XXL in bf16, UNets in fp32): beside the Slurm tests (a few GB) it fits a 24 GB machine,
 # beside the CLIP-L ranks (18.9 GB, marked "memory": run alone after the rest) it does not
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,8 @@ SIDE = {"sd15": 512, "if-m": 256, "amused-256": 256}
 def test_real_configurations_render_two_images_each_into_shards_and_pack():
     r = run_tool("real_pipelines.py", "--json", timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
-    result = {p["name"]: p for p in json.loads(r.stdout)["pipelines"]}
+    data = json.loads(r.stdout)
+    result = {p["name"]: p for p in data["pipelines"]}
     assert set(result) == set(PUBLISHED)
     for name, p in result.items():
         built = p["build"]["components"]
@@ -43,9 +46,14 @@ def test_real_configurations_render_two_images_each_into_shards_and_pack():
         assert p["estimated_params"] == p["build"]["params"], name
         assert p["generate"]["peak_rss_gb"] == pytest.approx(p["estimated_node_gb"], rel=0.25), name
         record_figure(
-            f"{name} (real configuration, random weights, bf16): {p['build']['params'] / 1e9:.2f}B "
+            f"{name} (real configuration, random weights, {p['precision']}, text encoder "
+            f"{p['text_encoder_precision']}): {p['build']['params'] / 1e9:.2f}B "
             f"parameters, {p['build']['bytes'] / 1e9:.1f} GB saved; build {p['build']['seconds']:.0f} s "
             f"/ {p['build']['peak_rss_gb']:.1f} GB, generate 2 images "
             f"{p['generate']['seconds']:.0f} s / {p['generate']['peak_rss_gb']:.1f} GB peak RSS "
             f"(estimated {p['estimated_node_gb']:.1f}), pack {p['pack']['seconds']:.0f} s")
     assert result["sd15"]["nsfw"] is not None  # SD 1.5's safety checker ran, per image
+    # 16-bit only where this CPU computes it natively; T5-XXL never in fp32 (19 GB)
+    half = "bf16" if data["cpu_native_bf16"] else "fp32"
+    assert {p["precision"] for p in result.values()} == {half}
+    assert result["if-m"]["text_encoder_precision"] == "bf16"

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from conftest import ROOT, run_module
+from synscale.study.expand import expand
 from synscale.study.load import StudyError, load_study
 
 
@@ -210,16 +211,28 @@ def test_generator_settings_are_checked_against_each_generator(tmp_path):
         '[generate]\ngenerators = ["imagen", "muse"]\nscheduler = "ddim"\n'
         'weights = { imagen = ["a/b", "c/d", "e/f"], muse = "amused/amused-256" }\n'
         'prompts = ["in-captions"]\n[generate.options.imagen]\nsr_step = 20\n'))
+    found += problems_of(tmp_path, folder + (
+        '[generate]\ngenerators = ["muse"]\nweights = { muse = "amused/amused-256" }\n'
+        'text_encoder_precision = "bf16"\n'))
     assert any("generate.weights.imagen = " in p and "stage I, then stage II" in p for p in found)
     assert any("generate.scheduler = 'ddim'" in p and "'muse' samples with 'default'" in p
                for p in found)
     assert any("generate.options.imagen.sr_step: unknown" in p and "sr_steps" in p for p in found)
+    assert any("generate.text_encoder_precision = 'bf16': only imagen" in p and "muse" in p
+               for p in found)
     assert not any("prompts.captions" in p for p in found)  # a captioning stage writes them
     good = folder + ('[generate]\ngenerators = ["imagen"]\nweights = { imagen = ["a/b", "c/d"] }\n'
-                     '[generate.options.imagen]\nsr_steps = 20\n')
+                     'text_encoder_precision = "bf16"\n[generate.options.imagen]\nsr_steps = 20\n')
     path = tmp_path / "good.toml"
     path.write_text(good)
     assert load_study(path).generate.options == {"imagen": {"sr_steps": 20}}
+    # T5's precision is part of what a render is (its id); left out, ids are as they were
+    held = {s.spec.get("text_encoder_precision")
+            for s in expand(load_study(path)).of_kind("generate")}
+    path.write_text(good.replace('text_encoder_precision = "bf16"\n', ""))
+    plain = expand(load_study(path)).of_kind("generate")
+    assert held == {"bf16"}
+    assert all("text_encoder_precision" not in s.spec for s in plain)  # wired: what ids hash
 
 
 def test_missing_checkpoints_stop_the_launch_before_anything_is_written(tmp_path):

@@ -6,7 +6,7 @@ The tiny pipelines of the tests prove the code paths; these prove the shapes,
 the memory and the files of the checkpoints users load.
 
     tools/real_pipelines.py [--only sd15,if-m,amused-256] [--dir DIR]
-                            [--precision bf16] [--device cpu|cuda] [--keep] [--json]
+                            [--precision auto] [--device cpu|cuda] [--keep] [--json]
 
 For each pipeline, three fresh processes, each reporting its seconds and peak
 RSS (getrusage):
@@ -18,8 +18,15 @@ RSS (getrusage):
   pack      the pack stage over those shards (FFCV, 224 px).
 Prints the parameters per component, the bytes on disk, each step's seconds
 and peak memory, and the dry-run's estimates for the same stage beside them.
-The checkpoint is deleted after its pipeline unless --keep: in bf16, SD 1.5
-takes 2.7 GB on disk, IF 11.6 GB (T5-XXL's encoder is 9.5 of them).
+The checkpoint is saved in bf16 (fp16 under --precision fp16), as the
+published 16-bit variants are, and deleted after its pipeline unless --keep:
+SD 1.5 takes 2.7 GB on disk, IF 11.2 GB (T5-XXL's encoder is 9.5 of them).
+
+--precision auto renders in bf16 on a GPU or a CPU that computes bf16 in
+hardware (AVX512-BF16, AMX). On one that does not (AVX2: torch emulates bf16
+and a UNet's convolutions run ~300x slower than fp32), it renders in fp32,
+IF with T5-XXL held in bf16 ([generate] text_encoder_precision): in fp32
+T5-XXL alone is 19 GB.
 
 Tokenizers: CLIP's is the real one (its BPE merges ship with open_clip);
 T5's sentencepiece model does not ship here, so IF reads a character-level
@@ -168,6 +175,17 @@ def weights_of(name: str, folder: Path):
     return [str(folder / "stage1"), str(folder / "stage2")] if name == "if-m" else str(folder)
 
 
+def render_precision(name: str, asked: str, device: str) -> tuple[str, str]:
+    """(precision, text_encoder_precision) of a pipeline's render."""
+    from synscale.generators.pipeline import cpu_has_native_bf16
+
+    if asked != "auto":
+        return asked, ""
+    if device == "cuda" or cpu_has_native_bf16():
+        return "bf16", ""
+    return "fp32", "bf16" if name == "if-m" else ""
+
+
 def _build_here(name: str, folder: Path, precision: str) -> dict:
     import torch
 
@@ -210,7 +228,7 @@ steps = 2
 batch_size = 2
 device = "{device}"
 precision = "{precision}"
-image_format = "jpeg"
+{text_encoder}image_format = "jpeg"
 image_quality = 95
 {options}
 [model]
@@ -221,7 +239,8 @@ sets = ["imagenet-val"]
 """
 
 
-def write_study(name: str, root: Path, weights, precision: str, device: str = "cpu") -> Path:
+def write_study(name: str, root: Path, weights, precision: str, device: str = "cpu",
+                text_encoder: str = "") -> Path:
     """A one-class (tench) study of two synthetic images, in the study format."""
     for sub in ("train", "val"):
         (root / sub / "n01440764").mkdir(parents=True, exist_ok=True)
@@ -230,6 +249,8 @@ def write_study(name: str, root: Path, weights, precision: str, device: str = "c
     path = root / f"{name}.toml"
     path.write_text(STUDY.format(name=name, root=root, generator=GENERATOR[name],
                                  weights=json.dumps(weights), precision=precision,
+                                 text_encoder=f'text_encoder_precision = "{text_encoder}"\n'
+                                 if text_encoder else "",
                                  device=device, options=options))
     return path
 
@@ -264,8 +285,9 @@ def run_one(name: str, work: Path, precision: str, keep: bool, device: str = "cp
     from synscale.study.load import load_study
 
     folder = work / "weights" / name
-    build = in_fresh_process("--build", name, str(folder), precision)
-    study = write_study(name, work / name, weights_of(name, folder), precision, device)
+    render, text = render_precision(name, precision, device)
+    build = in_fresh_process("--build", name, str(folder), "fp16" if render == "fp16" else "bf16")
+    study = write_study(name, work / name, weights_of(name, folder), render, device, text)
     run = work / name / "run"
     generate = in_fresh_process("--stage", str(study), "generate", str(run))
     pack = in_fresh_process("--stage", str(study), "pack", str(run))
@@ -277,7 +299,8 @@ def run_one(name: str, work: Path, precision: str, keep: bool, device: str = "cp
     estimate = footprint.KindFootprint()
     footprint._generate(estimate, spec, gpu=False)
     index = json.loads((run / "stages/pack" / pack["id"] / "index.json").read_text())
-    out = {"name": name, "precision": precision, "build": build, "generate": generate,
+    out = {"name": name, "precision": render, "text_encoder_precision": text or render,
+           "build": build, "generate": generate,
            "pack": pack, "image_shape": list(images.shape[1:]),
            "image_std": float(images.std()), "encoding": first.encoding,
            "nsfw": rows.meta("nsfw").tolist() if "nsfw" in first.files else None,
@@ -294,7 +317,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default=",".join(PIPELINES))
     p.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
-    p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="the render's (auto: bf16 where the device computes it natively)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the generate stage renders (the build is always on the CPU)")
     p.add_argument("--keep", action="store_true", help="keep the checkpoints and runs")
@@ -321,7 +345,9 @@ def main(argv=None) -> dict:
         raise SystemExit(2)
     work = Path(tempfile.mkdtemp(prefix="real-pipelines-", dir=a.dir))
     try:
-        result = {"pipelines": [run_one(n, work, a.precision, a.keep, a.device) for n in names]}
+        from synscale.generators.pipeline import cpu_has_native_bf16
+        result = {"cpu_native_bf16": cpu_has_native_bf16(),
+                  "pipelines": [run_one(n, work, a.precision, a.keep, a.device) for n in names]}
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -336,13 +362,15 @@ def _show(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
     t = Table(title="real-configuration pipelines, random weights, on this machine's CPU")
-    for col in ("pipeline", "params", "disk GB", "build s/GB", "generate s/GB", "pack s/GB",
+    for col in ("pipeline", "precision", "params", "disk GB", "build s/GB", "generate s/GB", "pack s/GB",
                 "image", "est. GB"):
         t.add_column(col, justify="right")
     for r in result["pipelines"]:
         steps = [f"{r[k]['seconds']:.0f}/{r[k]['peak_rss_gb']:.1f}"
                  for k in ("build", "generate", "pack")]
-        t.add_row(r["name"], f"{r['build']['params'] / 1e9:.2f}B",
+        held = r["precision"] + (f" (T5 {r['text_encoder_precision']})"
+                                 if r["text_encoder_precision"] != r["precision"] else "")
+        t.add_row(r["name"], held, f"{r['build']['params'] / 1e9:.2f}B",
                   f"{r['build']['bytes'] / 1e9:.1f}", *steps,
                   f"{r['image_shape'][0]} px {r['encoding']}",
                   f"{r['estimated_node_gb']:.1f}")

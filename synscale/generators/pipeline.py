@@ -21,6 +21,7 @@ SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler",
 class RenderOptions:
     device: str = "auto"          # auto: the GPU when there is one
     precision: str = "fp32"       # fp32, fp16 or bf16 weights and activations
+    text_encoder_precision: str = ""  # imagen's T5 where it differs ("": as precision)
     attention: str = "sdpa"       # sdpa: torch's fused kernels (diffusers' default); eager
     channels_last: bool = False   # NHWC memory format for the convolutions (faster on GPUs)
     compile: bool = False         # torch.compile the denoiser (pays off over many batches)
@@ -46,8 +47,24 @@ def device_and_dtype(options: RenderOptions):
     device = options.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[options.precision]
-    return torch.device(device), dtype
+    return torch.device(device), dtype_of(options.precision)
+
+
+def dtype_of(precision: str):
+    import torch
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX). Where
+    it does not (AVX2 machines), torch emulates it: a UNet's 3x3 convolutions
+    run ~300x slower than in fp32 (tools/real_pipelines.py measured it)."""
+    import torch
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check else False
+    except RuntimeError:
+        return False
 
 
 def use_sampler(pipe, name: str) -> None:

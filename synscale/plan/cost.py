@@ -62,7 +62,10 @@ def generate_key(spec: dict) -> str:
     """What a generate stage's speed depends on (not its classes or prompts)."""
     keys = ("generator", "weights", "steps", "scheduler", "resolution", "precision",
             "attention", "channels_last", "compile", "batch_size", "options")
-    return json.dumps({**{k: spec.get(k) for k in keys}, "guided": spec["guidance"] > 0},
+    # set only where a study sets it, so that calibrations recorded before it still match
+    text = {"text_encoder_precision": spec["text_encoder_precision"]} \
+        if spec.get("text_encoder_precision") else {}
+    return json.dumps({**{k: spec.get(k) for k in keys}, **text, "guided": spec["guidance"] > 0},
                       sort_keys=True)
 
 

@@ -56,6 +56,7 @@ NATIVE_SIDE = {"embedded-ddpm": 8, "stable-diffusion": 512, "imagen": 256, "muse
 # CLIP text 123M); IF-I-XL 4.3B + IF-II-L 1.2B + T5-XXL encoder 4.8B; aMUSEd-256 ~0.8B
 GENERATOR_PARAMS = {"embedded-ddpm": 0.0, "stable-diffusion": 1.07e9, "imagen": 10.3e9,
                     "muse": 0.8e9}
+T5_XXL_PARAMS = 4.76e9  # of them, IF's text encoder
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # measured resident memory of a process that imported torch and the stage's
 # libraries, before its model (pack: the whole pack stage, flat in its rows)
@@ -121,8 +122,31 @@ def _generate(fp: KindFootprint, spec: dict, gpu: bool) -> None:
     fp.images += n
     fp.files += shards
     fp.bytes += n * (image_bytes(spec) + META_BYTES) + shards * SHARD_OVERHEAD
-    weights = generator_params(spec) * PRECISION_BYTES[spec.get("precision", "fp32")]
-    fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + weights / GB)
+    fp.node_gb = max(fp.node_gb, HOST_BASE_GB["gpu" if gpu else "cpu"] + generator_bytes(spec) / GB)
+
+
+def generator_bytes(spec: dict) -> float:
+    """Bytes of the weights a render holds: its parameters at the study's
+    precision, imagen's T5 at its own where the study gives it one."""
+    per = PRECISION_BYTES[spec.get("precision", "fp32")]
+    total = generator_params(spec)
+    text = spec.get("text_encoder_precision")
+    if not text:
+        return total * per
+    refs = spec["weights"]
+    first = refs if isinstance(refs, str) else refs[0]
+    whole = _counted((first,))
+    t5 = whole - _counted_without_text(first) if whole else T5_XXL_PARAMS
+    return (total - t5) * per + t5 * PRECISION_BYTES[text]
+
+
+@cache
+def _counted_without_text(ref: str) -> int:
+    from synscale.generators.weights import WeightsError, parameter_count, resolve
+    try:
+        return parameter_count(resolve(ref), skip=("text_encoder",))
+    except (WeightsError, OSError):
+        return 0
 
 
 def generator_params(spec: dict) -> float:

@@ -73,6 +73,20 @@ def range_lock(pool: Path, c: int, start: int, stop: int):
         os.close(fd)  # releases the lock
 
 
+def emulated_half(spec: GenerateSpec) -> str:
+    """A warning where 16-bit rendering runs on a CPU that emulates it."""
+    if spec.generator == "embedded-ddpm" or spec.precision == "fp32":
+        return ""
+    from synscale.generators.pipeline import RenderOptions, cpu_has_native_bf16, device_and_dtype
+    device, _ = device_and_dtype(RenderOptions.from_spec(spec))
+    if device.type != "cpu" or cpu_has_native_bf16():
+        return ""
+    return (f"generate.precision = {spec.precision!r} on a CPU without native bf16/fp16 "
+            "(AVX2): torch emulates it and convolutions run ~300x slower than fp32; "
+            "render on a GPU or with precision = \"fp32\" (imagen: text_encoder_precision = "
+            "\"bf16\" keeps T5-XXL at 9.5 GB)")
+
+
 def _renderer(spec: GenerateSpec):
     from synscale import generators
     if spec.generator == "embedded-ddpm":
@@ -225,7 +239,11 @@ class _Work:
         """Render the batch from `first` whole (its images depend on their
         companions) and keep images [k0, k1) of it."""
         spec, size = self.spec, self.spec.batch_size
-        self.renderer = self.renderer or _renderer(spec)
+        if self.renderer is None:
+            self.renderer = _renderer(spec)
+            slow = emulated_half(spec)
+            if slow:
+                self.ctx.log.warning(slow)
         indices = np.arange(first, first + size)
         seeds = [image_seed(spec.seed, c, int(i)) for i in indices]
         prompts = [pick(self.pools.prompts[c], spec.seed, c, int(i)) for i in indices]

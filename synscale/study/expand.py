@@ -80,9 +80,13 @@ def _render_settings(g, generator: str) -> dict:
     if generator == "embedded-ddpm":
         return {}
     from synscale.generators import options_of
+    # only imagen holds its text encoder apart; set only where it differs, so
+    # that the ids of renders that do not use it stay as they were
+    text = g.text_encoder_precision if generator == "imagen" else ""
     return {"resolution": g.resolution, "precision": g.precision, "attention": g.attention,
             "channels_last": g.channels_last, "compile": g.compile, "device": g.device,
-            "options": {**options_of(generator), **g.options.get(generator, {})}}
+            "options": {**options_of(generator), **g.options.get(generator, {})},
+            **({"text_encoder_precision": text} if text and text != g.precision else {})}
 
 
 def _storage(g, generator: str) -> dict:

@@ -424,6 +424,11 @@ def _generate_checks(s: Study, file: str, problems: list[str]) -> None:
         if g.scheduler not in SAMPLERS[name]:
             problems.append(f"{file}: generate.scheduler = {g.scheduler!r}: {name!r} samples with "
                             f"{', '.join(map(repr, SAMPLERS[name]))}")
+    if g.text_encoder_precision and "imagen" not in g.generators:
+        problems.append(f"{file}: generate.text_encoder_precision = "
+                        f"{g.text_encoder_precision!r}: only imagen holds its text encoder (T5-XXL) "
+                        f"at a precision of its own; this study renders with "
+                        f"{', '.join(g.generators)} (leave it out)")
     for name, opts in g.options.items():
         known = options_of(name)
         if name not in g.generators or not isinstance(opts, dict):

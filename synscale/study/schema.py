@@ -186,6 +186,10 @@ class GenerateSection:
                            min=0, max=4096)
     precision: str = spec("fp32", "weights and activations while rendering (fp16/bf16 on GPUs)",
                           type=str, choices=GENERATE_PRECISIONS)
+    text_encoder_precision: str = spec("", "imagen: T5-XXL's own precision (4.8B of IF's 5.6B "
+                                       "parameters), e.g. bf16 beside fp32 UNets on a CPU "
+                                       "without native bf16; empty: as precision",
+                                       type=str, choices=("",) + GENERATE_PRECISIONS)
     attention: str = spec("sdpa", "attention kernels: sdpa (torch's fused ones) or eager "
                           "(plain matmul and softmax)", type=str, choices=("sdpa", "eager"))
     channels_last: bool = spec(False, "NHWC memory format for the convolutions", type=bool)

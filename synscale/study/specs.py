@@ -95,6 +95,7 @@ class GenerateSpec:
     # how a diffusers generator renders (the embedded DDPM has none of these)
     resolution: int | None = None
     precision: str | None = None
+    text_encoder_precision: str | None = None  # imagen's T5, where it differs from precision
     attention: str | None = None
     channels_last: bool | None = None
     compile: bool | None = None

@@ -12,8 +12,9 @@ import pytest
 
 from conftest import record_figure, run_tool
 
-# IF's render holds ~15 GB (T5-XXL in bf16, UNets in fp32): beside the Slurm tests (a few GB) it fits a 24 GB machine,
-# beside the CLIP-L ranks (18.9 GB, marked "memory": run alone after the rest) it does not
+# IF's render holds ~15 GB (T5-XXL in bf16, UNets in fp32): beside the Slurm tests (a few
+# GB) it fits a 24 GB machine, beside the CLIP-L ranks (18.9 GB, marked "memory": run alone
+# after the rest) it does not
 pytestmark = pytest.mark.slow
 
 # parameters each model's authors publish, per component the render loads

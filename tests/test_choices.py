@@ -3,6 +3,8 @@ the thing it names (the schema restates them: every stage runner imports it,
 and importing the registries would widen what code pinning deems each kind
 to run), so adding a generator, a law, an image format or a score in one
 place and not the other fails here rather than on a cluster."""
+from dataclasses import fields
+
 import pytest
 
 from synscale.study import schema
@@ -61,7 +63,9 @@ def test_the_pipelines_precisions_are_the_schemas():
     import inspect
 
     from synscale.generators import pipeline
-    source = inspect.getsource(pipeline.device_and_dtype)
+    source = inspect.getsource(pipeline.dtype_of)
     for p in schema.GENERATE_PRECISIONS:
         assert f'"{p}": torch.' in source, p
     assert set(schema.PRECISIONS) <= set(schema.GENERATE_PRECISIONS)
+    text = {f.name: f for f in fields(schema.GenerateSection)}["text_encoder_precision"]
+    assert text.metadata["choices"] == ("",) + schema.GENERATE_PRECISIONS

@@ -130,3 +130,39 @@ def test_skip_leaves_the_file_out_and_the_next_one_takes_its_place(tmp_path):
     # too few decodable files left for a class: said, naming its folder
     result, out, _ = _pack(tmp_path / "short", "skip", per_class=14, rows_per_class=14)
     assert "13 images (1 left out as undecodable)" in result["error"] and WNIDS[1] in result["error"]
+
+
+# The main thread blocked on a lock that a writer process held when the watch
+# terminated it (FFCV's shared row counter): only a real signal wakes it.
+BLOCKED = """
+import json, multiprocessing as mp, sys, threading, time
+from pathlib import Path
+from synscale.data import ffcv_io
+log = Path(sys.argv[1])
+lock, held = mp.Lock(), mp.Event()
+def hold():
+    lock.acquire()
+    held.set()
+    time.sleep(60)
+worker = mp.Process(target=hold)
+worker.start()
+held.wait()
+record = {"row": 0, "path": "x.JPEG", "why": "not an image", "bad_image": True}
+threading.Timer(0.5, lambda: log.write_text(json.dumps(record) + "\\n")).start()
+started = time.monotonic()
+try:
+    with ffcv_io._Watch(log, fail_fast=True):
+        lock.acquire(timeout=30)
+    print("not stopped")
+except ffcv_io._Stopped:
+    worker.join(5)
+    print(f"stopped {time.monotonic() - started:.2f} {worker.exitcode}")
+"""
+
+
+def test_a_main_thread_blocked_on_a_killed_workers_lock_is_stopped(tmp_path):
+    r = subprocess.run([sys.executable, "-c", BLOCKED, str(tmp_path / "bad.jsonl")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    word, seconds, exitcode = r.stdout.split()
+    assert word == "stopped" and float(seconds) < 3 and int(exitcode) < 0, r.stdout

@@ -9,6 +9,7 @@ is a prefix of the next.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from synscale.plan import state
+
+# what stops a pack's main thread (_Watch): a real-time signal, which no
+# scheduler or user sends (Slurm's --signal and preemption use USR1/USR2/TERM)
+STOP_SIGNAL = signal.SIGRTMIN + 1
 
 
 @contextmanager
@@ -112,12 +117,20 @@ def read_bad_log(path: Path) -> tuple[list[tuple[str, str]], list[dict]]:
     return sorted(set(bad)), errors
 
 
+class _Stopped(BaseException):
+    """Raised in the main thread by _Watch's signal: the writer was stopped."""
+
+
 class _Watch:
     """Stops FFCV's writer within a second of the first record in the bad
     log (any error; an undecodable file too where `fail_fast`): its worker
-    processes are terminated and the stage's main thread interrupted, which
-    `_write` turns into the error the log names. Elsewhere than in the main
-    thread nothing is interrupted: the writer ends its pass, then fails."""
+    processes are terminated and the stage's main thread gets a real signal
+    whose handler raises _Stopped, which `_write` turns into the error the
+    log names. A real signal, not _thread.interrupt_main: a worker killed
+    while it held the lock of FFCV's shared row counter leaves the main
+    thread blocked in sem_wait, which only a signal's EINTR ends (a CI run
+    hung there). Elsewhere than in the main thread nothing is interrupted:
+    the writer ends its pass, then fails."""
 
     def __init__(self, bad_log: Path, fail_fast: bool):
         import threading
@@ -126,15 +139,17 @@ class _Watch:
         self.died = ""
         self.main = threading.current_thread() is threading.main_thread()
         self.thread = threading.Thread(target=self._poll, name="pack-bad-images", daemon=True)
+        self.previous = None
 
     def __enter__(self):
         if self.main:
+            self.previous = signal.signal(STOP_SIGNAL, _raise_stopped)
             self.thread.start()
         return self
 
     def _poll(self) -> None:
-        import _thread
         import multiprocessing
+        import threading
 
         seen = {}
         while not self.over.wait(0.2):
@@ -152,14 +167,21 @@ class _Watch:
                     self.tripped = True
                     for child in multiprocessing.active_children():
                         child.terminate()
-                    _thread.interrupt_main()
+                    signal.pthread_kill(threading.main_thread().ident, STOP_SIGNAL)
                 return
 
     def __exit__(self, *exc) -> None:
-        with self.lock:
-            self.over.set()  # no interrupt after this
-        if self.main:
-            self.thread.join()
+        try:
+            with self.lock:  # a signal sent meanwhile raises here, once
+                self.over.set()  # no signal after this
+        finally:
+            if self.main:
+                self.thread.join()
+                signal.signal(STOP_SIGNAL, self.previous)
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped()
 
 
 def _write(folder: Path, fields: dict, items, labels: np.ndarray, captions, workers: int,
@@ -187,9 +209,7 @@ def _write(folder: Path, fields: dict, items, labels: np.ndarray, captions, work
         try:
             with watch:
                 writer.from_indexed_dataset(rows)
-        except KeyboardInterrupt:
-            if not watch.tripped:
-                raise
+        except _Stopped:
             _free_shared_memory(writer)
         bad, errors = read_bad_log(bad_log)
         if watch.died and not (bad or errors):
